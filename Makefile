@@ -1,0 +1,32 @@
+# `make demo`  - create .venv, install unspool, run the demo pipeline on the embedded stores.
+# `make test`  - create .venv, install unspool with test extras, lint and run the whole suite.
+# `make bench` - run the benchmark suite (see bench/README.md); `make bench-quick` for a short one.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test lint bench bench-quick clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) examples/demo.py
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check src tests bench examples
+
+test: lint
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed
+	$(PY) bench/run.py
+
+bench-quick: $(VENV)/.installed
+	$(PY) bench/run.py --quick
+
+clean:
+	rm -rf $(VENV) .unspool .pytest_cache

@@ -1,0 +1,356 @@
+"""Reading what runs recorded: ``Client`` and the models it returns.
+
+The models are plain objects built from store rows; relations (a run's steps, a step's
+artifacts, an artifact's producer and consumers) are fetched when first accessed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+import sqlalchemy as sa
+
+from ._errors import NotFoundError
+from ._metadata_store import (
+    MetadataStore,
+    artifact_versions,
+    pipeline_runs,
+    step_run_artifacts,
+    step_runs,
+)
+from ._types import ExecutionStatus
+
+
+def _ts(value: float | None) -> _dt.datetime | None:
+    return None if value is None else _dt.datetime.fromtimestamp(value)
+
+
+class ArtifactVersion:
+    """One stored version of a named artifact. Passable to steps as an input."""
+
+    _unspool_artifact_version = True
+
+    def __init__(self, client: Client, row: Any) -> None:
+        self._client = client
+        self.id: str = row["id"]
+        self.name: str = row["name"]
+        self.version: int = row["version"]
+        self.uri: str = row["uri"]
+        self.data_type: str = row["data_type"]
+        self.materializer: str = row["materializer"]
+        self.content_hash: str = row["content_hash"]
+        self.size: int = row["size"]
+        self.item_count: int | None = row["item_count"]
+        self.producer_step_run_id: str | None = row["producer_step_run_id"]
+        self.run_id: str | None = row["run_id"]
+        self.tags: list[str] = list(row["tags"] or [])
+        self.metadata: dict[str, Any] = dict(row["artifact_metadata"] or {})
+        self.created: _dt.datetime | None = _ts(row["created_at"])
+        self.artifact_store_url = client.artifact_root
+
+    @property
+    def producer_step_run(self) -> StepRun | None:
+        if self.producer_step_run_id is None:
+            return None
+        return self._client.get_step_run(self.producer_step_run_id)
+
+    @property
+    def consumers(self) -> list[StepRun]:
+        """Step runs that took this version as an input (cached ones included)."""
+        with self._client.store.read() as conn:
+            ids = conn.execute(
+                sa.select(step_run_artifacts.c.step_run_id)
+                .where(
+                    step_run_artifacts.c.artifact_version_id == self.id,
+                    step_run_artifacts.c.direction == "input",
+                )
+                .distinct()
+            ).scalars().all()
+        return [self._client.get_step_run(i) for i in ids]
+
+    def load(self) -> Any:
+        from ._runner import ArtifactRef, artifact_store_for, load_artifact
+
+        return load_artifact(
+            artifact_store_for(self.artifact_store_url),
+            ArtifactRef(self.uri, self.materializer, self.data_type),
+        )
+
+    def chunk(self, index: int) -> Any:
+        from ._futures import ArtifactChunk
+
+        return ArtifactChunk(self, index)
+
+    def __repr__(self) -> str:
+        return f"<ArtifactVersion {self.name}:{self.version}>"
+
+
+class StepRun:
+    """One invocation of a step in a run, as stored."""
+
+    def __init__(self, client: Client, row: Any) -> None:
+        self._client = client
+        self.id: str = row["id"]
+        self.run_id: str = row["run_id"]
+        self.name: str = row["step_name"]
+        self.invocation_id: str = row["invocation_id"]
+        self.position: int = row["position"]
+        self.status = ExecutionStatus(row["status"])
+        self.parameters: dict[str, Any] = row["parameters"]
+        self.config: dict[str, Any] = row["config"]
+        self.upstream: list[str] = row["upstream"]
+        self.cache_key: str | None = row["cache_key"]
+        self.original_step_run_id: str | None = row["original_step_run_id"]
+        self.error: dict[str, Any] | None = row["error"]
+        self.attempts: list[dict[str, Any]] = row["attempts"]
+        self.metadata: dict[str, Any] = row["step_metadata"]
+        self.logs_uri: str | None = row["logs_uri"]
+        self.start_time = _ts(row["start_time"])
+        self.end_time = _ts(row["end_time"])
+        self._io: tuple[dict[str, list[ArtifactVersion]], dict[str, list[ArtifactVersion]]] | None = None
+
+    @property
+    def duration(self) -> float | None:
+        if self.start_time is None or self.end_time is None:
+            return None
+        return (self.end_time - self.start_time).total_seconds()
+
+    @property
+    def runtime(self) -> str:
+        return self.config.get("runtime", "inline")
+
+    def _load_io(self) -> tuple[dict[str, list[ArtifactVersion]], dict[str, list[ArtifactVersion]]]:
+        if self._io is None:
+            self._io = self._client._io_for([self.id]).get(self.id, ({}, {}))
+        return self._io
+
+    @property
+    def inputs(self) -> dict[str, list[ArtifactVersion]]:
+        return self._load_io()[0]
+
+    @property
+    def outputs(self) -> dict[str, list[ArtifactVersion]]:
+        return self._load_io()[1]
+
+    @property
+    def output(self) -> ArtifactVersion:
+        outs = self.outputs
+        if len(outs) != 1:
+            raise ValueError(
+                f"step run {self.invocation_id!r} has {len(outs)} outputs ({', '.join(outs) or 'none'}); "
+                "use .outputs[name][0]"
+            )
+        return next(iter(outs.values()))[0]
+
+    @property
+    def logs(self) -> str:
+        """The captured stdout, stderr and logging output (all attempts)."""
+        if not self.logs_uri:
+            return ""
+        from ._runner import artifact_store_for
+
+        store = artifact_store_for(self._client.artifact_root)
+        if not store.exists(self.logs_uri):
+            return ""
+        return store.read_bytes(self.logs_uri).decode(errors="replace")
+
+    @property
+    def original_step_run(self) -> StepRun | None:
+        return None if self.original_step_run_id is None else self._client.get_step_run(self.original_step_run_id)
+
+    def __repr__(self) -> str:
+        return f"<StepRun {self.invocation_id} {self.status.value}>"
+
+
+class PipelineRun:
+    """One run of a pipeline, as stored."""
+
+    def __init__(self, client: Client, row: Any) -> None:
+        self._client = client
+        self.id: str = row["id"]
+        self.name: str = row["name"]
+        self.pipeline_name: str = row["pipeline_name"]
+        self.status = ExecutionStatus(row["status"])
+        self.dynamic: bool = row["dynamic"]
+        self.parent_run_id: str | None = row["parent_run_id"]
+        self.invocation_id: str | None = row["invocation_id"]
+        self.parameters: dict[str, Any] = row["parameters"]
+        self.config: dict[str, Any] = row["config"]
+        self.dag: dict[str, Any] | None = row["dag"]
+        self.error: dict[str, Any] | None = row["error"]
+        self.metadata: dict[str, Any] = row["run_metadata"]
+        self.orchestrator: str | None = row["orchestrator"]
+        self.heartbeat = _ts(row["heartbeat"])
+        self.start_time = _ts(row["start_time"])
+        self.end_time = _ts(row["end_time"])
+        self._steps: dict[str, StepRun] | None = None
+
+    @property
+    def steps(self) -> dict[str, StepRun]:
+        """Step runs by invocation id, in invocation order."""
+        if self._steps is None:
+            self._steps = self._client._steps_of(self.id)
+        return self._steps
+
+    @property
+    def failed_steps(self) -> list[str]:
+        return [s.invocation_id for s in self.steps.values() if s.status == ExecutionStatus.FAILED]
+
+    @property
+    def child_runs(self) -> list[PipelineRun]:
+        return self._client.list_pipeline_runs(parent_run_id=self.id)
+
+    @property
+    def duration(self) -> float | None:
+        if self.start_time is None or self.end_time is None:
+            return None
+        return (self.end_time - self.start_time).total_seconds()
+
+    def __repr__(self) -> str:
+        return f"<PipelineRun {self.name} {self.status.value}>"
+
+
+class Client:
+    """Read access to the stores of the current project (see ``UNSPOOL_HOME``)."""
+
+    def __init__(self) -> None:
+        from ._engine import flush_all, get_environment
+
+        flush_all()
+        env = get_environment()
+        env.metadata.flush()
+        self.store: MetadataStore = env.metadata
+        self.artifact_root: str = env.artifact_root
+
+    # -- runs -------------------------------------------------------------------------------------
+    def get_pipeline_run(self, id_or_name: str) -> PipelineRun:
+        with self.store.read() as conn:
+            row = conn.execute(
+                sa.select(pipeline_runs).where(
+                    sa.or_(pipeline_runs.c.id == id_or_name, pipeline_runs.c.name == id_or_name)
+                )
+            ).mappings().first()
+            if row is None and len(id_or_name) >= 6:
+                rows = conn.execute(
+                    sa.select(pipeline_runs).where(pipeline_runs.c.id.startswith(id_or_name)).limit(2)
+                ).mappings().all()
+                row = rows[0] if len(rows) == 1 else None
+        if row is None:
+            raise NotFoundError(
+                f"no pipeline run with id or name {id_or_name!r}; `unspool runs list` shows the known runs"
+            )
+        return PipelineRun(self, row)
+
+    def list_pipeline_runs(
+        self,
+        pipeline_name: str | None = None,
+        status: ExecutionStatus | str | None = None,
+        *,
+        parent_run_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[PipelineRun]:
+        """Runs, newest first."""
+        query = sa.select(pipeline_runs).order_by(pipeline_runs.c.created_at.desc())
+        if pipeline_name is not None:
+            query = query.where(pipeline_runs.c.pipeline_name == pipeline_name)
+        if status is not None:
+            query = query.where(pipeline_runs.c.status == ExecutionStatus(status).value)
+        if parent_run_id is not None:
+            query = query.where(pipeline_runs.c.parent_run_id == parent_run_id).order_by(None).order_by(
+                pipeline_runs.c.created_at
+            )
+        if limit is not None:
+            query = query.limit(limit)
+        with self.store.read() as conn:
+            return [PipelineRun(self, r) for r in conn.execute(query).mappings()]
+
+    # -- steps ------------------------------------------------------------------------------------
+    def get_step_run(self, step_run_id: str) -> StepRun:
+        with self.store.read() as conn:
+            row = conn.execute(sa.select(step_runs).where(step_runs.c.id == step_run_id)).mappings().first()
+        if row is None:
+            raise NotFoundError(f"no step run with id {step_run_id!r}")
+        return StepRun(self, row)
+
+    def _steps_of(self, run_id: str) -> dict[str, StepRun]:
+        with self.store.read() as conn:
+            rows = conn.execute(
+                sa.select(step_runs).where(step_runs.c.run_id == run_id).order_by(step_runs.c.position)
+            ).mappings().all()
+        steps = {r["invocation_id"]: StepRun(self, r) for r in rows}
+        io = self._io_for([s.id for s in steps.values()]) if steps else {}
+        for s in steps.values():
+            s._io = io.get(s.id, ({}, {}))
+        return steps
+
+    def _io_for(self, step_run_ids: list[str]) -> dict[str, tuple[dict[str, list[ArtifactVersion]], dict[str, list[ArtifactVersion]]]]:
+        out: dict[str, tuple[dict[str, list[ArtifactVersion]], dict[str, list[ArtifactVersion]]]] = {}
+        links = []
+        with self.store.read() as conn:
+            for i in range(0, len(step_run_ids), 500):
+                chunk = step_run_ids[i : i + 500]
+                links.extend(
+                    conn.execute(
+                        sa.select(
+                            step_run_artifacts.c.step_run_id, step_run_artifacts.c.direction,
+                            step_run_artifacts.c.name.label("io_name"), step_run_artifacts.c.position,
+                            artifact_versions,
+                        )
+                        .join(artifact_versions, artifact_versions.c.id == step_run_artifacts.c.artifact_version_id)
+                        .where(step_run_artifacts.c.step_run_id.in_(chunk))
+                        .order_by(step_run_artifacts.c.step_run_id, step_run_artifacts.c.position)
+                    ).mappings().all()
+                )
+        cache: dict[str, ArtifactVersion] = {}
+        for link in links:
+            av = cache.get(link["id"])
+            if av is None:
+                av = cache[link["id"]] = ArtifactVersion(self, link)
+            inputs, outputs = out.setdefault(link["step_run_id"], ({}, {}))
+            target = inputs if link["direction"] == "input" else outputs
+            target.setdefault(link["io_name"], []).append(av)
+        return out
+
+    # -- artifacts -----------------------------------------------------------------------------------
+    def get_artifact_version(self, name: str, version: int | str | None = None) -> ArtifactVersion:
+        """A version of an artifact by name (the latest when ``version`` is None), or by id."""
+        query = sa.select(artifact_versions).where(artifact_versions.c.name == name)
+        if version is not None:
+            query = query.where(artifact_versions.c.version == int(version))
+        query = query.order_by(artifact_versions.c.version.desc()).limit(1)
+        with self.store.read() as conn:
+            row = conn.execute(query).mappings().first()
+            if row is None and version is None:
+                row = conn.execute(sa.select(artifact_versions).where(artifact_versions.c.id == name)).mappings().first()
+        if row is None:
+            which = f"version {version} of " if version is not None else ""
+            raise NotFoundError(
+                f"no {which}artifact named {name!r}; `unspool artifacts list` shows the known artifacts"
+            )
+        return ArtifactVersion(self, row)
+
+    def list_artifact_versions(self, name: str | None = None, *, limit: int | None = None) -> list[ArtifactVersion]:
+        """Artifact versions, newest first."""
+        query = sa.select(artifact_versions).order_by(
+            artifact_versions.c.created_at.desc(), artifact_versions.c.version.desc()
+        )
+        if name is not None:
+            query = query.where(artifact_versions.c.name == name)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.store.read() as conn:
+            return [ArtifactVersion(self, r) for r in conn.execute(query).mappings()]
+
+    def list_artifacts(self) -> list[dict[str, Any]]:
+        """Artifact names with their number of versions and latest version."""
+        with self.store.read() as conn:
+            rows = conn.execute(
+                sa.select(
+                    artifact_versions.c.name,
+                    sa.func.count().label("versions"),
+                    sa.func.max(artifact_versions.c.version).label("latest"),
+                    sa.func.max(artifact_versions.c.created_at).label("updated"),
+                ).group_by(artifact_versions.c.name).order_by(sa.desc("updated"))
+            ).mappings().all()
+        return [dict(r) for r in rows]

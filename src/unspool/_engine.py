@@ -1,0 +1,1164 @@
+"""The engine: one scheduler for static and dynamic pipelines.
+
+How a run works
+---------------
+A :class:`Run` executes the pipeline body with itself set as the *current run*. Every
+step call in the body becomes an :class:`Invocation` with a deterministic id: the first
+call of step ``s`` is ``s``, then ``s_2``, ``s_3`` ... in call order.
+
+* **Dynamic** pipelines run the body during execution. ``s(...)`` schedules the
+  invocation and blocks until it finished; ``s.submit(...)`` schedules it and returns a
+  :class:`StepRunFuture`; ``s.map``/``s.product`` schedule many at once.
+* **Static** pipelines run the body first in a *compile* phase in which invocations are
+  only recorded. The recorded DAG is validated and stored, then every invocation is
+  scheduled. That is the only difference: a static pipeline is a dynamic one whose
+  invocations were all recorded before any ran.
+
+Scheduling state (all guarded by ``Run.lock``)
+----------------------------------------------
+``waiting``    invocations whose upstream invocations have not all finished; each keeps
+               a count (``Invocation.waiting``) and sits in its upstreams' ``dependents``.
+``ready``      a FIFO of invocations whose inputs exist, waiting for a free slot.
+``running``    how many invocations hold one of the run's ``slots`` (its parallelism).
+
+When an invocation finishes, its dependents' counts drop; those reaching zero join
+``ready``. If it failed, its dependents are *skipped* (their inputs will never exist),
+and under ``FAIL_FAST``/``STOP_ON_FAILURE`` everything not yet started is *stopped*.
+Starting an invocation first computes its cache key: a hit finishes it at once as
+``cached``; a miss records it ``running`` and hands a :class:`StepSpec` to the executor.
+A worker thread that finishes a step goes on to start the next ready invocation itself
+(a chain runs without thread hand-offs), and a synchronous call in a dynamic body runs
+its step in the body's own thread when a slot is free.
+
+All metadata goes through the buffered :class:`MetadataStore` writer; the only blocking
+I/O on the path of a step is writing its artifacts.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as _dt
+import hashlib
+import inspect
+import itertools
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from ._errors import (
+    BudgetExceeded,
+    PipelineError,
+    RunFailedError,
+    StepDefinitionError,
+    StepFailedError,
+    StepInputError,
+)
+from ._events import Event, events
+from ._executors import ThreadExecutor
+from ._futures import ArtifactChunk, ArtifactFuture, MapResultFuture, StepRunFuture, unmapped
+from ._runner import (
+    ArtifactRef,
+    OutputTarget,
+    StepResult,
+    StepSpec,
+    artifact_store_for,
+    describe_error,
+    in_step,
+    load_artifact,
+    run_step,
+)
+from ._settings import resolve_location
+from ._step import Step
+from ._types import ExecutionMode, ExecutionStatus
+
+if TYPE_CHECKING:
+    from ._metadata_store import MetadataStore
+    from ._pipeline import Pipeline
+
+S = ExecutionStatus
+DEFAULT_PARALLELISM = 16
+
+_current: contextvars.ContextVar[Run | None] = contextvars.ContextVar("unspool_run", default=None)
+
+
+def current_run() -> Run | None:
+    """The run whose pipeline body is executing in this context (None inside a step)."""
+    run = _current.get()
+    if run is None or in_step():
+        return None
+    return run
+
+
+def require_body(what: str) -> Run:
+    if in_step():
+        raise PipelineError(f"{what} is not allowed inside a step; call it from a pipeline body")
+    run = _current.get()
+    if run is None:
+        raise PipelineError(f"{what} can only be used inside a dynamic pipeline body")
+    return run
+
+
+# -- process-wide stores ----------------------------------------------------------------------------
+
+class Environment:
+    """The stores a process writes to, opened once and shared by its runs."""
+
+    def __init__(self, store_url: str, artifact_root: str) -> None:
+        from ._metadata_store import MetadataStore
+
+        self.store_url = store_url
+        self.artifact_root = artifact_root
+        self.metadata: MetadataStore = MetadataStore(store_url)
+        self.artifacts = artifact_store_for(artifact_root)
+        self.cache_memo: dict[str, tuple[str, dict[str, Produced]]] = {}
+
+
+_envs: dict[tuple[str, str], Environment] = {}
+_env_lock = threading.Lock()
+
+
+def get_environment() -> Environment:
+    loc = resolve_location()
+    key = (loc.store_url, loc.artifact_root)
+    env = _envs.get(key)
+    if env is None:
+        with _env_lock:
+            env = _envs.get(key)
+            if env is None:
+                env = _envs[key] = Environment(*key)
+    return env
+
+
+def flush_all() -> None:
+    for env in list(_envs.values()):
+        env.metadata.flush()
+
+
+# -- in-memory records ------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Produced:
+    """An artifact version as the orchestrator knows it (version set by the store flush)."""
+
+    id: str
+    name: str
+    uri: str
+    materializer: str
+    data_type: str
+    content_hash: str
+    size: int
+    item_count: int | None
+    producer_step_run_id: str | None
+    version: int | None = None
+
+
+class Invocation:
+    """One step call in a run: its inputs, its state, and what it produced."""
+
+    __slots__ = (
+        "run", "id", "step", "position", "step_run_id", "params", "inputs", "upstream",
+        "status", "finished", "outputs", "error", "exception", "event", "dependents",
+        "waiting", "cache_key", "attempt", "attempts", "start_time", "skip_reason",
+    )
+
+    def __init__(self, run: Run, inv_id: str, step: Step[Any], position: int) -> None:
+        self.run = run
+        self.id = inv_id
+        self.step = step
+        self.position = position
+        self.step_run_id = uuid.uuid4().hex
+        self.params: dict[str, Any] = {}
+        self.inputs: dict[str, tuple[bool, list[tuple[Any, int | None]]]] = {}
+        self.upstream: list[Invocation] = []
+        self.status = S.INITIALIZING
+        self.finished = False
+        self.outputs: dict[str, Produced] = {}
+        self.error: dict[str, Any] | None = None
+        self.exception: BaseException | None = None
+        self.event = threading.Event()
+        self.dependents: list[Invocation] = []
+        self.waiting = 0
+        self.cache_key: str | None = None
+        self.attempt = 1
+        self.attempts: list[dict[str, Any]] = []
+        self.start_time: float | None = None
+        self.skip_reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (S.COMPLETED, S.CACHED)
+
+    def wait(self) -> None:
+        """Block until finished; raise :class:`StepFailedError` unless it succeeded."""
+        self.event.wait()
+        if not self.ok:
+            raise self.failure()
+
+    def failure(self) -> StepFailedError:
+        if self.status == S.FAILED:
+            err = self.error or {}
+            message = f"step {self.id!r} failed: {err.get('type', 'Error')}: {err.get('message', '')}"
+        else:
+            message = f"step {self.id!r} did not run ({self.status}): {self.skip_reason}"
+        return StepFailedError(
+            message,
+            invocation_id=self.id,
+            step_run_id=self.step_run_id,
+            original_exception=self.exception,
+            error=self.error,
+        )
+
+    def output_futures(self) -> Any:
+        specs = self.step.outputs
+        if not specs:
+            return None
+        if len(specs) == 1:
+            return ArtifactFuture(self, specs[0].name)
+        return tuple(ArtifactFuture(self, s.name) for s in specs)
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+
+_source_hashes: dict[Any, str] = {}
+
+
+def source_hash(func: Callable[..., Any]) -> str:
+    """Hash of a function's source (its bytecode when the source is unavailable)."""
+    key = getattr(func, "__code__", func)
+    cached = _source_hashes.get(key)
+    if cached is None:
+        try:
+            text = inspect.getsource(func).encode()
+        except (OSError, TypeError):
+            code = getattr(func, "__code__", None)
+            text = (code.co_code + repr(code.co_consts).encode()) if code else repr(func).encode()
+        cached = _source_hashes[key] = hashlib.sha256(text).hexdigest()
+    return cached
+
+
+def _json_check(owner: str, values: dict[str, Any]) -> None:
+    try:
+        json.dumps(values)
+    except (TypeError, ValueError):
+        for name, value in values.items():
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError):
+                raise StepInputError(
+                    f"parameter {name!r} of {owner} is a {type(value).__name__}, which is not "
+                    "JSON-serialisable; pass JSON values (numbers, strings, lists, dicts) as "
+                    "parameters, or produce the value in a step and pass its output artifact"
+                ) from None
+
+
+def _artifact_sources(value: Any) -> tuple[bool, list[tuple[Any, int | None]]] | None:
+    """Classify a step argument: artifact input(s) -> (is_list, sources), parameter -> None."""
+    if isinstance(value, ArtifactFuture):
+        return False, [(value, None)]
+    if isinstance(value, StepRunFuture):
+        return False, [(value._single(), None)]
+    if isinstance(value, ArtifactChunk):
+        return False, [(_one_source(value.source), value.index)]
+    if isinstance(value, MapResultFuture):
+        return True, [(f._single(), None) for f in value.futures]
+    if _is_stored_artifact(value):
+        return False, [(value, None)]
+    if isinstance(value, (list, tuple)) and value and all(_is_artifact_like(v) for v in value):
+        sources: list[tuple[Any, int | None]] = []
+        for item in value:
+            _, found = _artifact_sources(item)  # type: ignore[misc]
+            sources.extend(found)
+        return True, sources
+    return None
+
+
+def _one_source(value: Any) -> Any:
+    if isinstance(value, StepRunFuture):
+        return value._single()
+    return value
+
+
+def _is_stored_artifact(value: Any) -> bool:
+    return getattr(value, "_unspool_artifact_version", False) is True or isinstance(value, Produced)
+
+
+def _is_artifact_like(value: Any) -> bool:
+    return isinstance(value, (ArtifactFuture, StepRunFuture, ArtifactChunk)) or _is_stored_artifact(value)
+
+
+class _Substitutions(dict):  # type: ignore[type-arg]
+    def __missing__(self, key: str) -> str:
+        raise KeyError(key)
+
+
+# -- the run -------------------------------------------------------------------------------------------
+
+class Run:
+    """One execution of a pipeline (see the module docstring)."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline[Any],
+        parameters: dict[str, Any],
+        env: Environment,
+        *,
+        parent: Run | None = None,
+        invocation_id: str | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.config = pipeline.config
+        self.parameters = parameters
+        self.env = env
+        self.parent = parent
+        self.invocation_id = invocation_id
+        self.id = uuid.uuid4().hex
+        self.started = time.time()
+        now = _dt.datetime.now()
+        self.substitutions = _Substitutions(
+            {"date": now.strftime("%Y_%m_%d"), "time": now.strftime("%H_%M_%S_%f")}
+        )
+        self.substitutions.update(self.config.substitutions)
+        self.name = self._run_name(now)
+        self.lock = threading.RLock()
+        self.invocations: dict[str, Invocation] = {}
+        self._counters: dict[str, int] = {}
+        self.compiling = False
+        self._recorded: list[Invocation] = []
+        self.ready: deque[Invocation] = deque()
+        self.running = 0
+        budget = self.config.budget
+        parallelism = self.config.max_parallelism or DEFAULT_PARALLELISM
+        orchestrator = self.config.orchestrator or {}
+        if orchestrator.get("type", "local") == "local" and orchestrator.get("enable_parallel") is False:
+            parallelism = 1
+        if budget and budget.max_parallelism:
+            parallelism = min(parallelism, int(budget.max_parallelism))
+        self.slots = parallelism
+        self.executor = ThreadExecutor(parallelism)
+        self.stopping: str | None = None
+        self.unfinished = 0
+        self.all_done = threading.Condition(self.lock)
+        self.failed: list[Invocation] = []
+        self.steps_used = 0
+        self.timers: list[threading.Timer] = []
+
+    def _run_name(self, now: _dt.datetime) -> str:
+        template = self.config.run_name or "{pipeline}-{date}-{time}"
+        values = _Substitutions(self.substitutions, pipeline=self.config.name)
+        try:
+            return template.format_map(values)
+        except KeyError as exc:
+            raise StepDefinitionError(
+                f"run name {template!r} uses {{{exc.args[0]}}}, which no substitution defines"
+            ) from None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def execute(self) -> Any:
+        """Run the pipeline to the end; record a true final status whatever happens."""
+        store = self.env.metadata
+        store.add_pipeline(self.config.name)
+        store.insert_run(
+            {
+                "id": self.id,
+                "name": self.name,
+                "pipeline_name": self.config.name,
+                "status": S.RUNNING.value,
+                "dynamic": self.config.dynamic,
+                "parent_run_id": self.parent.id if self.parent else None,
+                "invocation_id": self.invocation_id,
+                "parameters": self.parameters,
+                "config": self.config.recorded(),
+                "dag": None,
+                "error": None,
+                "run_metadata": {},
+                "orchestrator": f"{socket.gethostname()}:{os.getpid()}",
+                "heartbeat": time.time(),
+                "start_time": self.started,
+                "end_time": None,
+                "created_at": self.started,
+            }
+        )
+        self._emit_run(S.RUNNING)
+        token = _current.set(self)
+        body_error: BaseException | None = None
+        result: Any = None
+        try:
+            self._hook(self.config.on_init)
+            if self.config.dynamic:
+                result = self.pipeline.func(**self.parameters)
+            else:
+                self.compiling = True
+                try:
+                    result = self.pipeline.func(**self.parameters)
+                finally:
+                    self.compiling = False
+                self._release_recorded()
+            self._wait_all()
+        except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised
+            body_error = exc
+            self._stop_everything(f"the pipeline body raised {type(exc).__name__}")
+            self._wait_all()
+        finally:
+            _current.reset(token)
+            for timer in self.timers:
+                timer.cancel()
+            self.executor.shutdown()
+        status, error = self._final_status(body_error)
+        if status == S.FAILED:
+            self._hook(self.config.on_failure, body_error or RunFailedError(error["message"]))
+        else:
+            self._hook(self.config.on_success)
+        self._hook(self.config.on_cleanup)
+        store.update_run(
+            self.id,
+            status=status.value,
+            end_time=time.time(),
+            error=error,
+            run_metadata=self._run_metadata(),
+        )
+        self._emit_run(status, detail=error["message"] if error else None)
+        store.flush()
+        self.result = result
+        if body_error is not None:
+            try:
+                body_error.run_id = self.id  # type: ignore[attr-defined]
+            except AttributeError:
+                pass
+            raise body_error
+        if status == S.FAILED:
+            exc = RunFailedError(f"pipeline run {self.name!r} failed: {error['message']}")
+            exc.run_id = self.id  # type: ignore[attr-defined]
+            raise exc
+        return result
+
+    def _final_status(self, body_error: BaseException | None) -> tuple[ExecutionStatus, dict[str, Any] | None]:
+        failed_ids = [inv.id for inv in self.failed]
+        if body_error is not None:
+            err = describe_error(body_error)
+            err["failed_steps"] = failed_ids
+            if isinstance(body_error, StepFailedError):
+                err["message"] = f"{body_error}"
+            return S.FAILED, err
+        if failed_ids:
+            shown = ", ".join(failed_ids[:10]) + (f" and {len(failed_ids) - 10} more" if len(failed_ids) > 10 else "")
+            return S.FAILED, {"message": f"step(s) failed: {shown}", "failed_steps": failed_ids}
+        return S.COMPLETED, None
+
+    def _run_metadata(self) -> dict[str, Any]:
+        counts: dict[str, int] = {}
+        for inv in self.invocations.values():
+            counts[inv.status.value] = counts.get(inv.status.value, 0) + 1
+        meta: dict[str, Any] = {"step_counts": counts}
+        if self.config.budget is not None:
+            meta["budget_used"] = self.budget_used()
+        return meta
+
+    def budget_used(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps_used,
+            "duration_s": round(time.time() - self.started, 3),
+            "max_parallelism": self.slots,
+        }
+
+    def budget_remaining(self) -> dict[str, Any] | None:
+        budget = self.config.budget
+        if budget is None:
+            return None
+        return {
+            "steps": None if budget.max_steps is None else budget.max_steps - self.steps_used,
+            "duration_s": None if budget.max_duration_s is None else budget.max_duration_s - (time.time() - self.started),
+            "max_fan_out": budget.max_fan_out,
+            "max_parallelism": budget.max_parallelism,
+        }
+
+    def _hook(self, hook: Callable[..., Any] | None, exc: BaseException | None = None) -> None:
+        if hook is None:
+            return
+        try:
+            if exc is not None and inspect.signature(hook).parameters:
+                hook(exc)
+            else:
+                hook()
+        except Exception as hook_exc:
+            import sys
+
+            print(f"unspool: pipeline hook {getattr(hook, '__name__', hook)!r} raised {hook_exc!r}", file=sys.stderr)
+            self.env.metadata.update_run(self.id, error={"hook_error": describe_error(hook_exc)})
+
+    def _emit_run(self, status: ExecutionStatus, detail: str | None = None) -> None:
+        if events.active:
+            events.emit(Event("run", self.id, status, detail=detail, step_name=self.config.name))
+
+    def _wait_all(self) -> None:
+        with self.all_done:
+            while self.unfinished:
+                self.all_done.wait(0.5)
+
+    def _stop_everything(self, reason: str) -> None:
+        with self.lock:
+            if self.stopping is None:
+                self.stopping = reason
+            victims = [inv for inv in self.invocations.values() if not inv.finished and inv.start_time is None]
+            self.ready.clear()
+        for inv in victims:
+            self._finish_unrun(inv, S.STOPPED, reason)
+
+    # -- body API ---------------------------------------------------------------------------------------
+    def ensure_not_compiling(self, what: str, invocation_id: str) -> None:
+        if self.compiling:
+            raise PipelineError(
+                f"cannot {what} the output of {invocation_id!r} while compiling static pipeline "
+                f"{self.config.name!r}: data exists only at run time. Pass the output to the next "
+                "step directly, or use @pipeline(dynamic=True) for data-dependent control flow"
+            )
+
+    def load_produced(self, produced: Produced, item_index: int | None = None) -> Any:
+        ref = ArtifactRef(produced.uri, produced.materializer, produced.data_type, item_index)
+        return load_artifact(self.env.artifacts, ref)
+
+    def version_of(self, produced: Produced) -> int:
+        if produced.version is None:
+            self.env.metadata.flush()
+        return produced.version  # type: ignore[return-value]
+
+    def check_budget(self, new_steps: int, fan_out: int | None = None) -> None:
+        budget = self.config.budget
+        root = self.root()
+        if budget is not None:
+            if budget.max_duration_s is not None and time.time() - self.started > budget.max_duration_s:
+                raise BudgetExceeded("max_duration_s", budget.max_duration_s, time.time() - self.started)
+            if fan_out is not None and budget.max_fan_out is not None and fan_out > budget.max_fan_out:
+                raise BudgetExceeded("max_fan_out", budget.max_fan_out, 0, fan_out)
+        root_budget = root.config.budget
+        if root_budget is not None and root_budget.max_steps is not None and root.steps_used + new_steps > root_budget.max_steps:
+            raise BudgetExceeded("max_steps", root_budget.max_steps, root.steps_used, new_steps)
+
+    def root(self) -> Run:
+        run = self
+        while run.parent is not None:
+            run = run.parent
+        return run
+
+    def _count_steps(self, n: int) -> None:
+        run: Run | None = self
+        while run is not None:
+            run.steps_used += n
+            run = run.parent
+
+    def call_step(self, step: Step[Any], args: tuple[Any, ...], kwargs: dict[str, Any], mode: str) -> Any:
+        if self.stopping is not None and self.config.execution_mode != ExecutionMode.CONTINUE_ON_FAILURE:
+            raise StepFailedError(
+                f"step {step.name!r} was not started: the run is stopping ({self.stopping})",
+                invocation_id=step.name,
+            )
+        self.check_budget(1)
+        configured = self._configure(step)
+        params, inputs = self._bind(configured, args, kwargs)
+        inv = self._new_invocation(configured, params, inputs)
+        self._count_steps(1)
+        if self.compiling:
+            self._recorded.append(inv)
+            return inv.output_futures() if mode == "sync" else StepRunFuture(inv)
+        self._schedule(inv)
+        if mode != "sync":
+            self._pump(run_here=None)
+            return StepRunFuture(inv)
+        self._pump(run_here=inv)
+        inv.wait()
+        return inv.output_futures()
+
+    def map_step(self, step: Step[Any], args: tuple[Any, ...], kwargs: dict[str, Any], product: bool) -> MapResultFuture:
+        if self.compiling:
+            raise PipelineError(
+                f"{step.name}.{'product' if product else 'map'}() needs the length of its inputs, "
+                "which exists only at run time; use @pipeline(dynamic=True)"
+            )
+        configured = self._configure(step)
+        try:
+            bound = configured.signature.bind_partial(*args, **kwargs)
+        except TypeError as exc:
+            raise StepInputError(f"step {step.name!r} cannot be mapped with these arguments: {exc}") from None
+        mapped: dict[str, list[Any]] = {}
+        fixed: dict[str, Any] = {}
+        for name, value in bound.arguments.items():
+            if isinstance(value, unmapped):
+                fixed[name] = value.value
+                continue
+            items = self._sequence_items(step.name, name, value)
+            if items is None:
+                fixed[name] = value
+            else:
+                mapped[name] = items
+        if not mapped:
+            raise StepInputError(
+                f"{step.name}.{'product' if product else 'map'}() got no sequence input to map over; "
+                "pass a list-like artifact, a list of artifacts, a map result or a list"
+            )
+        if product:
+            combos = [dict(zip(mapped, values)) for values in itertools.product(*mapped.values())]
+        else:
+            lengths = {name: len(items) for name, items in mapped.items()}
+            if len(set(lengths.values())) > 1:
+                detail = ", ".join(f"{n}={length}" for n, length in lengths.items())
+                raise StepInputError(
+                    f"{step.name}.map() needs mapped inputs of equal length, got {detail}; use "
+                    ".product() for all combinations or unmapped(...) to pass an input whole"
+                )
+            count = next(iter(lengths.values()))
+            combos = [{name: items[i] for name, items in mapped.items()} for i in range(count)]
+        self.check_budget(len(combos), fan_out=len(combos))
+        futures = []
+        invs = []
+        for combo in combos:
+            params, inputs = self._bind(configured, (), {**fixed, **combo})
+            inv = self._new_invocation(configured, params, inputs)
+            invs.append(inv)
+            futures.append(StepRunFuture(inv))
+        self._count_steps(len(invs))
+        for inv in invs:
+            self._schedule(inv)
+        self._pump(run_here=None)
+        return MapResultFuture(futures)
+
+    def _sequence_items(self, step_name: str, arg: str, value: Any) -> list[Any] | None:
+        if isinstance(value, MapResultFuture):
+            return [f._single() for f in value.futures]
+        if isinstance(value, StepRunFuture):
+            value = value._single()
+        if isinstance(value, ArtifactFuture) or _is_stored_artifact(value):
+            count = value.item_count
+            if count is None:
+                raise StepInputError(
+                    f"cannot map {step_name!r} over input {arg!r}: artifact of type "
+                    f"{value.data_type.rpartition(':')[2]} is not a sequence; wrap it in unmapped(...) "
+                    "to pass it whole"
+                )
+            return [ArtifactChunk(value, i) for i in range(count)]
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        return None
+
+    def call_child(self, pipeline: Pipeline[Any], args: tuple[Any, ...], kwargs: dict[str, Any], mode: str) -> Any:
+        raise PipelineError(
+            f"calling pipeline {pipeline.name!r} from another pipeline body is not supported yet; "
+            f"use {pipeline.name}.embed(...) to run its steps inside this run"
+        )
+
+    def embed_child(self, pipeline: Pipeline[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not pipeline.config.dynamic:
+            raise PipelineError(f"only dynamic pipelines can be embedded; {pipeline.name!r} is static")
+        params = bind_parameters(pipeline, args, kwargs)
+        return pipeline.func(**params)
+
+    # -- building invocations ----------------------------------------------------------------------------
+    def _configure(self, step: Step[Any]) -> Step[Any]:
+        overrides = self.config.steps.get(step.name)
+        if overrides:
+            step = step.with_options(**overrides)
+        return step
+
+    def _bind(self, step: Step[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        sig = step.signature
+        if step.config.parameters:
+            kwargs = {**{k: v for k, v in step.config.parameters.items() if k in sig.parameters}, **kwargs}
+        try:
+            bound = sig.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise StepInputError(
+                f"step {step.name!r} called with wrong arguments: {exc}. Its signature is "
+                f"{step.name}{sig}"
+            ) from None
+        bound.apply_defaults()
+        params: dict[str, Any] = {}
+        inputs: dict[str, tuple[bool, list[tuple[Any, int | None]]]] = {}
+        for name, value in bound.arguments.items():
+            kind = sig.parameters[name].kind
+            if kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+                raise StepDefinitionError(f"step {step.name!r}: *args/**kwargs parameters are not supported")
+            sources = _artifact_sources(value)
+            if sources is None:
+                params[name] = value
+            else:
+                inputs[name] = sources
+        _json_check(f"step {step.name!r}", params)
+        return params, inputs
+
+    def _new_invocation(self, step: Step[Any], params: dict[str, Any], inputs: dict[str, Any]) -> Invocation:
+        with self.lock:
+            n = self._counters.get(step.name, 0) + 1
+            self._counters[step.name] = n
+            inv_id = step.name if n == 1 else f"{step.name}_{n}"
+            while inv_id in self.invocations:  # a step literally named "s_2"
+                n += 1
+                self._counters[step.name] = n
+                inv_id = f"{step.name}_{n}"
+            inv = Invocation(self, inv_id, step, len(self.invocations))
+            inv.params = params
+            inv.inputs = inputs
+            seen: set[int] = set()
+            for _, sources in inputs.values():
+                for source, _ in sources:
+                    if isinstance(source, ArtifactFuture):
+                        up = source._inv
+                        if up.run is not self and up.run.root() is not self.root():
+                            raise PipelineError(f"input of {inv_id!r} comes from another pipeline run")
+                        if id(up) not in seen:
+                            seen.add(id(up))
+                            inv.upstream.append(up)
+            self.invocations[inv_id] = inv
+            self.unfinished += 1
+        return inv
+
+    def _release_recorded(self) -> None:
+        invs, self._recorded = self._recorded, []
+        self.check_budget(0)
+        dag = {
+            "nodes": [{"id": inv.id, "step": inv.step.name} for inv in invs],
+            "edges": [[up.id, inv.id] for inv in invs for up in inv.upstream],
+        }
+        self.env.metadata.update_run(self.id, dag=dag)
+        for inv in invs:
+            self._schedule(inv)
+        self._pump(run_here=None)
+
+    # -- scheduling ---------------------------------------------------------------------------------------
+    def _schedule(self, inv: Invocation) -> None:
+        """Put an invocation on ``ready``, or make it wait for its upstream invocations."""
+        blocked_by: Invocation | None = None
+        with self.lock:
+            if inv.finished:
+                return
+            if self.stopping is not None and self.config.execution_mode != ExecutionMode.CONTINUE_ON_FAILURE:
+                blocked_by = inv
+            else:
+                pending = 0
+                for up in inv.upstream:
+                    if not up.finished:
+                        pending += 1
+                        up.dependents.append(inv)
+                    elif not up.ok:
+                        blocked_by = up
+                inv.waiting = pending
+                if blocked_by is None and pending == 0:
+                    self.ready.append(inv)
+        if blocked_by is inv:
+            self._finish_unrun(inv, S.STOPPED, f"the run is stopping ({self.stopping})")
+        elif blocked_by is not None:
+            self._finish_unrun(inv, *self._unrunnable_because(blocked_by))
+
+    def _unrunnable_because(self, up: Invocation) -> tuple[ExecutionStatus, str]:
+        return S.SKIPPED, f"upstream step {up.id!r} {up.status.value}"
+
+    def _pump(self, run_here: Invocation | bool | None) -> None:
+        """Start ready invocations while slots are free.
+
+        ``run_here=True`` lets this thread run any of them itself (a worker continuing a
+        chain); an :class:`Invocation` lets it run only that one (a synchronous call).
+        """
+        while True:
+            with self.lock:
+                if not self.ready or self.running >= self.slots:
+                    return
+                inv = self.ready.popleft()
+                if inv.finished:
+                    continue
+                self.running += 1
+            spec = self._start(inv)
+            if spec is None:
+                continue
+            here = run_here is True or run_here is inv
+            if here and inv.step.config.timeout is None:
+                self._record_result(inv, spec, run_step(spec))
+                if run_here is inv:
+                    run_here = None
+            else:
+                self._submit(inv, spec)
+
+    def _submit(self, inv: Invocation, spec: StepSpec) -> None:
+        attempt = inv.attempt
+
+        def done(result: StepResult) -> None:
+            if inv.finished or inv.attempt != attempt:
+                return  # timed out earlier; this thread was abandoned
+            self._record_result(inv, spec, result)
+            self._pump(run_here=True)
+
+        timeout = inv.step.config.timeout
+        if timeout is not None:
+            timer = threading.Timer(timeout, self._timed_out, (inv, spec, attempt, timeout))
+            timer.daemon = True
+            self.timers.append(timer)
+            timer.start()
+        self.executor.submit(spec, done)
+
+    def _timed_out(self, inv: Invocation, spec: StepSpec, attempt: int, timeout: float) -> None:
+        if inv.finished or inv.attempt != attempt:
+            return
+        exc = TimeoutError(
+            f"step {inv.id!r} did not finish within its timeout of {timeout}s; its thread was "
+            "abandoned and keeps running in the background"
+        )
+        result = StepResult(ok=False, error=describe_error(exc), exception=exc, start_time=inv.start_time or 0, end_time=time.time())
+        self._record_result(inv, spec, result)
+        self._pump(run_here=None)
+
+    # -- starting and finishing ------------------------------------------------------------------------------
+    def _start(self, inv: Invocation) -> StepSpec | None:
+        """Cache lookup, then record the step run as running and build its spec."""
+        step = inv.step
+        enable_cache = step.config.enable_cache if step.config.enable_cache is not None else self.config.enable_cache
+        refs: dict[str, tuple[bool, list[ArtifactRef]]] = {}
+        input_ids: list[tuple[str, int, Produced, int | None]] = []
+        for name, (is_list, sources) in inv.inputs.items():
+            lst = []
+            for pos, (source, index) in enumerate(sources):
+                produced = source._inv.outputs[source.output_name] if isinstance(source, ArtifactFuture) else source
+                lst.append(ArtifactRef(produced.uri, produced.materializer, produced.data_type, index))
+                input_ids.append((name, pos, produced, index))
+            refs[name] = (is_list, lst)
+        if enable_cache:
+            inv.cache_key = self._cache_key(inv, input_ids)
+            hit = self._lookup_cache(inv.cache_key)
+            if hit is not None:
+                self._record_cached(inv, input_ids, *hit)
+                return None
+        inv.start_time = time.time()
+        inv.status = S.RUNNING
+        self.env.metadata.insert_step_run(self._step_row(inv, S.RUNNING))
+        self.env.metadata.insert_links(
+            [
+                {"step_run_id": inv.step_run_id, "artifact_version_id": p.id, "direction": "input",
+                 "name": name, "position": pos, "item_index": index}
+                for name, pos, p, index in input_ids
+            ]
+        )
+        self._emit_step(inv)
+        return self._spec(inv, refs)
+
+    def _spec(self, inv: Invocation, refs: dict[str, tuple[bool, list[ArtifactRef]]]) -> StepSpec:
+        root = self.env.artifacts
+        base = root.join(self.id, inv.id)
+        suffix = "" if inv.attempt == 1 else f".attempt{inv.attempt}"
+        outputs = []
+        materializers = inv.step.config.output_materializers
+        for i, spec in enumerate(inv.step.outputs):
+            override = None
+            if isinstance(materializers, dict):
+                override = materializers.get(spec.name)
+            elif isinstance(materializers, (list, tuple)):
+                override = materializers[i] if i < len(materializers) else None
+            elif materializers is not None:
+                override = materializers
+            outputs.append(
+                OutputTarget(
+                    spec.name,
+                    root.join(self.id, inv.id, spec.name + suffix),
+                    f"{override.__module__}:{override.__qualname__}" if override else None,
+                )
+            )
+        return StepSpec(
+            run_id=self.id,
+            step_run_id=inv.step_run_id,
+            invocation_id=inv.id,
+            pipeline_name=self.config.name,
+            step=inv.step,
+            attempt=inv.attempt,
+            parameters=inv.params,
+            inputs=refs,
+            outputs=outputs,
+            artifact_store_url=self.env.artifact_root,
+            logs_uri=base + ".log",
+            budget_remaining=self.budget_remaining(),
+        )
+
+    def _step_row(self, inv: Invocation, status: ExecutionStatus) -> dict[str, Any]:
+        return {
+            "id": inv.step_run_id,
+            "run_id": self.id,
+            "invocation_id": inv.id,
+            "position": inv.position,
+            "step_name": inv.step.name,
+            "status": status.value,
+            "parameters": inv.params,
+            "config": inv.step.config.recorded(),
+            "upstream": [up.id for up in inv.upstream],
+            "cache_key": inv.cache_key,
+            "original_step_run_id": None,
+            "error": None,
+            "attempts": [],
+            "step_metadata": {},
+            "logs_uri": None,
+            "start_time": inv.start_time,
+            "end_time": None,
+        }
+
+    def _cache_key(self, inv: Invocation, input_ids: list[tuple[str, int, Produced, int | None]]) -> str:
+        step = inv.step
+        h = hashlib.sha256()
+        h.update(source_hash(step.func).encode())
+        h.update(json.dumps(inv.params, sort_keys=True, default=repr).encode())
+        for name, pos, produced, index in input_ids:
+            h.update(f"|{name}:{pos}:{produced.content_hash}:{index}".encode())
+        for spec in step.outputs:
+            h.update(f"|out:{spec.name}:{self._artifact_name(inv, spec)}".encode())
+        h.update(json.dumps(step.config.recorded()["output_materializers"], sort_keys=True).encode())
+        return h.hexdigest()
+
+    def _lookup_cache(self, key: str) -> tuple[str, dict[str, Produced]] | None:
+        memo = self.env.cache_memo.get(key)
+        if memo is not None:
+            return memo
+        found = self.env.metadata.find_cached(key)
+        if found is None:
+            return None
+        row, outputs = found
+        produced = {
+            o["output_name"]: Produced(
+                id=o["id"], name=o["name"], uri=o["uri"], materializer=o["materializer"],
+                data_type=o["data_type"], content_hash=o["content_hash"], size=o["size"],
+                item_count=o["item_count"], producer_step_run_id=o["producer_step_run_id"],
+                version=o["version"],
+            )
+            for o in outputs
+        }
+        return row["id"], produced
+
+    def _record_cached(self, inv: Invocation, input_ids: list[Any], original_id: str, outputs: dict[str, Produced]) -> None:
+        now = time.time()
+        inv.start_time = now
+        inv.outputs = outputs
+        row = self._step_row(inv, S.CACHED)
+        row.update(original_step_run_id=original_id, end_time=now)
+        store = self.env.metadata
+        store.insert_step_run(row)
+        links = [
+            {"step_run_id": inv.step_run_id, "artifact_version_id": p.id, "direction": "input",
+             "name": name, "position": pos, "item_index": index}
+            for name, pos, p, index in input_ids
+        ]
+        links += [
+            {"step_run_id": inv.step_run_id, "artifact_version_id": p.id, "direction": "output",
+             "name": name, "position": 0, "item_index": None}
+            for name, p in outputs.items()
+        ]
+        store.insert_links(links)
+        self._finish(inv, S.CACHED)
+
+    def _artifact_name(self, inv: Invocation, spec: Any) -> str:
+        template = spec.artifact_name or f"{self.config.name}::{inv.step.name}::{spec.name}"
+        if "{" not in template:
+            return template
+        values = _Substitutions(self.substitutions)
+        values.update(inv.step.config.substitutions)
+        try:
+            return template.format_map(values)
+        except KeyError as exc:
+            raise StepDefinitionError(
+                f"artifact name {template!r} of step {inv.step.name!r} uses {{{exc.args[0]}}}, which "
+                "no substitution defines; add it to @step(substitutions=...) or "
+                "@pipeline(substitutions=...)"
+            ) from None
+
+    def _record_result(self, inv: Invocation, spec: StepSpec, result: StepResult) -> None:
+        store = self.env.metadata
+        attempt_record = {
+            "attempt": inv.attempt,
+            "status": "completed" if result.ok else "failed",
+            "start_time": result.start_time,
+            "end_time": result.end_time,
+            "error": None if result.ok else {k: v for k, v in (result.error or {}).items() if k != "traceback"},
+        }
+        inv.attempts.append(attempt_record)
+        retry = inv.step.config.retry or self.config.retry
+        if not result.ok and retry is not None and inv.attempt <= retry.max_retries and self.stopping is None:
+            delay = retry.delay * (retry.backoff ** (inv.attempt - 1))
+            inv.attempt += 1
+            store.update_step_run(inv.step_run_id, attempts=list(inv.attempts), logs_uri=result.logs_uri)
+            self._retry_later(inv, delay)
+            return
+        changes: dict[str, Any] = {
+            "end_time": result.end_time,
+            "attempts": list(inv.attempts),
+            "logs_uri": result.logs_uri,
+            "step_metadata": {**result.step_metadata, **({"hook_errors": result.hook_errors} if result.hook_errors else {})},
+        }
+        if result.ok:
+            try:
+                produced = self._store_outputs(inv, result)
+            except Exception as exc:
+                result = StepResult(ok=False, error=describe_error(exc), exception=exc)
+            else:
+                inv.outputs = produced
+                if inv.cache_key:
+                    self.env.cache_memo[inv.cache_key] = (inv.step_run_id, produced)
+                store.update_step_run(inv.step_run_id, status=S.COMPLETED.value, **changes)
+                self._finish(inv, S.COMPLETED)
+                return
+        inv.error = result.error
+        inv.exception = result.exception
+        store.update_step_run(inv.step_run_id, status=S.FAILED.value, error=result.error, **changes)
+        self._finish(inv, S.FAILED)
+
+    def _retry_later(self, inv: Invocation, delay: float) -> None:
+        def again() -> None:
+            if inv.finished:
+                return
+            with self.lock:
+                self.running -= 1
+                self.ready.appendleft(inv)
+            self._pump(run_here=None)
+
+        if delay <= 0:
+            again()
+            return
+        timer = threading.Timer(delay, again)
+        timer.daemon = True
+        self.timers.append(timer)
+        timer.start()
+
+    def _store_outputs(self, inv: Invocation, result: StepResult) -> dict[str, Produced]:
+        produced: dict[str, Produced] = {}
+        links = []
+        now = time.time()
+        store = self.env.metadata
+        for spec in inv.step.outputs:
+            rec = result.outputs[spec.name]
+            av = Produced(
+                id=uuid.uuid4().hex, name=self._artifact_name(inv, spec), uri=rec.uri,
+                materializer=rec.materializer, data_type=rec.data_type,
+                content_hash=rec.content_hash, size=rec.size, item_count=rec.item_count,
+                producer_step_run_id=inv.step_run_id,
+            )
+            meta = dict(rec.metadata)
+            if spec.run_metadata:
+                meta.update(spec.run_metadata)
+            store.insert_artifact_version(
+                {
+                    "id": av.id, "name": av.name, "uri": av.uri, "data_type": av.data_type,
+                    "materializer": av.materializer, "content_hash": av.content_hash,
+                    "size": av.size, "item_count": av.item_count,
+                    "producer_step_run_id": inv.step_run_id, "run_id": self.id,
+                    "tags": list(spec.tags), "artifact_metadata": meta, "created_at": now,
+                },
+                av,
+            )
+            links.append(
+                {"step_run_id": inv.step_run_id, "artifact_version_id": av.id, "direction": "output",
+                 "name": spec.name, "position": 0, "item_index": None}
+            )
+            produced[spec.name] = av
+        store.insert_links(links)
+        return produced
+
+    def _finish(self, inv: Invocation, status: ExecutionStatus) -> None:
+        """Mark finished, release its slot, and move its dependents on (iteratively)."""
+        unrunnable: list[tuple[Invocation, Invocation]] = []
+        stop_reason = None
+        with self.lock:
+            if inv.finished:
+                return
+            inv.status = status
+            inv.finished = True
+            if inv.start_time is not None:
+                self.running -= 1
+            for dep in inv.dependents:
+                if dep.finished:
+                    continue
+                if inv.ok:
+                    dep.waiting -= 1
+                    if dep.waiting == 0:
+                        self.ready.append(dep)
+                else:
+                    unrunnable.append((dep, inv))
+            inv.dependents = []
+            if status == S.FAILED:
+                self.failed.append(inv)
+                if self.config.execution_mode != ExecutionMode.CONTINUE_ON_FAILURE and self.stopping is None:
+                    stop_reason = f"step {inv.id!r} failed, execution mode {self.config.execution_mode.value}"
+            self.unfinished -= 1
+            if self.unfinished == 0:
+                self.all_done.notify_all()
+        inv.event.set()
+        self._emit_step(inv)
+        for dep, up in unrunnable:
+            self._finish_unrun(dep, *self._unrunnable_because(up))
+        if stop_reason is not None:
+            self._stop_everything(stop_reason)
+
+    def _finish_unrun(self, inv: Invocation, status: ExecutionStatus, reason: str) -> None:
+        """Record an invocation that never ran (skipped or stopped), and its dependents."""
+        work = [(inv, status, reason)]
+        while work:
+            current, st, why = work.pop()
+            if current.finished:
+                continue
+            current.skip_reason = why
+            current.error = {"type": st.value, "message": why}
+            row = self._step_row(current, st)
+            row["error"] = current.error
+            row["end_time"] = time.time()
+            self.env.metadata.insert_step_run(row)
+            with self.lock:
+                if current.finished:
+                    continue
+                current.status = st
+                current.finished = True
+                deps, current.dependents = current.dependents, []
+                self.unfinished -= 1
+                if self.unfinished == 0:
+                    self.all_done.notify_all()
+            current.event.set()
+            self._emit_step(current)
+            for dep in deps:
+                work.append((dep, S.SKIPPED, f"upstream step {current.id!r} {st.value}"))
+
+    def _emit_step(self, inv: Invocation) -> None:
+        if events.active:
+            events.emit(
+                Event("step", self.id, inv.status, invocation_id=inv.id, step_name=inv.step.name,
+                      step_run_id=inv.step_run_id, detail=(inv.error or {}).get("message"))
+            )
+
+
+# -- entry point -------------------------------------------------------------------------------------------
+
+def bind_parameters(pipeline: Pipeline[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    sig = pipeline.signature
+    merged = {**{k: v for k, v in pipeline.config.parameters.items() if k in sig.parameters}, **kwargs}
+    unknown = set(pipeline.config.parameters) - set(sig.parameters)
+    if unknown:
+        raise StepInputError(
+            f"pipeline {pipeline.name!r} has no parameter(s) {sorted(unknown)}; its signature is "
+            f"{pipeline.name}{sig}"
+        )
+    try:
+        bound = sig.bind(*args, **merged)
+    except TypeError as exc:
+        raise StepInputError(
+            f"pipeline {pipeline.name!r} called with wrong arguments: {exc}. Its signature is {pipeline.name}{sig}"
+        ) from None
+    bound.apply_defaults()
+    params = dict(bound.arguments)
+    _json_check(f"pipeline {pipeline.name!r}", params)
+    return params
+
+
+def run_pipeline(pipeline: Pipeline[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run a pipeline from outside any pipeline body and return its stored PipelineRun."""
+    from ._client import Client
+    from ._progress import console_progress
+
+    if in_step():
+        raise PipelineError(f"pipeline {pipeline.name!r} cannot be run inside a step")
+    params = bind_parameters(pipeline, args, kwargs)
+    env = get_environment()
+    run = Run(pipeline, params, env)
+    with console_progress(run):
+        run.execute()
+    return Client().get_pipeline_run(run.id)

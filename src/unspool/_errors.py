@@ -1,0 +1,91 @@
+"""The exception hierarchy. Every message says what was wrong and how to fix it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class UnspoolError(Exception):
+    """Base class of every error unspool raises on purpose."""
+
+
+class StepDefinitionError(UnspoolError, TypeError):
+    """A step or pipeline is declared in a way unspool cannot run."""
+
+
+class StepInputError(UnspoolError, TypeError):
+    """A step was called with arguments that do not fit its signature."""
+
+
+class StepOutputError(UnspoolError, TypeError):
+    """A step returned something that does not match its output annotation."""
+
+
+class PipelineError(UnspoolError):
+    """A pipeline body did something that is not allowed (e.g. loading data at compile time)."""
+
+
+class MaterializerError(UnspoolError):
+    """An artifact could not be saved or loaded."""
+
+
+class StoreError(UnspoolError):
+    """The metadata or artifact store is misconfigured or unreachable."""
+
+
+class NotFoundError(UnspoolError, KeyError):
+    """A run, step or artifact that was asked for does not exist."""
+
+    def __str__(self) -> str:  # KeyError would add quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class StepFailedError(UnspoolError):
+    """Raised in a pipeline body when a step it waits for failed.
+
+    ``step_run`` is the failed step run (a :class:`~unspool.StepRun` once stored, else the
+    invocation id), ``original_exception`` is what the step raised when it ran in this process.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        invocation_id: str,
+        step_run_id: str | None = None,
+        original_exception: BaseException | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.invocation_id = invocation_id
+        self.step_run_id = step_run_id
+        self.original_exception = original_exception
+        self.error = error or {}
+
+    @property
+    def step_run(self) -> Any:
+        """The failed step run as stored (loaded on access)."""
+        from ._client import Client
+
+        if self.step_run_id is None:
+            return None
+        return Client().get_step_run(self.step_run_id)
+
+
+class RunFailedError(UnspoolError):
+    """Raised by ``Pipeline.__call__(raise_on_failure=True)`` when the run did not succeed."""
+
+
+class BudgetExceeded(UnspoolError):
+    """A call would exceed one of the run's budget limits; raised before anything starts."""
+
+    def __init__(self, limit: str, value: float, used: float, requested: float = 1) -> None:
+        self.limit = limit
+        self.value = value
+        self.used = used
+        self.requested = requested
+        super().__init__(
+            f"budget {limit}={value} exceeded: {used} used, this call needs {requested} more"
+            if limit != "max_duration_s"
+            else f"budget max_duration_s={value} exceeded: the run has been going for {used:.1f}s"
+        )

@@ -1,0 +1,242 @@
+"""What a pipeline body holds: references to outputs that exist now or will exist soon.
+
+* :class:`ArtifactFuture` - one output of one step invocation. Returned by a synchronous
+  step call (already done) and by ``StepRunFuture.result()``; ``load()`` gives the data,
+  ``chunk(i)`` one element of it, and passing it to a step creates a DAG edge.
+* :class:`StepRunFuture` - a submitted step (``step.submit(...)``).
+* :class:`MapResultFuture` - the invocations made by ``step.map``/``step.product``.
+* :class:`ArtifactChunk` - element ``i`` of a sequence artifact, loaded only by the step
+  that receives it.
+* :class:`unmapped` - marks a ``map``/``product`` input to be passed whole.
+
+All waiting goes through the engine's invocation objects; these classes hold no state of
+their own.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterator
+
+from ._errors import PipelineError
+
+if TYPE_CHECKING:
+    from ._engine import Invocation
+
+
+class ArtifactFuture:
+    """One output of one step invocation (an artifact version once the step finished)."""
+
+    __slots__ = ("_inv", "output_name")
+
+    def __init__(self, invocation: Invocation, output_name: str) -> None:
+        self._inv = invocation
+        self.output_name = output_name
+
+    @property
+    def invocation_id(self) -> str:
+        return self._inv.id
+
+    def done(self) -> bool:
+        return self._inv.finished
+
+    def result(self) -> ArtifactFuture:
+        """Wait for the producing step; raise :class:`StepFailedError` if it failed."""
+        self._inv.wait()
+        return self
+
+    def _produced(self) -> Any:
+        self._inv.wait()
+        return self._inv.outputs[self.output_name]
+
+    def load(self) -> Any:
+        """The artifact's data, loaded in this process (waits for the step)."""
+        self._inv.run.ensure_not_compiling("load()", self._inv.id)
+        return self._inv.run.load_produced(self._produced())
+
+    def chunk(self, index: int) -> ArtifactChunk:
+        """Element ``index`` of this (list-like) artifact, as a step input."""
+        return ArtifactChunk(self, index)
+
+    # metadata of the produced version
+    @property
+    def id(self) -> str:
+        return self._produced().id
+
+    @property
+    def name(self) -> str:
+        return self._produced().name
+
+    @property
+    def version(self) -> int:
+        return self._inv.run.version_of(self._produced())
+
+    @property
+    def uri(self) -> str:
+        return self._produced().uri
+
+    @property
+    def content_hash(self) -> str:
+        return self._produced().content_hash
+
+    @property
+    def data_type(self) -> str:
+        return self._produced().data_type
+
+    @property
+    def item_count(self) -> int | None:
+        return self._produced().item_count
+
+    def __repr__(self) -> str:
+        state = "done" if self._inv.finished else "pending"
+        return f"<ArtifactFuture {self._inv.id}.{self.output_name} ({state})>"
+
+
+class ArtifactChunk:
+    """Item ``index`` of a list-like artifact; only the consuming step loads it."""
+
+    __slots__ = ("source", "index")
+
+    def __init__(self, source: Any, index: int) -> None:
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise TypeError(f"chunk(index=...) needs an int, got {index!r}")
+        self.source = source
+        self.index = index
+        count = None
+        if isinstance(source, ArtifactFuture):
+            if not source._inv.run.compiling:
+                count = source.item_count
+        else:
+            count = getattr(source, "item_count", None)
+        if count is not None and not -count <= index < count:
+            raise IndexError(
+                f"chunk({index}) is out of range: artifact {getattr(source, 'name', source)!r} has "
+                f"{count} items (valid indexes 0..{count - 1})"
+            )
+        if count is not None and index < 0:
+            self.index = index % count
+
+    def load(self) -> Any:
+        """The element's data, loaded in this process."""
+        if isinstance(self.source, ArtifactFuture):
+            run = self.source._inv.run
+            run.ensure_not_compiling("load()", self.source.invocation_id)
+            return run.load_produced(self.source._produced(), item_index=self.index)
+        from ._runner import ArtifactRef, artifact_store_for, load_artifact
+
+        ref = ArtifactRef(self.source.uri, self.source.materializer, self.source.data_type, self.index)
+        return load_artifact(artifact_store_for(self.source.artifact_store_url), ref)
+
+    def __repr__(self) -> str:
+        return f"<ArtifactChunk {self.source!r}[{self.index}]>"
+
+
+class StepRunFuture:
+    """A step started with ``.submit()``; like ``concurrent.futures.Future``, but for a step."""
+
+    __slots__ = ("_inv",)
+
+    def __init__(self, invocation: Invocation) -> None:
+        self._inv = invocation
+
+    @property
+    def invocation_id(self) -> str:
+        return self._inv.id
+
+    def done(self) -> bool:
+        return self._inv.finished
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait without raising; True when the step finished."""
+        return self._inv.event.wait(timeout)
+
+    def result(self) -> Any:
+        """Wait; return the output artifact (a tuple for several outputs, None for none)."""
+        self._inv.wait()
+        return self._inv.output_futures()
+
+    def load(self) -> Any:
+        """Wait and load the output data (a tuple for several outputs)."""
+        result = self.result()
+        if result is None:
+            return None
+        if isinstance(result, tuple):
+            return tuple(r.load() for r in result)
+        return result.load()
+
+    @property
+    def status(self) -> str:
+        return str(self._inv.status)
+
+    @property
+    def step_run(self) -> Any:
+        """The stored step run (waits for the step)."""
+        self._inv.event.wait()
+        from ._client import Client
+
+        self._inv.run.env.metadata.flush()
+        return Client().get_step_run(self._inv.step_run_id)
+
+    def _single(self) -> ArtifactFuture:
+        outputs = self._inv.output_futures()
+        if not isinstance(outputs, ArtifactFuture):
+            n = 0 if outputs is None else len(outputs)
+            raise PipelineError(
+                f"step invocation {self._inv.id!r} has {n} outputs; pass one of them "
+                "(future.result()[i]) instead of the whole future"
+            )
+        return outputs
+
+    def __repr__(self) -> str:
+        return f"<StepRunFuture {self._inv.id} ({self._inv.status})>"
+
+
+class MapResultFuture:
+    """The invocations created by one ``map``/``product`` call, in creation order."""
+
+    __slots__ = ("futures",)
+
+    def __init__(self, futures: list[StepRunFuture]) -> None:
+        self.futures = futures
+
+    def __len__(self) -> int:
+        return len(self.futures)
+
+    def __iter__(self) -> Iterator[StepRunFuture]:
+        return iter(self.futures)
+
+    def __getitem__(self, index: int) -> StepRunFuture:
+        return self.futures[index]
+
+    def result(self) -> list[Any]:
+        return [f.result() for f in self.futures]
+
+    def load(self) -> list[Any]:
+        return [f.load() for f in self.futures]
+
+    def wait(self) -> None:
+        for f in self.futures:
+            f.wait()
+
+    def unpack(self) -> tuple[list[ArtifactFuture], ...]:
+        """One list per output, each aligned with the invocations."""
+        if not self.futures:
+            return ()
+        specs = self.futures[0]._inv.step.outputs
+        return tuple(
+            [ArtifactFuture(f._inv, spec.name) for f in self.futures] for spec in specs
+        )
+
+    def __repr__(self) -> str:
+        return f"<MapResultFuture of {len(self.futures)} invocations>"
+
+
+class unmapped:  # noqa: N801 - lower case to read like the reference API
+    """Pass this input whole to every invocation of ``map``/``product``."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"unmapped({self.value!r})"

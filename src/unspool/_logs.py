@@ -1,0 +1,130 @@
+"""Per-step log capture that stays correct when many steps run in threads at once.
+
+``sys.stdout`` and ``sys.stderr`` are replaced once by routers that look up the step log
+of the *current context* (a ``ContextVar`` set by the thread that runs the step) and write
+there; outside a step they write through unchanged. A root ``logging`` handler does the
+same for log records. So two steps printing concurrently never see each other's lines.
+Captured lines are also echoed to the real console, prefixed with the invocation id.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+import threading
+from typing import Any, Callable, TextIO
+
+_current: contextvars.ContextVar[StepLog | None] = contextvars.ContextVar("unspool_step_log", default=None)
+_install_lock = threading.Lock()
+_installed = False
+_echo_enabled = True
+
+
+class StepLog:
+    """The captured text of one step attempt."""
+
+    __slots__ = ("prefix", "parts", "_pending", "echo")
+
+    def __init__(self, prefix: str, echo: bool = True) -> None:
+        self.prefix = prefix
+        self.parts: list[str] = []
+        self._pending: dict[str, str] = {}
+        self.echo = echo
+
+    def write(self, stream_name: str, text: str, console: TextIO) -> None:
+        self.parts.append(text)
+        if not (self.echo and _echo_enabled):
+            return
+        # Echo whole lines only, so concurrent steps do not interleave mid-line.
+        buffered = self._pending.get(stream_name, "") + text
+        *lines, rest = buffered.split("\n")
+        self._pending[stream_name] = rest
+        if lines:
+            console.write("".join(f"[{self.prefix}] {line}\n" for line in lines))
+
+    def finish(self, consoles: dict[str, TextIO]) -> None:
+        if self.echo and _echo_enabled:
+            for stream_name, rest in self._pending.items():
+                if rest:
+                    consoles[stream_name].write(f"[{self.prefix}] {rest}\n")
+        self._pending.clear()
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+class _StreamRouter:
+    def __init__(self, name: str, original: TextIO) -> None:
+        self._name = name
+        self._original = original
+
+    def write(self, text: str) -> int:
+        log = _current.get()
+        if log is None:
+            return self._original.write(text)
+        log.write(self._name, text, self._original)
+        return len(text)
+
+    def flush(self) -> None:
+        self._original.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._original, name)
+
+
+class _StepLogHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        log = _current.get()
+        if log is None:
+            return
+        try:
+            log.write("stderr", self.format(record) + "\n", _console("stderr"))
+        except Exception:  # pragma: no cover - logging must never break a step
+            self.handleError(record)
+
+
+def _console(name: str) -> TextIO:
+    stream = getattr(sys, name)
+    return stream._original if isinstance(stream, _StreamRouter) else stream
+
+
+def install() -> None:
+    """Route stdout, stderr and logging through the per-step capture (idempotent)."""
+    global _installed
+    if _installed and isinstance(sys.stdout, _StreamRouter) and isinstance(sys.stderr, _StreamRouter):
+        return
+    with _install_lock:
+        if not isinstance(sys.stdout, _StreamRouter):
+            sys.stdout = _StreamRouter("stdout", sys.stdout)  # type: ignore[assignment]
+        if not isinstance(sys.stderr, _StreamRouter):
+            sys.stderr = _StreamRouter("stderr", sys.stderr)  # type: ignore[assignment]
+        if not _installed:
+            handler = _StepLogHandler()
+            handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+            logging.getLogger().addHandler(handler)
+        _installed = True
+
+
+def set_echo(enabled: bool) -> None:
+    global _echo_enabled
+    _echo_enabled = enabled
+
+
+def capture(prefix: str, fn: Callable[[], Any]) -> tuple[Any, BaseException | None, str]:
+    """Run ``fn`` with its output captured; returns (value, exception, text)."""
+    install()
+    log = StepLog(prefix)
+    token = _current.set(log)
+    try:
+        value, error = fn(), None
+    except BaseException as exc:  # noqa: BLE001 - reported as the step's failure
+        value, error = None, exc
+    finally:
+        _current.reset(token)
+        log.finish({"stdout": _console("stdout"), "stderr": _console("stderr")})
+    return value, error, log.text()
+
+
+def current_step_log() -> StepLog | None:
+    return _current.get()

@@ -1,0 +1,367 @@
+"""Materializers turn Python values into files in the artifact store and back.
+
+A materializer is bound to one artifact directory (``uri``). ``save`` writes files into it
+through ``self.artifact_store.open`` (so bytes are hashed on the way out), ``load`` reads
+them back as ``data_type``. Sequence materializers also support ``load_item``: fan-out
+(``.map``/``.chunk``) reads one element without loading the whole list.
+
+User materializers subclass :class:`BaseMaterializer` and list ``ASSOCIATED_TYPES``; they
+are registered for those types when the class is created, or chosen per output with
+``@step(output_materializers=...)``. Values no materializer claims are cloudpickled, and the
+artifact records ``CloudpickleMaterializer`` so the fallback is visible.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import struct
+from typing import Any, ClassVar
+
+from ._errors import MaterializerError
+
+# Materializers for optional packages are looked up by the fully qualified type name, so
+# that importing unspool never imports numpy, pandas or pydantic.
+_LAZY_TYPES: dict[str, str] = {}
+
+
+class MaterializerRegistry:
+    def __init__(self) -> None:
+        self._by_type: dict[type, type[BaseMaterializer]] = {}
+
+    def register(self, data_type: type, materializer: type[BaseMaterializer]) -> None:
+        self._by_type[data_type] = materializer
+
+    def for_type(self, data_type: type) -> type[BaseMaterializer]:
+        for klass in getattr(data_type, "__mro__", (data_type,)):
+            found = self._by_type.get(klass)
+            if found is not None:
+                return found
+            lazy = _LAZY_TYPES.get(f"{klass.__module__}.{klass.__qualname__}")
+            if lazy is not None:
+                return materializer_from_path(lazy)
+        if dataclasses.is_dataclass(data_type):
+            return DataclassMaterializer
+        return CloudpickleMaterializer
+
+
+materializer_registry = MaterializerRegistry()
+
+
+def materializer_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def materializer_from_path(path: str) -> type[BaseMaterializer]:
+    module, _, qualname = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise MaterializerError(
+            f"materializer {path!r} cannot be imported ({exc}); make sure the module that "
+            "defines it is importable where the artifact is loaded"
+        ) from exc
+    return obj
+
+
+class BaseMaterializer:
+    """Base class of all materializers. Subclass it, set ``ASSOCIATED_TYPES``, implement
+    ``save`` and ``load``; optionally ``extract_metadata``."""
+
+    ASSOCIATED_TYPES: ClassVar[tuple[type, ...]] = ()
+    ASSOCIATED_ARTIFACT_TYPE: ClassVar[str] = "data"
+    SKIP_REGISTRATION: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__dict__.get("SKIP_REGISTRATION", False):
+            for data_type in cls.ASSOCIATED_TYPES:
+                materializer_registry.register(data_type, cls)
+
+    def __init__(self, uri: str, artifact_store: Any = None) -> None:
+        self.uri = uri
+        if artifact_store is None:
+            from ._artifact_store import ArtifactStore
+
+            artifact_store = ArtifactStore(uri.rsplit("/", 1)[0] if "://" in uri else uri)
+        self.artifact_store = artifact_store
+
+    def path(self, name: str) -> str:
+        return f"{self.uri.rstrip('/')}/{name}"
+
+    def save(self, data: Any) -> None:
+        raise NotImplementedError
+
+    def load(self, data_type: type) -> Any:
+        raise NotImplementedError
+
+    def extract_metadata(self, data: Any) -> dict[str, Any]:
+        return {}
+
+    # -- element access, used by fan-out ----------------------------------------------------
+    def item_count(self, data: Any) -> int | None:
+        """Number of elements if the value can be mapped over, else None."""
+        return None
+
+    def load_item(self, index: int) -> Any:
+        data = self.load(list)
+        return data[index]
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _write(self, name: str, payload: bytes) -> None:
+        with self.artifact_store.open(self.path(name), "wb") as f:
+            f.write(payload)
+
+    def _read(self, name: str) -> bytes:
+        with self.artifact_store.open(self.path(name), "rb") as f:
+            return f.read()
+
+
+class NoneMaterializer(BaseMaterializer):
+    ASSOCIATED_TYPES = (type(None),)
+
+    def save(self, data: Any) -> None:
+        self._write("none", b"")
+
+    def load(self, data_type: type) -> Any:
+        return None
+
+
+class BuiltInMaterializer(BaseMaterializer):
+    """bool, int, float and str as JSON."""
+
+    ASSOCIATED_TYPES = (bool, int, float, str)
+
+    def save(self, data: Any) -> None:
+        self._write("data.json", json.dumps(data).encode())
+
+    def load(self, data_type: type) -> Any:
+        value = json.loads(self._read("data.json"))
+        if data_type in (int, float, str, bool) and not isinstance(value, data_type):
+            value = data_type(value)
+        return value
+
+    def extract_metadata(self, data: Any) -> dict[str, Any]:
+        if isinstance(data, str):
+            return {"length": len(data)}
+        return {"value": data}
+
+
+class BytesMaterializer(BaseMaterializer):
+    ASSOCIATED_TYPES = (bytes, bytearray)
+
+    def save(self, data: Any) -> None:
+        self._write("data.bin", bytes(data))
+
+    def load(self, data_type: type) -> Any:
+        raw = self._read("data.bin")
+        return bytearray(raw) if data_type is bytearray else raw
+
+    def extract_metadata(self, data: Any) -> dict[str, Any]:
+        return {"length": len(data)}
+
+
+class DictMaterializer(BaseMaterializer):
+    """JSON-able dicts as JSON; anything else in them falls back to cloudpickle."""
+
+    ASSOCIATED_TYPES = (dict,)
+
+    def save(self, data: Any) -> None:
+        try:
+            self._write("data.json", json.dumps(data).encode())
+        except (TypeError, ValueError):
+            import cloudpickle
+
+            self._write("data.pkl", cloudpickle.dumps(data))
+
+    def load(self, data_type: type) -> Any:
+        if self.artifact_store.exists(self.path("data.json")):
+            return json.loads(self._read("data.json"))
+        import pickle
+
+        return pickle.loads(self._read("data.pkl"))
+
+    def extract_metadata(self, data: Any) -> dict[str, Any]:
+        return {"length": len(data)}
+
+
+_OFFSET = struct.Struct("<q")
+
+
+class SequenceMaterializer(BaseMaterializer):
+    """Lists and tuples, stored element by element so one element can be read alone.
+
+    ``items.bin`` holds the encoded elements back to back, ``offsets.bin`` their start
+    offsets (8 bytes each, plus the end), ``meta.json`` the codec (``json`` when every
+    element is JSON-able, else ``pickle``), the container type and the count.
+    """
+
+    ASSOCIATED_TYPES = (list, tuple)
+
+    def save(self, data: Any) -> None:
+        try:
+            encoded = [json.dumps(item).encode() for item in data]
+            codec = "json"
+        except (TypeError, ValueError):
+            import cloudpickle
+
+            encoded = [cloudpickle.dumps(item) for item in data]
+            codec = "pickle"
+        offsets = [0]
+        for blob in encoded:
+            offsets.append(offsets[-1] + len(blob))
+        self._write("items.bin", b"".join(encoded))
+        self._write("offsets.bin", b"".join(_OFFSET.pack(o) for o in offsets))
+        meta = {"codec": codec, "count": len(encoded), "container": type(data).__name__}
+        self._write("meta.json", json.dumps(meta).encode())
+
+    def _meta(self) -> dict[str, Any]:
+        return json.loads(self._read("meta.json"))
+
+    def _decode(self, codec: str, blob: bytes) -> Any:
+        if codec == "json":
+            return json.loads(blob)
+        import pickle
+
+        return pickle.loads(blob)
+
+    def load(self, data_type: type) -> Any:
+        meta = self._meta()
+        blob = self._read("items.bin")
+        raw_offsets = self._read("offsets.bin")
+        offsets = [o for (o,) in _OFFSET.iter_unpack(raw_offsets)]
+        items = [self._decode(meta["codec"], blob[a:b]) for a, b in zip(offsets, offsets[1:])]
+        if data_type is tuple or (data_type is not list and meta.get("container") == "tuple"):
+            return tuple(items)
+        return items
+
+    def load_item(self, index: int) -> Any:
+        meta = self._meta()
+        count = meta["count"]
+        if not -count <= index < count:
+            raise IndexError(f"index {index} is out of range for a sequence of {count} items")
+        index %= count
+        with self.artifact_store.open(self.path("offsets.bin"), "rb") as f:
+            f.seek(index * _OFFSET.size)
+            start, end = (o for (o,) in _OFFSET.iter_unpack(f.read(2 * _OFFSET.size)))
+        with self.artifact_store.open(self.path("items.bin"), "rb") as f:
+            f.seek(start)
+            blob = f.read(end - start)
+        return self._decode(meta["codec"], blob)
+
+    def item_count(self, data: Any) -> int | None:
+        return len(data)
+
+    def extract_metadata(self, data: Any) -> dict[str, Any]:
+        return {"length": len(data)}
+
+
+class CloudpickleMaterializer(BaseMaterializer):
+    """Fallback for any picklable value (recorded as such on the artifact version)."""
+
+    SKIP_REGISTRATION = True
+
+    def save(self, data: Any) -> None:
+        import cloudpickle
+
+        try:
+            payload = cloudpickle.dumps(data)
+        except Exception as exc:
+            raise MaterializerError(
+                f"value of type {type(data).__qualname__} cannot be serialised ({exc}); return "
+                "a serialisable value or register a materializer for this type"
+            ) from exc
+        self._write("data.pkl", payload)
+
+    def load(self, data_type: type) -> Any:
+        import pickle
+
+        return pickle.loads(self._read("data.pkl"))
+
+
+class DataclassMaterializer(BaseMaterializer):
+    """Dataclasses as JSON of their fields when JSON-able, else cloudpickle."""
+
+    SKIP_REGISTRATION = True
+
+    def save(self, data: Any) -> None:
+        try:
+            payload = json.dumps(dataclasses.asdict(data)).encode()
+        except (TypeError, ValueError):
+            CloudpickleMaterializer(self.uri, self.artifact_store).save(data)
+            return
+        self._write("data.json", payload)
+
+    def load(self, data_type: type) -> Any:
+        if self.artifact_store.exists(self.path("data.json")):
+            return data_type(**json.loads(self._read("data.json")))
+        return CloudpickleMaterializer(self.uri, self.artifact_store).load(data_type)
+
+
+class PydanticMaterializer(BaseMaterializer):
+    SKIP_REGISTRATION = True
+
+    def save(self, data: Any) -> None:
+        self._write("data.json", data.model_dump_json().encode())
+
+    def load(self, data_type: type) -> Any:
+        return data_type.model_validate_json(self._read("data.json"))
+
+
+class NumpyMaterializer(BaseMaterializer):
+    SKIP_REGISTRATION = True
+    ASSOCIATED_ARTIFACT_TYPE = "array"
+
+    def save(self, data: Any) -> None:
+        import numpy as np
+
+        with self.artifact_store.open(self.path("data.npy"), "wb") as f:
+            np.save(f, data, allow_pickle=data.dtype == object)
+
+    def load(self, data_type: type) -> Any:
+        import numpy as np
+
+        with self.artifact_store.open(self.path("data.npy"), "rb") as f:
+            return np.load(f, allow_pickle=True)
+
+    def extract_metadata(self, data: Any) -> dict[str, Any]:
+        return {"shape": list(data.shape), "dtype": str(data.dtype)}
+
+    def item_count(self, data: Any) -> int | None:
+        return int(data.shape[0]) if data.ndim else None
+
+
+class PandasMaterializer(BaseMaterializer):
+    """DataFrames and Series as pickle (exact round trip, no pyarrow needed)."""
+
+    SKIP_REGISTRATION = True
+    ASSOCIATED_ARTIFACT_TYPE = "dataframe"
+
+    def save(self, data: Any) -> None:
+        with self.artifact_store.open(self.path("data.pkl"), "wb") as f:
+            data.to_pickle(f)
+
+    def load(self, data_type: type) -> Any:
+        import pandas as pd
+
+        with self.artifact_store.open(self.path("data.pkl"), "rb") as f:
+            return pd.read_pickle(f)
+
+    def extract_metadata(self, data: Any) -> dict[str, Any]:
+        meta: dict[str, Any] = {"rows": len(data)}
+        if hasattr(data, "columns"):
+            meta["columns"] = [str(c) for c in data.columns]
+        return meta
+
+
+_LAZY_TYPES.update(
+    {
+        "pydantic.main.BaseModel": materializer_path(PydanticMaterializer),
+        "numpy.ndarray": materializer_path(NumpyMaterializer),
+        "pandas.core.frame.DataFrame": materializer_path(PandasMaterializer),
+        "pandas.core.series.Series": materializer_path(PandasMaterializer),
+    }
+)

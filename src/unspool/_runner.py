@@ -1,0 +1,310 @@
+"""Runs one step from a step spec and hands back a step result.
+
+This is the boundary between the orchestrating process and wherever a step runs: a thread
+of the orchestrator, another process, or a Ray worker. A :class:`StepSpec` carries
+everything needed (the function, input artifact references, parameters, output targets,
+store locations); a :class:`StepResult` carries everything the orchestrator records
+(output artifact references and metadata, log location, error). The runner reads inputs
+from and writes outputs to the artifact store itself; it never touches the metadata store.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import importlib
+import time
+import traceback
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _logs
+from ._artifact_store import ArtifactStore, SaveTracker, TrackingArtifactStore, directory_digest
+from ._errors import MaterializerError, StepOutputError
+from ._materializers import (
+    BaseMaterializer,
+    materializer_from_path,
+    materializer_path,
+    materializer_registry,
+)
+from ._step import Step, split_outputs
+
+
+@dataclass
+class ArtifactRef:
+    """Where an input artifact (or one element of it) lives."""
+
+    uri: str
+    materializer: str
+    data_type: str
+    item_index: int | None = None
+
+
+@dataclass
+class OutputTarget:
+    name: str
+    uri: str
+    materializer: str | None  # None: chosen from the returned value's type
+
+
+@dataclass
+class StepSpec:
+    run_id: str
+    step_run_id: str
+    invocation_id: str
+    pipeline_name: str
+    step: Step[Any]
+    attempt: int
+    parameters: dict[str, Any]
+    inputs: dict[str, tuple[bool, list[ArtifactRef]]]  # name -> (is_list, refs)
+    outputs: list[OutputTarget]
+    artifact_store_url: str
+    logs_uri: str
+    budget_remaining: dict[str, Any] | None = None
+    echo_logs: bool = True
+
+
+@dataclass
+class OutputRecord:
+    uri: str
+    materializer: str
+    data_type: str
+    content_hash: str
+    size: int
+    item_count: int | None
+    metadata: dict[str, Any]
+
+
+@dataclass
+class StepResult:
+    ok: bool
+    outputs: dict[str, OutputRecord] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+    exception: BaseException | None = None  # only when the step ran in this process
+    logs_uri: str | None = None
+    start_time: float = 0.0
+    end_time: float = 0.0
+    step_metadata: dict[str, Any] = field(default_factory=dict)
+    hook_errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+# -- step context --------------------------------------------------------------------------------
+
+@dataclass
+class StepContext:
+    """What a running step can know about itself (``get_step_context()``)."""
+
+    run_id: str
+    step_run_id: str
+    invocation_id: str
+    step_name: str
+    pipeline_name: str
+    attempt: int
+    budget_remaining: dict[str, Any] | None
+    step_metadata: dict[str, Any] = field(default_factory=dict)
+    artifact_metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+_context: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar("unspool_step_context", default=None)
+
+
+def get_step_context() -> StepContext:
+    """The context of the step running in this thread; an error outside a step."""
+    ctx = _context.get()
+    if ctx is None:
+        from ._errors import UnspoolError
+
+        raise UnspoolError("get_step_context() can only be called inside a running step")
+    return ctx
+
+
+def log_metadata(metadata: dict[str, Any], *, artifact_name: str | None = None) -> None:
+    """Attach metadata to the current step run, or to one of its outputs by output name."""
+    ctx = get_step_context()
+    if artifact_name is None:
+        ctx.step_metadata.update(metadata)
+    else:
+        ctx.artifact_metadata.setdefault(artifact_name, {}).update(metadata)
+
+
+def in_step() -> bool:
+    return _context.get() is not None
+
+
+# -- loading and saving -----------------------------------------------------------------------------
+
+_stores: dict[str, ArtifactStore] = {}
+
+
+def artifact_store_for(url: str) -> ArtifactStore:
+    store = _stores.get(url)
+    if store is None:
+        store = _stores[url] = ArtifactStore(url)
+    return store
+
+
+def type_path(value_type: type) -> str:
+    return f"{value_type.__module__}:{value_type.__qualname__}"
+
+
+def resolve_type(path: str) -> Any:
+    module, _, qualname = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+        return obj
+    except Exception:
+        return Any
+
+
+def load_artifact(store: ArtifactStore, ref: ArtifactRef, annotation: Any = Any) -> Any:
+    materializer = materializer_from_path(ref.materializer)(ref.uri, store)
+    if ref.item_index is not None:
+        return materializer.load_item(ref.item_index)
+    data_type = annotation if isinstance(annotation, type) else resolve_type(ref.data_type)
+    if not isinstance(data_type, type):
+        data_type = typing.get_origin(annotation) or object
+    return materializer.load(data_type)
+
+
+def save_artifact(
+    store: ArtifactStore, uri: str, value: Any, materializer_cls: type[BaseMaterializer]
+) -> OutputRecord:
+    staging = store.staging_dir(uri)
+    tracker = SaveTracker()
+    try:
+        materializer = materializer_cls(staging, TrackingArtifactStore(store, tracker))
+        materializer.save(value)
+        metadata = materializer.extract_metadata(value) or {}
+        item_count = materializer.item_count(value)
+        content_hash, size = directory_digest(store, staging, tracker)
+        store.commit_dir(staging, uri)
+    except BaseException:
+        store.remove(staging)
+        raise
+    return OutputRecord(
+        uri=uri,
+        materializer=materializer_path(materializer_cls),
+        data_type=type_path(type(value)),
+        content_hash=content_hash,
+        size=size,
+        item_count=item_count,
+        metadata=metadata,
+    )
+
+
+def _choose_materializer(step: Step[Any], output: str, target: OutputTarget, value: Any) -> type[BaseMaterializer]:
+    if target.materializer:
+        return materializer_from_path(target.materializer)
+    return materializer_registry.for_type(type(value))
+
+
+def _input_annotation(step: Step[Any], name: str, is_list: bool) -> Any:
+    param = step.signature.parameters.get(name)
+    annotation = Any if param is None or param.annotation is param.empty else param.annotation
+    if isinstance(annotation, str):
+        try:
+            annotation = typing.get_type_hints(step.func).get(name, Any)
+        except Exception:
+            annotation = Any
+    if is_list:
+        args = typing.get_args(annotation)
+        return args[0] if args else Any
+    return annotation
+
+
+# -- running ------------------------------------------------------------------------------------------
+
+def run_step(spec: StepSpec) -> StepResult:
+    """Load inputs, call the step function with its output captured, save its outputs."""
+    store = artifact_store_for(spec.artifact_store_url)
+    start = time.time()
+    ctx = StepContext(
+        run_id=spec.run_id,
+        step_run_id=spec.step_run_id,
+        invocation_id=spec.invocation_id,
+        step_name=spec.step.name,
+        pipeline_name=spec.pipeline_name,
+        attempt=spec.attempt,
+        budget_remaining=spec.budget_remaining,
+    )
+    holder: dict[str, Any] = {}
+
+    def body() -> None:
+        token = _context.set(ctx)
+        try:
+            kwargs = dict(spec.parameters)
+            for name, (is_list, refs) in spec.inputs.items():
+                annotation = _input_annotation(spec.step, name, is_list)
+                values = [load_artifact(store, ref, annotation) for ref in refs]
+                kwargs[name] = values if is_list else values[0]
+            value = spec.step.func(**kwargs)
+            outputs = split_outputs(spec.step.name, spec.step.outputs, value)
+            targets = {t.name: t for t in spec.outputs}
+            records: dict[str, OutputRecord] = {}
+            for name, item in outputs.items():
+                target = targets[name]
+                cls = _choose_materializer(spec.step, name, target, item)
+                try:
+                    record = save_artifact(store, target.uri, item, cls)
+                except MaterializerError:
+                    raise
+                except Exception as exc:
+                    raise MaterializerError(
+                        f"step {spec.step.name!r} output {name!r} ({type(item).__name__}) could not "
+                        f"be saved with {cls.__name__}: {exc}"
+                    ) from exc
+                record.metadata.update(ctx.artifact_metadata.get(name, {}))
+                records[name] = record
+            holder["outputs"] = records
+            _run_hook(spec.step.config.on_success, None, holder)
+        except BaseException as exc:
+            _run_hook(spec.step.config.on_failure, exc, holder)
+            raise
+        finally:
+            _context.reset(token)
+
+    _, error, text = _logs.capture(spec.invocation_id, body)
+    result = StepResult(ok=error is None, start_time=start, end_time=time.time())
+    result.step_metadata = ctx.step_metadata
+    result.hook_errors = holder.get("hook_errors", [])
+    if error is None:
+        result.outputs = holder["outputs"]
+    else:
+        result.exception = error
+        result.error = describe_error(error)
+    if text:
+        header = f"--- attempt {spec.attempt} ---\n" if spec.attempt > 1 else ""
+        store.append_text(spec.logs_uri, header + text)
+        result.logs_uri = spec.logs_uri
+    return result
+
+
+def _run_hook(hook: Any, exc: BaseException | None, holder: dict[str, Any]) -> None:
+    if hook is None:
+        return
+    try:
+        if exc is None:
+            hook()
+        else:
+            import inspect
+
+            takes_arg = bool(inspect.signature(hook).parameters)
+            hook(exc) if takes_arg else hook()
+    except Exception as hook_exc:  # a hook never masks the step's outcome
+        print(f"hook {getattr(hook, '__name__', hook)!r} raised {hook_exc!r}", file=__import__("sys").stderr)
+        holder.setdefault("hook_errors", []).append(
+            {"hook": getattr(hook, "__name__", repr(hook)), **describe_error(hook_exc)}
+        )
+
+
+def describe_error(exc: BaseException) -> dict[str, Any]:
+    return {
+        "type": type(exc).__qualname__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+    }
+
+
+__all__ = ["StepOutputError"]

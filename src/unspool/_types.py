@@ -1,0 +1,50 @@
+"""Small shared vocabulary: statuses and execution modes (no heavy imports)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class ExecutionStatus(str, Enum):
+    """Status of a pipeline run or a step run.
+
+    A run or step goes ``initializing -> running`` and ends in exactly one of the
+    final states. ``cached`` means the step reused an earlier step run's outputs;
+    ``skipped`` means an upstream step failed so it could not run; ``stopped`` means
+    the run stopped it (fail-fast, a killed orchestrator) before it finished.
+    """
+
+    INITIALIZING = "initializing"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CACHED = "cached"
+    STOPPED = "stopped"
+    SKIPPED = "skipped"
+
+    @property
+    def is_finished(self) -> bool:
+        return self not in (ExecutionStatus.INITIALIZING, ExecutionStatus.RUNNING)
+
+    @property
+    def is_successful(self) -> bool:
+        return self in (ExecutionStatus.COMPLETED, ExecutionStatus.CACHED)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ExecutionMode(str, Enum):
+    """What a run does when a step fails.
+
+    ``FAIL_FAST``: no new step starts, queued steps are stopped, the body is interrupted.
+    ``STOP_ON_FAILURE``: no new step starts; steps already running finish.
+    ``CONTINUE_ON_FAILURE``: independent work goes on; dependants of the failed step are skipped.
+    """
+
+    FAIL_FAST = "FAIL_FAST"
+    STOP_ON_FAILURE = "STOP_ON_FAILURE"
+    CONTINUE_ON_FAILURE = "CONTINUE_ON_FAILURE"
+
+    def __str__(self) -> str:
+        return self.value
