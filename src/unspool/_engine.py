@@ -140,6 +140,15 @@ def flush_all() -> None:
         env.metadata.flush()
 
 
+def close_all() -> None:
+    """Flush and close every open store (tests call this between cases)."""
+    with _env_lock:
+        envs = list(_envs.values())
+        _envs.clear()
+    for env in envs:
+        env.metadata.close()
+
+
 # -- in-memory records ------------------------------------------------------------------------------
 
 @dataclass(slots=True)
@@ -773,7 +782,7 @@ class Run:
             if spec is None:
                 continue
             here = run_here is True or run_here is inv
-            if here and inv.step.config.timeout is None:
+            if here and inv.step.config.timeout is None and self._executor_for(inv) is self.executor:
                 self._record_result(inv, spec, run_step(spec))
                 if run_here is inv:
                     run_here = None
@@ -795,7 +804,11 @@ class Run:
             timer.daemon = True
             self.timers.append(timer)
             timer.start()
-        self.executor.submit(spec, done)
+        self._executor_for(inv).submit(spec, done)
+
+    def _executor_for(self, inv: Invocation) -> Any:
+        """The executor of an invocation: ``runtime="isolated"`` steps run inline for now."""
+        return self.executor
 
     def _timed_out(self, inv: Invocation, spec: StepSpec, attempt: int, timeout: float) -> None:
         if inv.finished or inv.attempt != attempt:

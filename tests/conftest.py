@@ -1,0 +1,20 @@
+"""Every test gets its own fresh stores under a temporary UNSPOOL_HOME."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "unspool-home"
+    monkeypatch.setenv("UNSPOOL_HOME", str(home))
+    monkeypatch.delenv("UNSPOOL_STORE_URL", raising=False)
+    monkeypatch.delenv("UNSPOOL_ARTIFACT_STORE", raising=False)
+    monkeypatch.setenv("UNSPOOL_PROGRESS", "plain")
+    yield home
+    from unspool._engine import close_all
+
+    close_all()
