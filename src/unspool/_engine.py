@@ -61,7 +61,14 @@ from ._errors import (
 )
 from ._events import Event, events
 from ._executors import ThreadExecutor
-from ._futures import ArtifactChunk, ArtifactFuture, MapResultFuture, StepRunFuture, unmapped
+from ._futures import (
+    ArtifactChunk,
+    ArtifactFuture,
+    ChildRunFuture,
+    MapResultFuture,
+    StepRunFuture,
+    unmapped,
+)
 from ._runner import (
     ArtifactRef,
     OutputTarget,
@@ -276,6 +283,8 @@ def _artifact_sources(value: Any) -> tuple[bool, list[tuple[Any, int | None]]] |
         return False, [(_one_source(value.source), value.index)]
     if isinstance(value, MapResultFuture):
         return True, [(f._single(), None) for f in value.futures]
+    if isinstance(value, ChildRunFuture):
+        return _artifact_sources(value.result())
     if _is_stored_artifact(value):
         return False, [(value, None)]
     if isinstance(value, (list, tuple)) and value and all(_is_artifact_like(v) for v in value):
@@ -351,11 +360,18 @@ class Run:
         self.slots = parallelism
         self.executor = ThreadExecutor(parallelism)
         self.stopping: str | None = None
+        self.aborted = False  # the body raised: nothing new starts, whatever the mode
         self.unfinished = 0
         self.all_done = threading.Condition(self.lock)
         self.failed: list[Invocation] = []
         self.steps_used = 0
         self.timers: list[threading.Timer] = []
+        self.children: list[Run] = []
+        self.failed_children: list[Run] = []
+        self.done = threading.Event()
+        self.outcome: BaseException | None = None
+        self.result: Any = None
+        self.thread: threading.Thread | None = None
 
     def _run_name(self, now: _dt.datetime) -> str:
         template = self.config.run_name or "{pipeline}-{date}-{time}"
@@ -411,6 +427,7 @@ class Run:
             self._wait_all()
         except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised
             body_error = exc
+            self.aborted = True
             self._stop_everything(f"the pipeline body raised {type(exc).__name__}")
             self._wait_all()
         finally:
@@ -453,7 +470,14 @@ class Run:
             err["failed_steps"] = failed_ids
             if isinstance(body_error, StepFailedError):
                 err["message"] = f"{body_error}"
+            if isinstance(body_error, KeyboardInterrupt):
+                err["message"] = "interrupted (KeyboardInterrupt)"
+                return S.STOPPED, err
             return S.FAILED, err
+        if self.failed_children and not failed_ids:
+            names = ", ".join(c.invocation_id or c.id for c in self.failed_children)
+            return S.FAILED, {"message": f"child run(s) failed: {names}", "failed_steps": [],
+                              "failed_children": [c.id for c in self.failed_children]}
         if failed_ids:
             shown = ", ".join(failed_ids[:10]) + (f" and {len(failed_ids) - 10} more" if len(failed_ids) > 10 else "")
             return S.FAILED, {"message": f"step(s) failed: {shown}", "failed_steps": failed_ids}
@@ -513,6 +537,7 @@ class Run:
         with self.lock:
             if self.stopping is None:
                 self.stopping = reason
+            reason = self.stopping
             victims = [inv for inv in self.invocations.values() if not inv.finished and inv.start_time is None]
             self.ready.clear()
         for inv in victims:
@@ -561,11 +586,6 @@ class Run:
             run = run.parent
 
     def call_step(self, step: Step[Any], args: tuple[Any, ...], kwargs: dict[str, Any], mode: str) -> Any:
-        if self.stopping is not None and self.config.execution_mode != ExecutionMode.CONTINUE_ON_FAILURE:
-            raise StepFailedError(
-                f"step {step.name!r} was not started: the run is stopping ({self.stopping})",
-                invocation_id=step.name,
-            )
         self.check_budget(1)
         configured = self._configure(step)
         params, inputs = self._bind(configured, args, kwargs)
@@ -654,10 +674,74 @@ class Run:
         return None
 
     def call_child(self, pipeline: Pipeline[Any], args: tuple[Any, ...], kwargs: dict[str, Any], mode: str) -> Any:
-        raise PipelineError(
-            f"calling pipeline {pipeline.name!r} from another pipeline body is not supported yet; "
-            f"use {pipeline.name}.embed(...) to run its steps inside this run"
-        )
+        """Run a dynamic pipeline as a child run of this one (``child(...)``/``child.submit(...)``)."""
+        if not pipeline.config.dynamic:
+            raise PipelineError(
+                f"pipeline {pipeline.name!r} is static; only dynamic pipelines (@pipeline(dynamic=True)) "
+                "can be called from a pipeline body"
+            )
+        if self.compiling:
+            raise PipelineError(
+                f"static pipeline {self.config.name!r} cannot call child pipeline {pipeline.name!r}; "
+                "make the parent dynamic"
+            )
+        depth = self.depth() + 1
+        root_budget = self.root().config.budget
+        if root_budget is not None and root_budget.max_depth is not None and depth > root_budget.max_depth:
+            raise BudgetExceeded("max_depth", root_budget.max_depth, depth - 1, 1)
+        self.check_budget(0)
+        params = bind_parameters(pipeline, args, kwargs)
+        with self.lock:
+            key = f"pipeline:{pipeline.name}"
+            n = self._counters.get(key, 0) + 1
+            self._counters[key] = n
+            invocation_id = key if n == 1 else f"{key}_{n}"
+        child = Run(pipeline, params, self.env, parent=self, invocation_id=invocation_id)
+        self.children.append(child)
+        if mode == "sync":
+            return child.execute_as_child()
+        with self.lock:
+            self.unfinished += 1
+
+        def run_child() -> None:
+            try:
+                child.execute_as_child()
+            except BaseException:  # noqa: BLE001 - kept on the child, raised by result()
+                pass
+            finally:
+                with self.lock:
+                    self.unfinished -= 1
+                    if self.unfinished == 0:
+                        self.all_done.notify_all()
+
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(run_child,),
+                                  name=f"unspool-{invocation_id}", daemon=True)
+        child.thread = thread
+        thread.start()
+        return ChildRunFuture(child)
+
+    def execute_as_child(self) -> Any:
+        """Execute, remembering the outcome so futures and the parent can see it."""
+        try:
+            self.result = self.execute()
+        except BaseException as exc:
+            self.outcome = exc
+            self.root_failed_children()
+            raise
+        finally:
+            self.done.set()
+        return self.result
+
+    def root_failed_children(self) -> None:
+        if self.parent is not None:
+            with self.parent.lock:
+                self.parent.failed_children.append(self)
+
+    def depth(self) -> int:
+        depth, run = 0, self
+        while run.parent is not None:
+            depth, run = depth + 1, run.parent
+        return depth
 
     def embed_child(self, pipeline: Pipeline[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not pipeline.config.dynamic:
@@ -699,6 +783,10 @@ class Run:
         return params, inputs
 
     def _new_invocation(self, step: Step[Any], params: dict[str, Any], inputs: dict[str, Any]) -> Invocation:
+        for _, sources in inputs.values():  # outputs of a child run: wait for that run first
+            for source, _ in sources:
+                if isinstance(source, ArtifactFuture) and source._inv.run is not self:
+                    source._inv.event.wait()
         with self.lock:
             n = self._counters.get(step.name, 0) + 1
             self._counters[step.name] = n
@@ -715,8 +803,11 @@ class Run:
                 for source, _ in sources:
                     if isinstance(source, ArtifactFuture):
                         up = source._inv
-                        if up.run is not self and up.run.root() is not self.root():
-                            raise PipelineError(f"input of {inv_id!r} comes from another pipeline run")
+                        if up.run is not self:
+                            if up.run.root() is not self.root():
+                                raise PipelineError(f"input of {inv_id!r} comes from another pipeline run")
+                            if not up.finished:
+                                raise PipelineError(f"input of {inv_id!r} comes from an unfinished child run")
                         if id(up) not in seen:
                             seen.add(id(up))
                             inv.upstream.append(up)
@@ -761,6 +852,12 @@ class Run:
         elif blocked_by is not None:
             self._finish_unrun(inv, *self._unrunnable_because(blocked_by))
 
+    def _halted(self) -> bool:
+        """True once a failure stopped the run: nothing new may start."""
+        return self.stopping is not None and (
+            self.aborted or self.config.execution_mode != ExecutionMode.CONTINUE_ON_FAILURE
+        )
+
     def _unrunnable_because(self, up: Invocation) -> tuple[ExecutionStatus, str]:
         return S.SKIPPED, f"upstream step {up.id!r} {up.status.value}"
 
@@ -772,7 +869,7 @@ class Run:
         """
         while True:
             with self.lock:
-                if not self.ready or self.running >= self.slots:
+                if not self.ready or self.running >= self.slots or self._halted():
                     return
                 inv = self.ready.popleft()
                 if inv.finished:
@@ -1094,6 +1191,7 @@ class Run:
                 self.failed.append(inv)
                 if self.config.execution_mode != ExecutionMode.CONTINUE_ON_FAILURE and self.stopping is None:
                     stop_reason = f"step {inv.id!r} failed, execution mode {self.config.execution_mode.value}"
+                    self.stopping = stop_reason  # before anyone waiting on this step wakes up
             self.unfinished -= 1
             if self.unfinished == 0:
                 self.all_done.notify_all()

@@ -230,6 +230,45 @@ class MapResultFuture:
         return f"<MapResultFuture of {len(self.futures)} invocations>"
 
 
+class ChildRunFuture:
+    """A child pipeline started with ``child.submit(...)``."""
+
+    __slots__ = ("_run",)
+
+    def __init__(self, run: Any) -> None:
+        self._run = run
+
+    @property
+    def invocation_id(self) -> str:
+        return self._run.invocation_id
+
+    @property
+    def run_id(self) -> str:
+        return self._run.id
+
+    def done(self) -> bool:
+        return self._run.done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._run.done.wait(timeout)
+
+    def result(self) -> Any:
+        """Wait; return the child's outputs (None, an artifact, or a tuple); raise its failure."""
+        self._run.done.wait()
+        if self._run.outcome is not None:
+            raise self._run.outcome
+        return self._run.result
+
+    def load(self) -> Any:
+        result = self.result()
+        if isinstance(result, tuple):
+            return tuple(r.load() for r in result)
+        return None if result is None else result.load()
+
+    def __repr__(self) -> str:
+        return f"<ChildRunFuture {self._run.invocation_id}>"
+
+
 class unmapped:  # noqa: N801 - lower case to read like the reference API
     """Pass this input whole to every invocation of ``map``/``product``."""
 
