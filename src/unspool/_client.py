@@ -222,6 +222,15 @@ class Client:
         env.metadata.flush()
         self.store: MetadataStore = env.metadata
         self.artifact_root: str = env.artifact_root
+        from ._resume import reap_dead_runs
+
+        reap_dead_runs(self.store)
+
+    def resume_pipeline_run(self, run_id: str) -> PipelineRun:
+        """Run a failed or stopped run again as the same run, reusing what completed."""
+        from ._resume import resume_run
+
+        return self.get_pipeline_run(resume_run(run_id))
 
     # -- runs -------------------------------------------------------------------------------------
     def get_pipeline_run(self, id_or_name: str) -> PipelineRun:

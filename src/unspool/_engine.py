@@ -174,6 +174,17 @@ class Produced:
     version: int | None = None
 
 
+@dataclass
+class PreviousRun:
+    """What an earlier execution of a run left behind, for resuming it."""
+
+    run_id: str
+    name: str
+    steps: dict[str, tuple[dict[str, Any], dict[str, Produced]]]  # invocation id -> (row, outputs)
+    children: dict[str, str]  # child invocation id -> child run id
+    substitutions: dict[str, str]  # the built-in {date}/{time} the run started with
+
+
 class Invocation:
     """One step call in a run: its inputs, its state, and what it produced."""
 
@@ -328,21 +339,25 @@ class Run:
         *,
         parent: Run | None = None,
         invocation_id: str | None = None,
+        previous: PreviousRun | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.previous = previous
         self.config = pipeline.config
         self.parameters = parameters
         self.env = env
         self.parent = parent
         self.invocation_id = invocation_id
-        self.id = uuid.uuid4().hex
+        self.id = previous.run_id if previous else uuid.uuid4().hex
         self.started = time.time()
         now = _dt.datetime.now()
         self.substitutions = _Substitutions(
             {"date": now.strftime("%Y_%m_%d"), "time": now.strftime("%H_%M_%S_%f")}
         )
+        if previous is not None:
+            self.substitutions.update(previous.substitutions)
         self.substitutions.update(self.config.substitutions)
-        self.name = self._run_name(now)
+        self.name = previous.name if previous else self._run_name(now)
         self.lock = threading.RLock()
         self.invocations: dict[str, Invocation] = {}
         self._counters: dict[str, int] = {}
@@ -388,27 +403,36 @@ class Run:
         """Run the pipeline to the end; record a true final status whatever happens."""
         store = self.env.metadata
         store.add_pipeline(self.config.name)
-        store.insert_run(
-            {
-                "id": self.id,
-                "name": self.name,
-                "pipeline_name": self.config.name,
-                "status": S.RUNNING.value,
-                "dynamic": self.config.dynamic,
-                "parent_run_id": self.parent.id if self.parent else None,
-                "invocation_id": self.invocation_id,
-                "parameters": self.parameters,
-                "config": self.config.recorded(),
-                "dag": None,
-                "error": None,
-                "run_metadata": {},
-                "orchestrator": f"{socket.gethostname()}:{os.getpid()}",
-                "heartbeat": time.time(),
-                "start_time": self.started,
-                "end_time": None,
-                "created_at": self.started,
-            }
-        )
+        orchestrator = f"{socket.gethostname()}:{os.getpid()}"
+        if self.previous is not None:
+            store.update_run(
+                self.id, status=S.RUNNING.value, end_time=None, error=None, orchestrator=orchestrator,
+                heartbeat=time.time(), config=self._recorded_config(),
+            )
+        else:
+            store.insert_run(
+                {
+                    "id": self.id,
+                    "name": self.name,
+                    "pipeline_name": self.config.name,
+                    "status": S.RUNNING.value,
+                    "dynamic": self.config.dynamic,
+                    "parent_run_id": self.parent.id if self.parent else None,
+                    "invocation_id": self.invocation_id,
+                    "parameters": self.parameters,
+                        "config": self._recorded_config(),
+                    "dag": None,
+                    "error": None,
+                    "run_metadata": {},
+                    "orchestrator": orchestrator,
+                    "heartbeat": time.time(),
+                    "start_time": self.started,
+                    "end_time": None,
+                    "created_at": self.started,
+                }
+            )
+        store.beat(self.id)
+        store.flush()  # a run exists durably before any of its steps runs
         self._emit_run(S.RUNNING)
         token = _current.set(self)
         body_error: BaseException | None = None
@@ -448,6 +472,7 @@ class Run:
             error=error,
             run_metadata=self._run_metadata(),
         )
+        store.unbeat(self.id)
         self._emit_run(status, detail=error["message"] if error else None)
         store.flush()
         self.result = result
@@ -462,6 +487,15 @@ class Run:
             exc.run_id = self.id  # type: ignore[attr-defined]
             raise exc
         return result
+
+    def _recorded_config(self) -> dict[str, Any]:
+        from ._resume import pipeline_source
+
+        return {
+            **self.config.recorded(),
+            "source": pipeline_source(self.pipeline),
+            "resolved_substitutions": {k: self.substitutions[k] for k in ("date", "time")},
+        }
 
     def _final_status(self, body_error: BaseException | None) -> tuple[ExecutionStatus, dict[str, Any] | None]:
         failed_ids = [inv.id for inv in self.failed]
@@ -588,6 +622,7 @@ class Run:
     def call_step(self, step: Step[Any], args: tuple[Any, ...], kwargs: dict[str, Any], mode: str) -> Any:
         self.check_budget(1)
         configured = self._configure(step)
+        self._check_output_names(configured)
         params, inputs = self._bind(configured, args, kwargs)
         inv = self._new_invocation(configured, params, inputs)
         self._count_steps(1)
@@ -609,6 +644,7 @@ class Run:
                 "which exists only at run time; use @pipeline(dynamic=True)"
             )
         configured = self._configure(step)
+        self._check_output_names(configured)
         try:
             bound = configured.signature.bind_partial(*args, **kwargs)
         except TypeError as exc:
@@ -696,7 +732,10 @@ class Run:
             n = self._counters.get(key, 0) + 1
             self._counters[key] = n
             invocation_id = key if n == 1 else f"{key}_{n}"
-        child = Run(pipeline, params, self.env, parent=self, invocation_id=invocation_id)
+        previous = None
+        if self.previous is not None and invocation_id in self.previous.children:
+            previous = load_previous(self.env, self.previous.children[invocation_id])
+        child = Run(pipeline, params, self.env, parent=self, invocation_id=invocation_id, previous=previous)
         self.children.append(child)
         if mode == "sync":
             return child.execute_as_child()
@@ -755,6 +794,13 @@ class Run:
         if overrides:
             step = step.with_options(**overrides)
         return step
+
+    def _check_output_names(self, step: Step[Any]) -> None:
+        """Parse outputs and fill name placeholders at the call, so a bad one fails there."""
+        if any(spec.artifact_name and "{" in spec.artifact_name for spec in step.outputs):
+            probe = Invocation(self, step.name, step, -1)
+            for spec in step.outputs:
+                self._artifact_name(probe, spec)
 
     def _bind(self, step: Step[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         sig = step.signature
@@ -875,7 +921,12 @@ class Run:
                 if inv.finished:
                     continue
                 self.running += 1
-            spec = self._start(inv)
+                inv.start_time = time.time()  # claimed: a stop no longer treats it as queued
+            try:
+                spec = self._start(inv)
+            except Exception as exc:  # an invocation left unfinished would hang the run
+                self._fail_to_start(inv, exc)
+                continue
             if spec is None:
                 continue
             here = run_here is True or run_here is inv
@@ -885,6 +936,23 @@ class Run:
                     run_here = None
             else:
                 self._submit(inv, spec)
+
+    def _fail_to_start(self, inv: Invocation, exc: Exception) -> None:
+        """Record an invocation whose start (cache key, spec) raised as failed, freeing its slot."""
+        if inv.finished:
+            return
+        recorded = inv.status == S.RUNNING  # _start inserts the step run once it sets this
+        inv.start_time = inv.start_time or time.time()
+        inv.error, inv.exception = describe_error(exc), exc
+        if recorded:
+            self.env.metadata.update_step_run(
+                inv.step_run_id, status=S.FAILED.value, error=inv.error, end_time=time.time()
+            )
+        else:
+            row = self._step_row(inv, S.FAILED)
+            row.update(error=inv.error, end_time=time.time())
+            self.env.metadata.insert_step_run(row)
+        self._finish(inv, S.FAILED)
 
     def _submit(self, inv: Invocation, spec: StepSpec) -> None:
         attempt = inv.attempt
@@ -932,8 +1000,10 @@ class Run:
                 lst.append(ArtifactRef(produced.uri, produced.materializer, produced.data_type, index))
                 input_ids.append((name, pos, produced, index))
             refs[name] = (is_list, lst)
+        inv.cache_key = self._cache_key(inv, input_ids)
+        if self.previous is not None and self._reuse_previous(inv):
+            return None
         if enable_cache:
-            inv.cache_key = self._cache_key(inv, input_ids)
             hit = self._lookup_cache(inv.cache_key)
             if hit is not None:
                 self._record_cached(inv, input_ids, *hit)
@@ -950,6 +1020,27 @@ class Run:
         )
         self._emit_step(inv)
         return self._spec(inv, refs)
+
+    def _reuse_previous(self, inv: Invocation) -> bool:
+        """On resume: reuse the invocation's earlier step run if it succeeded on the same inputs.
+
+        Anything else that ran before under this invocation id (failed, stopped, or different
+        inputs) is replaced by the new attempt; its attempts are kept in the new record.
+        """
+        prev = self.previous.steps.get(inv.id) if self.previous else None
+        if prev is None:
+            return False
+        row, outputs = prev
+        if row["status"] in (S.COMPLETED.value, S.CACHED.value) and row["cache_key"] == inv.cache_key:
+            inv.step_run_id = row["id"]
+            inv.outputs = outputs
+            inv.start_time = row["start_time"] or time.time()
+            self._finish(inv, S(row["status"]), reused=True)
+            return True
+        self.env.metadata.delete_step_run(row["id"])
+        inv.attempts = [{**a, "earlier_run_attempt": True} for a in row["attempts"] or []]
+        inv.attempt = len(inv.attempts) + 1
+        return False
 
     def _spec(self, inv: Invocation, refs: dict[str, tuple[bool, list[ArtifactRef]]]) -> StepSpec:
         root = self.env.artifacts
@@ -1166,7 +1257,7 @@ class Run:
         store.insert_links(links)
         return produced
 
-    def _finish(self, inv: Invocation, status: ExecutionStatus) -> None:
+    def _finish(self, inv: Invocation, status: ExecutionStatus, reused: bool = False) -> None:
         """Mark finished, release its slot, and move its dependents on (iteratively)."""
         unrunnable: list[tuple[Invocation, Invocation]] = []
         stop_reason = None
@@ -1196,7 +1287,8 @@ class Run:
             if self.unfinished == 0:
                 self.all_done.notify_all()
         inv.event.set()
-        self._emit_step(inv)
+        if not reused or events.active:
+            self._emit_step(inv)
         for dep, up in unrunnable:
             self._finish_unrun(dep, *self._unrunnable_because(up))
         if stop_reason is not None:
@@ -1235,6 +1327,41 @@ class Run:
                 Event("step", self.id, inv.status, invocation_id=inv.id, step_name=inv.step.name,
                       step_run_id=inv.step_run_id, detail=(inv.error or {}).get("message"))
             )
+
+
+def load_previous(env: Environment, run_id: str) -> PreviousRun:
+    """Read what an earlier execution of ``run_id`` recorded (for resume)."""
+    import sqlalchemy as sa
+
+    from ._metadata_store import artifact_versions, pipeline_runs, step_run_artifacts, step_runs
+
+    env.metadata.flush()
+    with env.metadata.read() as conn:
+        run = conn.execute(sa.select(pipeline_runs).where(pipeline_runs.c.id == run_id)).mappings().one()
+        rows = conn.execute(sa.select(step_runs).where(step_runs.c.run_id == run_id)).mappings().all()
+        outputs = conn.execute(
+            sa.select(step_run_artifacts.c.step_run_id, step_run_artifacts.c.name.label("output_name"), artifact_versions)
+            .join(artifact_versions, artifact_versions.c.id == step_run_artifacts.c.artifact_version_id)
+            .join(step_runs, step_runs.c.id == step_run_artifacts.c.step_run_id)
+            .where(step_runs.c.run_id == run_id, step_run_artifacts.c.direction == "output")
+        ).mappings().all()
+        children = conn.execute(
+            sa.select(pipeline_runs.c.invocation_id, pipeline_runs.c.id).where(pipeline_runs.c.parent_run_id == run_id)
+        ).all()
+    produced: dict[str, dict[str, Produced]] = {}
+    for o in outputs:
+        produced.setdefault(o["step_run_id"], {})[o["output_name"]] = Produced(
+            id=o["id"], name=o["name"], uri=o["uri"], materializer=o["materializer"],
+            data_type=o["data_type"], content_hash=o["content_hash"], size=o["size"],
+            item_count=o["item_count"], producer_step_run_id=o["producer_step_run_id"], version=o["version"],
+        )
+    return PreviousRun(
+        run_id=run_id,
+        name=run["name"],
+        steps={r["invocation_id"]: (dict(r), produced.get(r["id"], {})) for r in rows},
+        children={inv_id: cid for inv_id, cid in children},
+        substitutions=dict((run["config"] or {}).get("resolved_substitutions") or {}),
+    )
 
 
 # -- entry point -------------------------------------------------------------------------------------------

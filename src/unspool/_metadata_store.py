@@ -16,6 +16,7 @@ transactions, so concurrent processes queue for the write lock instead of failin
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections import defaultdict
@@ -26,8 +27,10 @@ from sqlalchemy import event
 
 from ._errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FLUSH_INTERVAL = 0.2
+HEARTBEAT_INTERVAL = 5.0  # a running run's heartbeat is refreshed this often
+HEARTBEAT_TIMEOUT = 60.0  # ... and is considered dead when older than this
 
 metadata = sa.MetaData()
 
@@ -62,6 +65,7 @@ pipeline_runs = sa.Table(
     sa.Column("run_metadata", sa.JSON, nullable=False),
     sa.Column("orchestrator", sa.String(255), nullable=True),
     sa.Column("heartbeat", sa.Float, nullable=True),
+    sa.Column("snapshot_id", sa.String(32), nullable=True),  # set when triggered from a snapshot
     sa.Column("start_time", sa.Float, nullable=True),
     sa.Column("end_time", sa.Float, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
@@ -129,15 +133,72 @@ step_run_artifacts = sa.Table(
     sa.Column("item_index", sa.Integer, nullable=True),
 )
 
+snapshots = sa.Table(
+    "snapshots",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False, unique=True),
+    sa.Column("pipeline_name", sa.String(255), nullable=False, index=True),
+    sa.Column("source", sa.Text, nullable=False),  # module name, or absolute path of a .py file
+    sa.Column("source_file", sa.Text, nullable=True),  # the module's file, a fallback for loading
+    sa.Column("attribute", sa.String(255), nullable=False),
+    sa.Column("config", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+
+def _migrate_2(conn: sa.Connection) -> None:
+    """Snapshots: the ``snapshots`` table and ``pipeline_runs.snapshot_id``.
+
+    Migration 1 creates every table of ``metadata``, so on a new store these already exist;
+    this step only adds what a version-1 store lacks.
+    """
+    snapshots.create(conn, checkfirst=True)
+    columns = {c["name"] for c in sa.inspect(conn).get_columns("pipeline_runs")}
+    if "snapshot_id" not in columns:
+        conn.execute(sa.text("ALTER TABLE pipeline_runs ADD COLUMN snapshot_id VARCHAR(32)"))
+
+
 # Each migration brings the schema from version N-1 to N. New columns and tables for later
 # features are added here as numbered steps; existing stores are upgraded on open.
 MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
     1: lambda conn: metadata.create_all(conn),
+    2: _migrate_2,
 }
 
 
 def _dumps(value: Any) -> str:
     return json.dumps(value)
+
+
+def _dumps_strict(value: Any) -> str:
+    """JSON for servers that validate it (PostgreSQL): NaN and infinities become strings."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def redact(url: str) -> str:
+    """``url`` with its password masked, for error messages."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def _one_line(exc: BaseException) -> str:
+    return "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
 
 
 def create_engine(url: str) -> sa.Engine:
@@ -151,11 +212,22 @@ def create_engine(url: str) -> sa.Engine:
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_on_begin)
         else:
-            engine = sa.create_engine(url, pool_pre_ping=True, json_serializer=_dumps)
+            # A server store (PostgreSQL): no SQLite pragmas; JSON the server accepts; connect
+            # attempts that give up after 10 s unless the URL says otherwise.
+            connect_args = {}
+            parsed = sa.engine.make_url(url)
+            if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+                connect_args["connect_timeout"] = 10
+            engine = sa.create_engine(
+                url, pool_pre_ping=True, json_serializer=_dumps_strict, connect_args=connect_args
+            )
     except (sa.exc.ArgumentError, ImportError) as exc:
+        hint = ""
+        if isinstance(exc, ImportError) or url.startswith("postgres"):
+            hint = " (for PostgreSQL: pip install 'unspool[postgres]' and use postgresql+psycopg://user:password@host:5432/db)"
         raise StoreError(
-            f"cannot use metadata store URL {url!r}: {exc}. Set UNSPOOL_STORE_URL to a valid "
-            "SQLAlchemy URL (e.g. sqlite:////path/unspool.db)"
+            f"cannot use metadata store URL {redact(url)!r}: {_one_line(exc)}. Set UNSPOOL_STORE_URL to a "
+            f"valid SQLAlchemy URL (e.g. sqlite:////path/unspool.db){hint}"
         ) from exc
     return engine
 
@@ -191,12 +263,17 @@ class MetadataStore:
         self._wake = threading.Event()
         self._closed = False
         self.statements = 0  # executed write statements; the benchmark regression guard reads it
+        self._beating: set[str] = set()
+        self._last_beat = 0.0
         self._migrate()
 
     # -- schema ----------------------------------------------------------------------------
     def _migrate(self) -> None:
         try:
             with self.write() as conn:
+                if conn.dialect.name == "postgresql":
+                    # Processes opening a new store at once: one migrates, the others wait.
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(7164528)"))
                 inspector = sa.inspect(conn)
                 current = 0
                 if inspector.has_table("schema_version"):
@@ -209,10 +286,10 @@ class MetadataStore:
                 for version in range(current + 1, SCHEMA_VERSION + 1):
                     MIGRATIONS[version](conn)
                     conn.execute(schema_version.insert().values(version=version, applied_at=time.time()))
-        except sa.exc.OperationalError as exc:
+        except sa.exc.DBAPIError as exc:
             raise StoreError(
-                f"cannot open the metadata store at {self.url}: {exc.orig}. Check UNSPOOL_STORE_URL "
-                "(or UNSPOOL_HOME) and that the server is reachable"
+                f"cannot open the metadata store at {redact(self.url)}: {_one_line(exc.orig)}. Check "
+                "UNSPOOL_STORE_URL (or UNSPOOL_HOME) and that the server is reachable"
             ) from exc
 
     def write(self) -> Any:
@@ -231,6 +308,7 @@ class MetadataStore:
         self._artifact_inserts: list[tuple[dict[str, Any], Any]] = []
         self._links: list[dict[str, Any]] = []
         self._pipelines: set[str] = set()
+        self._deletes: list[str] = []
 
     def add_pipeline(self, name: str) -> None:
         with self._lock:
@@ -269,6 +347,25 @@ class MetadataStore:
             self._artifact_inserts.append((row, handle))
         self._kick()
 
+    def delete_step_run(self, step_run_id: str) -> None:
+        """Drop a step run and its links (resume replaces a failed attempt this way)."""
+        with self._lock:
+            self._deletes.append(step_run_id)
+            self._step_inserts.pop(step_run_id, None)
+            self._step_updates.pop(step_run_id, None)
+        self._kick()
+
+    # -- heartbeats -------------------------------------------------------------------------
+    def beat(self, run_id: str) -> None:
+        """Keep ``run_id``'s heartbeat fresh while this process orchestrates it."""
+        with self._lock:
+            self._beating.add(run_id)
+        self._kick()
+
+    def unbeat(self, run_id: str) -> None:
+        with self._lock:
+            self._beating.discard(run_id)
+
     def insert_links(self, rows: list[dict[str, Any]]) -> None:
         with self._lock:
             self._links.extend(rows)
@@ -286,6 +383,11 @@ class MetadataStore:
             self._wake.wait(FLUSH_INTERVAL)
             self._wake.clear()
             try:
+                now = time.time()
+                if self._beating and now - self._last_beat >= HEARTBEAT_INTERVAL:
+                    self._last_beat = now
+                    for run_id in list(self._beating):
+                        self.update_run(run_id, heartbeat=now)
                 self.flush()
             except Exception:  # pragma: no cover - reported by the next explicit flush
                 time.sleep(FLUSH_INTERVAL)
@@ -296,12 +398,12 @@ class MetadataStore:
             with self._lock:
                 if not (
                     self._run_inserts or self._run_updates or self._step_inserts or self._step_updates
-                    or self._artifact_inserts or self._links or self._pipelines
+                    or self._artifact_inserts or self._links or self._pipelines or self._deletes
                 ):
                     return
                 batch = (
                     self._pipelines, self._run_inserts, self._run_updates, self._step_inserts,
-                    self._step_updates, self._artifact_inserts, self._links,
+                    self._step_updates, self._artifact_inserts, self._links, self._deletes,
                 )
                 self._reset_buffers()
             try:
@@ -310,8 +412,9 @@ class MetadataStore:
                 self._requeue(*batch)
                 raise
 
-    def _requeue(self, pipes: Any, run_ins: Any, run_upd: Any, step_ins: Any, step_upd: Any, arts: Any, links: Any) -> None:
+    def _requeue(self, pipes: Any, run_ins: Any, run_upd: Any, step_ins: Any, step_upd: Any, arts: Any, links: Any, deletes: Any) -> None:
         with self._lock:
+            self._deletes[:0] = deletes
             self._pipelines |= pipes
             for key, row in run_ins.items():
                 row.update(self._run_inserts.pop(key, {}))
@@ -337,16 +440,21 @@ class MetadataStore:
         step_upd: dict[str, dict[str, Any]],
         arts: list[tuple[dict[str, Any], Any]],
         links: list[dict[str, Any]],
+        deletes: list[str],
     ) -> None:
         now = time.time()
         assigned: list[tuple[Any, int]] = []
         with self.write() as conn:
             n = 0
+            if deletes:
+                conn.execute(step_run_artifacts.delete().where(step_run_artifacts.c.step_run_id.in_(deletes)))
+                conn.execute(step_runs.delete().where(step_runs.c.id.in_(deletes)))
+                n += 2
             if pipes:
                 existing = set(conn.execute(sa.select(pipelines.c.name).where(pipelines.c.name.in_(pipes))).scalars())
-                new = [{"name": p, "created_at": now} for p in pipes - existing]
+                new = [{"name": p, "created_at": now} for p in sorted(pipes - existing)]
                 if new:
-                    conn.execute(pipelines.insert(), new)
+                    self._insert_missing(conn, pipelines, new)
                     n += 1
             if run_ins:
                 conn.execute(pipeline_runs.insert(), list(run_ins.values()))
@@ -365,11 +473,15 @@ class MetadataStore:
                 for row, handle in arts:
                     by_name[row["name"]].append((row, handle))
                 known = set(conn.execute(sa.select(artifacts.c.name).where(artifacts.c.name.in_(list(by_name)))).scalars())
-                missing = [name for name in by_name if name not in known]
+                # Names in one order in every process, so that two flushes locking the same
+                # counter rows cannot deadlock on a server database.
+                missing = sorted(name for name in by_name if name not in known)
                 if missing:
-                    self._insert_artifact_names(conn, missing, now)
+                    self._insert_missing(
+                        conn, artifacts, [{"name": name, "latest_version": 0, "created_at": now} for name in missing]
+                    )
                     n += 1
-                for name, group in by_name.items():
+                for name, group in sorted(by_name.items()):
                     last = conn.execute(
                         artifacts.update()
                         .where(artifacts.c.name == name)
@@ -390,17 +502,17 @@ class MetadataStore:
         for handle, version in assigned:
             handle.version = version
 
-    def _insert_artifact_names(self, conn: sa.Connection, names: list[str], now: float) -> None:
-        rows = [{"name": name, "latest_version": 0, "created_at": now} for name in names]
+    def _insert_missing(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        """Insert rows keyed by ``name``, skipping names another process inserted meanwhile."""
         dialect = conn.dialect.name
         if dialect == "sqlite":
             from sqlalchemy.dialects.sqlite import insert
         elif dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
         else:  # pragma: no cover - other databases: plain insert, unique names assumed
-            conn.execute(artifacts.insert(), rows)
+            conn.execute(table.insert(), rows)
             return
-        conn.execute(insert(artifacts).on_conflict_do_nothing(index_elements=["name"]), rows)
+        conn.execute(insert(table).on_conflict_do_nothing(index_elements=["name"]), rows)
 
     def close(self) -> None:
         self.flush()

@@ -1,0 +1,203 @@
+"""Crash safety with real processes: SIGKILL the orchestrator, then resume the run.
+
+Guarantee under test: every step recorded as completed before the kill is never executed
+again; a step that was running (or whose completion was not yet recorded) may run again;
+the resumed run's final artifacts equal those of an uninterrupted run; the stores hold no
+half-written artifact and no step left "running".
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+PIPELINE = textwrap.dedent(
+    '''
+    import os, sys, time
+    from unspool import get_step_context, pipeline, step
+
+    EFFECTS = os.environ["EFFECTS_FILE"]
+    DELAY = float(os.environ.get("STEP_DELAY", "0.3"))
+
+    def effect() -> None:
+        with open(EFFECTS, "a") as f:
+            f.write(get_step_context().invocation_id + "\\n")
+
+    @step(enable_cache=False)
+    def work(x: int) -> int:
+        effect()
+        time.sleep(DELAY)
+        return x + 1
+
+    @step(enable_cache=False)
+    def spread(x: int) -> list[int]:
+        effect()
+        return [x + i for i in range(6)]
+
+    @step(enable_cache=False)
+    def square(x: int) -> int:
+        effect()
+        time.sleep(DELAY)
+        return x * x
+
+    @step(enable_cache=False)
+    def total(values: list[int]) -> int:
+        effect()
+        return sum(values)
+
+    @pipeline(dynamic=True)
+    def crashy():
+        time.sleep(float(os.environ.get("BODY_DELAY", "0")))
+        x = work(0)
+        x = work(x)
+        x = work(x)
+        squares = square.map(spread(x))
+        total(squares)
+
+    if __name__ == "__main__":
+        crashy()
+    '''
+)
+
+
+def _db(home: Path) -> sqlite3.Connection:
+    return sqlite3.connect(home / "unspool.db", timeout=30)
+
+
+def _completed(home: Path) -> set[str]:
+    if not (home / "unspool.db").exists():
+        return set()
+    try:
+        with _db(home) as conn:
+            rows = conn.execute("select invocation_id from step_runs where status = 'completed'").fetchall()
+    except sqlite3.OperationalError:
+        return set()
+    return {r[0] for r in rows}
+
+
+def _run_exists(home: Path) -> bool:
+    try:
+        with _db(home) as conn:
+            return conn.execute("select count(*) from pipeline_runs").fetchone()[0] > 0
+    except sqlite3.OperationalError:
+        return False
+
+
+def _effects(path: Path) -> Counter[str]:
+    return Counter(path.read_text().split()) if path.exists() else Counter()
+
+
+def _start(tmp_path: Path, home: Path, effects: Path, body_delay: float = 0) -> subprocess.Popen[bytes]:
+    script = tmp_path / "crashy_pipeline.py"
+    script.write_text(PIPELINE)
+    env = {**os.environ, "UNSPOOL_HOME": str(home), "EFFECTS_FILE": str(effects), "UNSPOOL_PROGRESS": "off",
+           "BODY_DELAY": str(body_delay)}
+    return subprocess.Popen([sys.executable, str(script)], env=env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _wait_for(condition, timeout: float = 30.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not reached in time")
+
+
+def _resume(home: Path, effects: Path, run_id: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "UNSPOOL_HOME": str(home), "EFFECTS_FILE": str(effects), "UNSPOOL_PROGRESS": "off"}
+    code = f"from unspool import Client; r = Client().resume_pipeline_run({run_id!r}); print(r.status.value)"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def reference_total(tmp_path_factory) -> str:
+    """Content hash of `total` in an uninterrupted run."""
+    tmp = tmp_path_factory.mktemp("reference")
+    home, effects = tmp / "home", tmp / "effects"
+    proc = _start(tmp, home, effects)
+    assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()
+    with _db(home) as conn:
+        (digest,) = conn.execute(
+            "select av.content_hash from artifact_versions av join step_runs s on s.id = av.producer_step_run_id "
+            "where s.invocation_id = 'total'"
+        ).fetchone()
+    return digest
+
+
+SCENARIOS = {
+    # name: trigger that decides when to SIGKILL the orchestrator
+    "before_steps": lambda home, effects: _run_exists(home) and not effects.exists(),
+    "during_a_step": lambda home, effects: _effects(effects)["work_2"] == 1,
+    "between_steps": lambda home, effects: {"work", "work_2"} <= _completed(home),
+    "during_the_map": lambda home, effects: sum(1 for i in _completed(home) if i.startswith("square")) >= 2,
+}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_sigkill_then_resume_completes_each_step_once(tmp_path: Path, scenario: str, reference_total: str) -> None:
+    home, effects = tmp_path / "home", tmp_path / "effects"
+    proc = _start(tmp_path, home, effects, body_delay=1.0 if scenario == "before_steps" else 0)
+    trigger = SCENARIOS[scenario]
+    _wait_for(lambda: trigger(home, effects) or proc.poll() is not None)
+    assert proc.poll() is None, "the pipeline finished before it could be killed"
+    completed_at_kill = _completed(home)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    completed_at_kill = _completed(home) | completed_at_kill  # what the store held when the process died
+
+    result = _resume(home, effects, _run_id(home))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("completed")
+
+    counts = _effects(effects)
+    expected = {"work", "work_2", "work_3", "spread", "total"} | {
+        "square" if i == 1 else f"square_{i}" for i in range(1, 7)
+    }
+    assert set(counts) == expected
+    for invocation in completed_at_kill:
+        assert counts[invocation] == 1, f"{invocation} completed before the kill but ran again"
+    assert all(n <= 2 for n in counts.values())  # at most the step running at the kill re-ran
+
+    with _db(home) as conn:
+        statuses = dict(conn.execute("select invocation_id, status from step_runs").fetchall())
+        run_rows = conn.execute("select status, count(*) from pipeline_runs group by status").fetchall()
+        (digest,) = conn.execute(
+            "select av.content_hash from artifact_versions av join step_runs s on s.id = av.producer_step_run_id "
+            "where s.invocation_id = 'total'"
+        ).fetchone()
+    assert run_rows == [("completed", 1)]  # the same run, resumed - not a new one
+    assert set(statuses) == expected and set(statuses.values()) == {"completed"}
+    assert digest == reference_total
+    assert not list(home.rglob(".staging-*"))
+
+
+def _run_id(home: Path) -> str:
+    with _db(home) as conn:
+        (run_id,) = conn.execute("select id from pipeline_runs").fetchone()
+    return run_id
+
+
+def test_a_killed_run_is_shown_stopped_not_running_forever(tmp_path: Path) -> None:
+    home, effects = tmp_path / "home", tmp_path / "effects"
+    proc = _start(tmp_path, home, effects)
+    _wait_for(lambda: "work" in _completed(home))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    os.environ["UNSPOOL_HOME"] = str(home)
+    from unspool import Client
+
+    run = Client().get_pipeline_run(_run_id(home))
+    assert run.status.value == "stopped"
+    assert run.error["type"] == "OrchestratorDied" and "unspool runs resume" in run.error["message"]
+    assert all(s.status.value != "running" for s in run.steps.values())
