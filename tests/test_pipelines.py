@@ -101,7 +101,7 @@ def test_reference_dynamic_step_configuration_with_options(home: Path) -> None:
         step_run = run.steps["some_step"]
         assert step_run.status == ExecutionStatus.COMPLETED
         assert step_run.config["enable_cache"] is False
-        assert step_run.cache_key is None
+        assert step_run.original_step_run_id is None
     assert some_step.config.enable_cache is None  # the decorated step itself is unchanged
 
 
@@ -259,14 +259,15 @@ def test_pipeline_options_are_recorded_on_the_run(home: Path) -> None:
         s()
 
     run = my_pipeline()
+    again = my_pipeline()
 
+    assert again.steps["s"].status == ExecutionStatus.COMPLETED  # enable_cache=False on the pipeline
     assert run.pipeline_name == "custom_name"
     assert run.name.startswith("custom_name-")
     assert run.config["dynamic"] is True
     assert run.config["enable_cache"] is False
     assert run.config["settings"] == {"resources": {"cpu_count": 2}}
     assert run.config["substitutions"] == {"team": "ml"}
-    assert run.steps["s"].cache_key is None  # enable_cache=False on the pipeline
     [(config,)] = sql(home, "SELECT config FROM pipeline_runs WHERE id = ?", run.id)
     assert json.loads(config)["settings"] == {"resources": {"cpu_count": 2}}
     assert sql(home, "SELECT name FROM pipelines") == [("custom_name",)]

@@ -71,7 +71,9 @@ def test_step_options_are_recorded_on_the_step_run(home: Path) -> None:
         return 1
 
     run = run_dynamic(lambda: configured())
+    again = run_dynamic(lambda: configured())
 
+    assert again.steps["renamed"].status == ExecutionStatus.COMPLETED  # not cached
     step_run = run.steps["renamed"]
     assert step_run.name == "renamed"
     assert step_run.config == {
@@ -84,7 +86,6 @@ def test_step_options_are_recorded_on_the_step_run(home: Path) -> None:
         "timeout": None,
         "output_materializers": "unspool._materializers:BuiltInMaterializer",
     }
-    assert step_run.cache_key is None
     with sqlite3.connect(home / "unspool.db") as conn:
         [(raw,)] = conn.execute("SELECT config FROM step_runs WHERE id = ?", (step_run.id,)).fetchall()
     assert json.loads(raw)["settings"]["docker"] == {"image": "python:3.11"}

@@ -363,5 +363,8 @@ _LAZY_TYPES.update(
         "numpy.ndarray": materializer_path(NumpyMaterializer),
         "pandas.core.frame.DataFrame": materializer_path(PandasMaterializer),
         "pandas.core.series.Series": materializer_path(PandasMaterializer),
+        # pandas >= 3 sets __module__ = "pandas" on its public classes
+        "pandas.DataFrame": materializer_path(PandasMaterializer),
+        "pandas.Series": materializer_path(PandasMaterializer),
     }
 )

@@ -162,9 +162,15 @@ def load_artifact(store: ArtifactStore, ref: ArtifactRef, annotation: Any = Any)
     materializer = materializer_from_path(ref.materializer)(ref.uri, store)
     if ref.item_index is not None:
         return materializer.load_item(ref.item_index)
-    data_type = annotation if isinstance(annotation, type) else resolve_type(ref.data_type)
-    if not isinstance(data_type, type):
-        data_type = typing.get_origin(annotation) or object
+    # The stored type wins unless the annotation asks for another one (int stored, float
+    # wanted). typing.Any is a class since Python 3.11, so it is never taken as a type.
+    stored = resolve_type(ref.data_type)
+    stored = stored if isinstance(stored, type) and stored is not Any else None
+    wanted = annotation if isinstance(annotation, type) and annotation is not Any else None
+    if wanted is not None and not (stored is not None and issubclass(stored, wanted)):
+        data_type = wanted
+    else:
+        data_type = stored or typing.get_origin(annotation) or object
     return materializer.load(data_type)
 
 
@@ -248,9 +254,7 @@ def run_step(spec: StepSpec) -> StepResult:
                 cls = _choose_materializer(spec.step, name, target, item)
                 try:
                     record = save_artifact(store, target.uri, item, cls)
-                except MaterializerError:
-                    raise
-                except Exception as exc:
+                except Exception as exc:  # MaterializerError too: add which step and output
                     raise MaterializerError(
                         f"step {spec.step.name!r} output {name!r} ({type(item).__name__}) could not "
                         f"be saved with {cls.__name__}: {exc}"

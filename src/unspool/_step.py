@@ -215,6 +215,20 @@ def _validate_config(options: dict[str, Any]) -> None:
             options["retry"] = StepRetryConfig(**retry)
         else:
             raise StepDefinitionError(f"retry must be a StepRetryConfig, got {retry!r}")
+    materializers = options.get("output_materializers")
+    if materializers is not None:
+        from ._materializers import BaseMaterializer
+
+        if isinstance(materializers, dict):
+            given = list(materializers.values())
+        else:
+            given = list(materializers) if isinstance(materializers, (list, tuple)) else [materializers]
+        for m in given:
+            if not (isinstance(m, type) and issubclass(m, BaseMaterializer)):
+                raise StepDefinitionError(
+                    "output_materializers takes BaseMaterializer subclasses (one, a list in output "
+                    f"order, or a dict by output name), got {m!r}"
+                )
     timeout = options.get("timeout")
     if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
         raise StepDefinitionError(f"timeout must be a positive number of seconds, got {timeout!r}")

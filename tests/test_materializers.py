@@ -1,0 +1,299 @@
+"""Materializers: each kind of value round-trips through the artifact store, and says how it was stored."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+import pydantic
+import pytest
+
+from unspool import BaseMaterializer, Client, ExecutionStatus, MaterializerError, pipeline, step
+from unspool._artifact_store import ArtifactStore
+from unspool._materializers import SequenceMaterializer
+
+M = "unspool._materializers:"
+
+
+class Point(pydantic.BaseModel):
+    x: int
+    y: float
+
+
+@dataclasses.dataclass
+class Config:
+    name: str
+    layers: list[int]
+
+
+@dataclasses.dataclass
+class Holder:
+    payload: Any
+
+
+class Opaque:
+    """No materializer claims it: it is cloudpickled."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Opaque) and other.value == self.value
+
+
+class Celsius:
+    def __init__(self, degrees: float) -> None:
+        self.degrees = degrees
+
+
+class CelsiusMaterializer(BaseMaterializer):
+    """A user materializer registered for its type by ASSOCIATED_TYPES."""
+
+    ASSOCIATED_TYPES = (Celsius,)
+
+    def save(self, data: Celsius) -> None:
+        self._write("celsius.txt", f"{data.degrees}C".encode())
+
+    def load(self, data_type: type) -> Celsius:
+        return Celsius(float(self._read("celsius.txt").decode().rstrip("C")))
+
+    def extract_metadata(self, data: Celsius) -> dict[str, Any]:
+        return {"degrees": data.degrees, "unit": "C"}
+
+
+class UpperTextMaterializer(BaseMaterializer):
+    """A user materializer chosen per output (no ASSOCIATED_TYPES: not registered for str)."""
+
+    def save(self, data: str) -> None:
+        with self.artifact_store.open(self.path("text.upper"), "wb") as f:
+            f.write(data.upper().encode())
+
+    def load(self, data_type: type) -> str:
+        return self._read("text.upper").decode().lower()
+
+    def extract_metadata(self, data: str) -> dict[str, Any]:
+        return {"custom": True}
+
+
+def roundtrip(value_factory: Any, annotation: Any = Any) -> Any:
+    """Run a one-step pipeline returning ``value_factory()``; return (stored version, loaded in body)."""
+    loaded: dict[str, Any] = {}
+
+    def produce():
+        return value_factory()
+
+    produce.__annotations__["return"] = annotation
+    s = step(produce)
+
+    @pipeline(dynamic=True, enable_cache=False)
+    def materialize() -> None:
+        artifact = s()
+        loaded["value"] = artifact.load()
+        loaded["id"] = artifact.id
+
+    materialize()
+    return Client().get_artifact_version(loaded["id"]), loaded["value"]
+
+
+@pytest.mark.parametrize(
+    ("value", "materializer", "data_type"),
+    [
+        (None, "NoneMaterializer", "builtins:NoneType"),
+        (True, "BuiltInMaterializer", "builtins:bool"),
+        (42, "BuiltInMaterializer", "builtins:int"),
+        (2.5, "BuiltInMaterializer", "builtins:float"),
+        ("hello", "BuiltInMaterializer", "builtins:str"),
+        (b"\x00\x01raw", "BytesMaterializer", "builtins:bytes"),
+        ({"a": [1, 2], "b": {"c": None}}, "DictMaterializer", "builtins:dict"),
+        ({"when": {1, 2}}, "DictMaterializer", "builtins:dict"),  # not JSON-able: pickled inside
+        ([1, "two", 3.0, None], "SequenceMaterializer", "builtins:list"),
+        ([{1, 2}, Opaque(3)], "SequenceMaterializer", "builtins:list"),  # not JSON-able
+        ((1, "a"), "SequenceMaterializer", "builtins:tuple"),
+        (Point(x=1, y=2.5), "PydanticMaterializer", "test_materializers:Point"),
+        (Config("net", [3, 4]), "DataclassMaterializer", "test_materializers:Config"),
+        (Holder({1, 2}), "DataclassMaterializer", "test_materializers:Holder"),
+        (Opaque(7), "CloudpickleMaterializer", "test_materializers:Opaque"),
+    ],
+    ids=lambda v: type(v).__name__ if not isinstance(v, str) or ":" not in v else None,
+)
+def test_values_round_trip_and_record_their_materializer(value: Any, materializer: str, data_type: str) -> None:
+    version, in_body = roundtrip(lambda: value)
+
+    assert version.materializer == M + materializer
+    assert version.data_type.rsplit(":", 1)[1] == data_type.rsplit(":", 1)[1]
+    for loaded in (in_body, version.load()):
+        assert loaded == value
+        assert type(loaded) is type(value)
+    assert Path(version.uri).is_dir() and any(Path(version.uri).iterdir())
+
+
+def test_builtins_are_stored_as_readable_json() -> None:
+    version, _ = roundtrip(lambda: {"a": 1})
+    assert json.loads((Path(version.uri) / "data.json").read_text()) == {"a": 1}
+    assert version.metadata == {"length": 1}
+    version, _ = roundtrip(lambda: 3)
+    assert (Path(version.uri) / "data.json").read_text() == "3"
+
+
+def test_numpy_arrays_round_trip_with_shape_metadata() -> None:
+    array = np.arange(12, dtype=np.float32).reshape(3, 4)
+    version, in_body = roundtrip(lambda: array)
+
+    assert version.materializer == M + "NumpyMaterializer"
+    assert version.data_type == "numpy:ndarray"
+    assert version.metadata == {"shape": [3, 4], "dtype": "float32"}
+    assert version.item_count == 3
+    for loaded in (in_body, version.load()):
+        np.testing.assert_array_equal(loaded, array)
+        assert loaded.dtype == np.float32
+
+
+def test_pandas_dataframes_round_trip_with_columns_metadata() -> None:
+    frame = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})
+    version, in_body = roundtrip(lambda: frame)
+
+    assert version.materializer == M + "PandasMaterializer"
+    assert version.data_type.endswith(":DataFrame")
+    assert version.metadata == {"rows": 3, "columns": ["a", "b"]}
+    for loaded in (in_body, version.load()):
+        pd.testing.assert_frame_equal(loaded, frame)
+    series_version, series = roundtrip(lambda: frame["a"])
+    assert series_version.materializer == M + "PandasMaterializer"
+    pd.testing.assert_series_equal(series, frame["a"])
+
+
+def test_unserialisable_output_is_a_clear_materializer_error() -> None:
+    @step
+    def locked() -> Any:
+        return threading.Lock()
+
+    caught: list[BaseException] = []
+
+    @pipeline(dynamic=True)
+    def unpicklable() -> None:
+        try:
+            locked()
+        except Exception as exc:
+            caught.append(exc)
+
+    with pytest.raises(Exception, match="locked"):
+        unpicklable()
+    [exc] = caught
+    assert isinstance(exc.original_exception, MaterializerError)
+    message = str(exc.original_exception)
+    assert "'locked'" in message and "'output'" in message and "lock" in message
+    step_run = Client().list_pipeline_runs()[0].steps["locked"]
+    assert step_run.status == ExecutionStatus.FAILED
+    assert step_run.error["type"] == "MaterializerError"
+
+
+def test_user_materializer_registered_by_type(home: Path) -> None:
+    @step
+    def temperature() -> Celsius:
+        return Celsius(21.5)
+
+    @step
+    def warmer(t: Celsius) -> float:
+        return t.degrees + 1
+
+    @pipeline(dynamic=True)
+    def weather() -> None:
+        warmer(temperature())
+
+    run = weather()
+
+    version = run.steps["temperature"].output
+    assert version.materializer == "test_materializers:CelsiusMaterializer"
+    assert (Path(version.uri) / "celsius.txt").read_text() == "21.5C"
+    assert version.metadata == {"degrees": 21.5, "unit": "C"}
+    assert version.load().degrees == 21.5
+    assert run.steps["warmer"].output.load() == 22.5
+
+
+def test_user_materializer_chosen_per_output() -> None:
+    @step(output_materializers={"shout": UpperTextMaterializer})
+    def words() -> tuple[Annotated[str, "shout"], Annotated[str, "plain"]]:
+        return "hello", "world"
+
+    @step(output_materializers=UpperTextMaterializer)
+    def one() -> str:
+        return "single"
+
+    @step
+    def echo(text: str) -> str:
+        return text
+
+    @pipeline(dynamic=True)
+    def chosen() -> None:
+        shout, _ = words()
+        echo(shout)
+        one()
+
+    run = chosen()
+
+    outs = run.steps["words"].outputs
+    assert outs["shout"][0].materializer == "test_materializers:UpperTextMaterializer"
+    assert (Path(outs["shout"][0].uri) / "text.upper").read_text() == "HELLO"
+    assert outs["shout"][0].metadata == {"custom": True}
+    assert outs["plain"][0].materializer == M + "BuiltInMaterializer"
+    assert run.steps["echo"].output.load() == "hello"
+    assert run.steps["one"].output.materializer == "test_materializers:UpperTextMaterializer"
+    assert run.steps["words"].config["output_materializers"] == {
+        "shout": "test_materializers:UpperTextMaterializer"
+    }
+
+
+def test_output_materializers_must_be_materializer_classes() -> None:
+    from unspool import StepDefinitionError
+
+    with pytest.raises(StepDefinitionError, match="BaseMaterializer subclasses"):
+        step(output_materializers="json")(lambda: 1)
+    with pytest.raises(StepDefinitionError, match="BaseMaterializer subclasses"):
+        step(output_materializers={"output": dict})(lambda: 1)
+
+
+@pytest.mark.parametrize(
+    "items", [[10, "b", None, {"k": 1}], [{1}, Opaque(2), b"x"], ("t", 1)], ids=["json", "pickle", "tuple"]
+)
+def test_sequence_materializer_load_item_reads_one_element(tmp_path: Path, items: Any) -> None:
+    store = ArtifactStore(str(tmp_path))
+    uri = str(tmp_path / "seq")
+    SequenceMaterializer(uri, store).save(items)
+
+    reader = SequenceMaterializer(uri, store)
+    assert [reader.load_item(i) for i in range(len(items))] == list(items)
+    assert reader.load_item(-1) == items[-1]
+    with pytest.raises(IndexError, match="out of range"):
+        reader.load_item(len(items))
+    assert reader.load(type(items)) == items
+
+
+def test_load_item_does_not_read_the_other_elements(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = ArtifactStore(str(tmp_path))
+    uri = str(tmp_path / "seq")
+    big = ["x" * 10_000 for _ in range(50)] + ["needle"]
+    SequenceMaterializer(uri, store).save(big)
+
+    read_sizes: list[int] = []
+    real_open = store.open
+
+    def counting_open(path: str, mode: str = "rb") -> Any:
+        f = real_open(path, mode)
+        real_read = f.read
+
+        def read(n: int = -1) -> bytes:
+            data = real_read(n)
+            read_sizes.append(len(data))
+            return data
+
+        f.read = read
+        return f
+
+    monkeypatch.setattr(store, "open", counting_open)
+    assert SequenceMaterializer(uri, store).load_item(50) == "needle"
+    assert sum(read_sizes) < 1_000  # meta, two offsets and one element, not 500 kB
