@@ -1,0 +1,158 @@
+"""Logs: each step run keeps its own stdout, stderr and ``logging`` output, even when many run at once."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from unspool import Client, ExecutionStatus, StepFailedError, pipeline, step
+
+
+def test_stdout_stderr_and_logging_are_captured_per_step_run(home: Path) -> None:
+    @step
+    def chatty(n: int) -> int:
+        print(f"stdout line {n}")
+        print(f"stderr line {n}", file=sys.stderr)
+        sys.stdout.write("partial ")
+        sys.stdout.write("line\n")
+        logging.getLogger("my.module").warning("careful %d", n)
+        return n
+
+    @step
+    def quiet() -> None: ...
+
+    @pipeline(dynamic=True)
+    def talking() -> None:
+        chatty(1)
+        print("from the body, not a step")
+        chatty(2)
+        quiet()
+
+    run = talking()
+
+    assert run.steps["chatty"].logs.splitlines() == [
+        "stdout line 1",
+        "stderr line 1",
+        "partial line",
+        "WARNING my.module: careful 1",
+    ]
+    assert "stdout line 2" in run.steps["chatty_2"].logs
+    assert "1" not in run.steps["chatty_2"].logs
+    assert run.steps["quiet"].logs == ""
+    assert all("from the body" not in s.logs for s in run.steps.values())
+    # The log lives in the artifact store next to the step's outputs.
+    logs_file = Path(run.steps["chatty"].logs_uri)
+    assert logs_file.is_file() and logs_file.is_relative_to(home / "artifacts")
+    assert logs_file.read_text() == run.steps["chatty"].logs
+
+
+def test_a_failing_step_keeps_what_it_printed() -> None:
+    @step
+    def crash() -> None:
+        print("about to fail")
+        logging.getLogger("worker").error("giving up")
+        raise RuntimeError("boom")
+
+    @pipeline(dynamic=True)
+    def crashing() -> None:
+        try:
+            crash()
+        except StepFailedError:
+            pass
+
+    with pytest.raises(Exception, match="crash"):
+        crashing()
+    [run] = Client().list_pipeline_runs()
+    logs = run.steps["crash"].logs
+    assert logs.splitlines() == ["about to fail", "ERROR worker: giving up"]
+    assert run.steps["crash"].status == ExecutionStatus.FAILED
+
+
+def test_concurrent_steps_never_see_each_others_lines() -> None:
+    n_steps, n_lines = 16, 50
+    barrier = threading.Barrier(n_steps, timeout=20)
+
+    @step(enable_cache=False)
+    def noisy(tag: int) -> int:
+        barrier.wait()  # all 16 are running at once before anyone prints
+        log = logging.getLogger(f"noisy.{tag}")
+        for i in range(n_lines):
+            if i % 3 == 0:
+                print(f"step-{tag} line {i}")
+            elif i % 3 == 1:
+                print(f"step-{tag} line {i}", file=sys.stderr)
+            else:
+                log.warning(f"step-{tag} line {i}")
+        return tag
+
+    @pipeline(dynamic=True)
+    def crowd() -> None:
+        futures = [noisy.submit(t) for t in range(n_steps)]
+        for f in futures:
+            f.result()
+
+    run = crowd()
+
+    assert run.status == ExecutionStatus.COMPLETED
+    for step_run in run.steps.values():
+        tag = step_run.parameters["tag"]
+        lines = step_run.logs.splitlines()
+        assert len(lines) == n_lines, step_run.invocation_id
+        assert all(f"step-{tag} line" in line for line in lines), step_run.invocation_id
+        numbers = [int(line.rsplit(" ", 1)[1]) for line in lines]
+        assert numbers == list(range(n_lines))
+
+
+def test_captured_lines_are_echoed_to_the_console_with_the_invocation_id(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    @step
+    def speak(word: str) -> None:
+        print(word)
+        print(f"{word} on stderr", file=sys.stderr)
+
+    @pipeline(dynamic=True)
+    def echoed() -> None:
+        speak("hello")
+        speak.submit("world").wait()
+        print("body line")
+
+    echoed()
+
+    out, err = capsys.readouterr()
+    assert "[speak] hello\n" in out
+    assert "[speak_2] world\n" in out
+    assert "[speak] hello on stderr\n" in err
+    assert "[speak_2] world on stderr\n" in err
+    assert "body line\n" in out and "] body line" not in out
+
+
+def test_concurrent_echo_keeps_whole_lines(capfd: pytest.CaptureFixture[str]) -> None:
+    barrier = threading.Barrier(4, timeout=20)
+
+    @step(enable_cache=False)
+    def spam(tag: int) -> None:
+        barrier.wait()
+        for i in range(30):
+            sys.stdout.write(f"t{tag}-")
+            sys.stdout.write(f"{i}\n")
+
+    @pipeline(dynamic=True)
+    def spammy() -> None:
+        for f in [spam.submit(t) for t in range(4)]:
+            f.wait()
+
+    spammy()
+
+    out, _ = capfd.readouterr()
+    echoed = [line for line in out.splitlines() if line.startswith("[spam")]
+    assert len(echoed) == 4 * 30
+    for line in echoed:
+        prefix, text = line.split("] ", 1)
+        invocation = prefix[1:]
+        tag = int(text[1 : text.index("-")])
+        assert invocation == ("spam" if tag == 0 else f"spam_{tag + 1}")
