@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import threading
 from pathlib import Path
@@ -34,6 +35,20 @@ class Config:
 @dataclasses.dataclass
 class Holder:
     payload: Any
+
+
+@dataclasses.dataclass
+class Nested:
+    config: Config
+    pair: tuple
+
+
+class Colour(enum.IntEnum):
+    RED = 1
+
+
+class Mode(str, enum.Enum):
+    FAST = "fast"
 
 
 class Opaque:
@@ -111,12 +126,17 @@ def roundtrip(value_factory: Any, annotation: Any = Any) -> Any:
         (b"\x00\x01raw", "BytesMaterializer", "builtins:bytes"),
         ({"a": [1, 2], "b": {"c": None}}, "DictMaterializer", "builtins:dict"),
         ({"when": {1, 2}}, "DictMaterializer", "builtins:dict"),  # not JSON-able: pickled inside
+        ({1: "int keys", "t": (1, 2)}, "DictMaterializer", "builtins:dict"),  # JSON would change it
         ([1, "two", 3.0, None], "SequenceMaterializer", "builtins:list"),
         ([{1, 2}, Opaque(3)], "SequenceMaterializer", "builtins:list"),  # not JSON-able
         ((1, "a"), "SequenceMaterializer", "builtins:tuple"),
+        ([(1, 2), {3: 4}], "SequenceMaterializer", "builtins:list"),  # JSON would change it
+        (Colour.RED, "BuiltInMaterializer", "test_materializers:Colour"),
+        (Mode.FAST, "BuiltInMaterializer", "test_materializers:Mode"),
         (Point(x=1, y=2.5), "PydanticMaterializer", "test_materializers:Point"),
         (Config("net", [3, 4]), "DataclassMaterializer", "test_materializers:Config"),
         (Holder({1, 2}), "DataclassMaterializer", "test_materializers:Holder"),
+        (Nested(Config("n", [1]), (1, 2)), "DataclassMaterializer", "test_materializers:Nested"),
         (Opaque(7), "CloudpickleMaterializer", "test_materializers:Opaque"),
     ],
     ids=lambda v: type(v).__name__ if not isinstance(v, str) or ":" not in v else None,

@@ -140,8 +140,12 @@ class BuiltInMaterializer(BaseMaterializer):
 
     def load(self, data_type: type) -> Any:
         value = json.loads(self._read("data.json"))
-        if data_type in (int, float, str, bool) and not isinstance(value, data_type):
-            value = data_type(value)
+        # Also brings back subclasses such as IntEnum members and str enums.
+        if isinstance(data_type, type) and issubclass(data_type, (int, float, str)) and type(value) is not data_type:
+            try:
+                value = data_type(value)
+            except (TypeError, ValueError):
+                pass
         return value
 
     def extract_metadata(self, data: Any) -> dict[str, Any]:
@@ -171,7 +175,10 @@ class DictMaterializer(BaseMaterializer):
 
     def save(self, data: Any) -> None:
         try:
-            self._write("data.json", json.dumps(data).encode())
+            payload = json.dumps(data).encode()
+            if json.loads(payload) != data:  # int keys, tuples: JSON would change them
+                raise ValueError("JSON does not round-trip")
+            self._write("data.json", payload)
         except (TypeError, ValueError):
             import cloudpickle
 
@@ -204,6 +211,8 @@ class SequenceMaterializer(BaseMaterializer):
     def save(self, data: Any) -> None:
         try:
             encoded = [json.dumps(item).encode() for item in data]
+            if any(json.loads(blob) != item for blob, item in zip(encoded, data)):
+                raise ValueError("JSON does not round-trip")  # tuples, int keys...
             codec = "json"
         except (TypeError, ValueError):
             import cloudpickle
@@ -290,6 +299,8 @@ class DataclassMaterializer(BaseMaterializer):
     def save(self, data: Any) -> None:
         try:
             payload = json.dumps(dataclasses.asdict(data)).encode()
+            if type(data)(**json.loads(payload)) != data:  # nested dataclasses, tuples...
+                raise ValueError("JSON does not round-trip")
         except (TypeError, ValueError):
             CloudpickleMaterializer(self.uri, self.artifact_store).save(data)
             return
