@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from _servers import pg_url, postgres_server, s3_server, s3_store  # noqa: F401  (fixtures)
+
 
 @pytest.fixture(autouse=True)
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
