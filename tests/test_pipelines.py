@@ -12,7 +12,7 @@ import re
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import pytest
 
@@ -324,6 +324,35 @@ def test_static_load_at_compile_time_is_a_pipeline_error() -> None:
     assert run.status == ExecutionStatus.FAILED
     assert run.error["type"] == "PipelineError"
     assert run.steps == {} or all(s.status != ExecutionStatus.COMPLETED for s in run.steps.values())
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    "wait",
+    [
+        lambda f: f.result(),
+        lambda f: f.load(),
+        lambda f: f.wait(),
+        lambda f: f.step_run,
+        lambda f: f.result().load(),
+        lambda f: f._single().id,
+    ],
+    ids=["result", "load", "wait", "step_run", "artifact-load", "artifact-id"],
+)
+def test_static_waiting_on_a_future_at_compile_time_is_an_error_not_a_hang(wait: Any) -> None:
+    @step
+    def make() -> int:
+        return 1
+
+    @pipeline
+    def static_waiting() -> None:
+        wait(make.submit())
+
+    with pytest.raises(PipelineError, match=r"compiling static pipeline 'static_waiting'.*dynamic=True"):
+        static_waiting()
+    [run] = Client().list_pipeline_runs()
+    assert run.status == ExecutionStatus.FAILED
+    assert all(s.status != ExecutionStatus.COMPLETED for s in run.steps.values())
 
 
 def test_static_independent_steps_run_in_parallel() -> None:

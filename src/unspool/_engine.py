@@ -223,6 +223,8 @@ class Invocation:
 
     def wait(self) -> None:
         """Block until finished; raise :class:`StepFailedError` unless it succeeded."""
+        if not self.finished:  # nothing runs while a static body compiles: never wait there
+            self.run.ensure_not_compiling("wait for", self.id)
         self.event.wait()
         if not self.ok:
             raise self.failure()

@@ -147,6 +147,8 @@ class StepRunFuture:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait without raising; True when the step finished."""
+        if not self._inv.finished:  # nothing runs while a static body compiles: never wait there
+            self._inv.run.ensure_not_compiling("wait for", self._inv.id)
         return self._inv.event.wait(timeout)
 
     def result(self) -> Any:
@@ -170,7 +172,7 @@ class StepRunFuture:
     @property
     def step_run(self) -> Any:
         """The stored step run (waits for the step)."""
-        self._inv.event.wait()
+        self.wait()
         from ._client import Client
 
         self._inv.run.env.metadata.flush()
