@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._declarative import PythonTask
 from ._errors import (
     BudgetExceeded,
+    ConfigError,
     MaterializerError,
     NotFoundError,
     PipelineError,
@@ -29,11 +31,11 @@ from ._step import ArtifactConfig, Step, StepRetryConfig, step
 from ._types import ExecutionMode, ExecutionStatus
 
 if TYPE_CHECKING:
-    from ._client import ArtifactVersion, Client, PipelineRun, StepRun
+    from ._client import ArtifactVersion, Client, PipelineRun, Snapshot, StepRun
 
 __version__ = "0.1.0"
 
-_LAZY = {"Client", "PipelineRun", "StepRun", "ArtifactVersion"}
+_LAZY = {"Client", "PipelineRun", "StepRun", "ArtifactVersion", "Snapshot"}
 
 
 def __getattr__(name: str) -> Any:
@@ -54,6 +56,7 @@ __all__ = [
     "Budget",
     "BudgetExceeded",
     "Client",
+    "ConfigError",
     "ExecutionMode",
     "ExecutionStatus",
     "MapResultFuture",
@@ -62,7 +65,9 @@ __all__ = [
     "Pipeline",
     "PipelineError",
     "PipelineRun",
+    "PythonTask",
     "RunFailedError",
+    "Snapshot",
     "Step",
     "StepContext",
     "StepDefinitionError",

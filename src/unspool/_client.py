@@ -11,6 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from . import _snapshots
 from ._errors import NotFoundError
 from ._metadata_store import (
     MetadataStore,
@@ -19,6 +20,7 @@ from ._metadata_store import (
     step_run_artifacts,
     step_runs,
 )
+from ._snapshots import Snapshot
 from ._types import ExecutionStatus
 
 
@@ -181,6 +183,7 @@ class PipelineRun:
         self.error: dict[str, Any] | None = row["error"]
         self.metadata: dict[str, Any] = row["run_metadata"]
         self.orchestrator: str | None = row["orchestrator"]
+        self.snapshot_id: str | None = row.get("snapshot_id")
         self.heartbeat = _ts(row["heartbeat"])
         self.start_time = _ts(row["start_time"])
         self.end_time = _ts(row["end_time"])
@@ -350,6 +353,34 @@ class Client:
             query = query.limit(limit)
         with self.store.read() as conn:
             return [ArtifactVersion(self, r) for r in conn.execute(query).mappings()]
+
+    # -- snapshots (see _snapshots.py) ----------------------------------------------------------------
+    def get_snapshot(self, name_or_id: str) -> Snapshot:
+        """A snapshot by name, id or unique id prefix."""
+        return _snapshots.get_snapshot(self, name_or_id)
+
+    def list_snapshots(self, pipeline_name: str | None = None) -> list[Snapshot]:
+        """Snapshots, newest first."""
+        return _snapshots.list_snapshots(self, pipeline_name)
+
+    def trigger_pipeline(
+        self,
+        snapshot_name_or_id: str | None = None,
+        *,
+        snapshot_id: str | None = None,
+        run_configuration: dict[str, Any] | None = None,
+        wait: bool = True,
+    ) -> PipelineRun:
+        """Run a snapshot in a separate process and return its run.
+
+        ``run_configuration`` has the keys of a config file (e.g. ``{"parameters": {...}}``)
+        and is laid over the snapshot's configuration. ``wait=False`` returns as soon as the
+        run exists (status ``running``).
+        """
+        target = snapshot_id or snapshot_name_or_id
+        if not target:
+            raise TypeError("trigger_pipeline() needs a snapshot: a name or id, or snapshot_id=...")
+        return _snapshots.trigger(self, target, run_configuration, wait=wait)
 
     def list_artifacts(self) -> list[dict[str, Any]]:
         """Artifact names with their number of versions and latest version."""

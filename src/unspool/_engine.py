@@ -449,6 +449,10 @@ class Run:
                     result = self.pipeline.func(**self.parameters)
                 finally:
                     self.compiling = False
+                if self.config.steps:  # names under steps: must be steps of this pipeline
+                    from ._config_file import check_compiled_steps
+
+                    check_compiled_steps(self.config, [inv.step for inv in self._recorded])
                 self._release_recorded()
             self._wait_all()
         except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised

@@ -33,6 +33,38 @@ class StoreError(UnspoolError):
     """The metadata or artifact store is misconfigured or unreachable."""
 
 
+class ConfigError(UnspoolError, ValueError):
+    """A configuration is invalid: a YAML config file, a run configuration, an orchestrator.
+
+    ``file`` is where it came from (None for values given in Python) and ``problems`` a list
+    of ``(key path, what was expected)`` pairs, e.g. ``("steps.train.retry.max_retries",
+    "expected an integer >= 0, got 'x'")``; the message lists them all.
+    """
+
+    def __init__(self, problems: list[tuple[str, str]] | str, *, file: str | None = None) -> None:
+        self.problems = [("", problems)] if isinstance(problems, str) else list(problems)
+        self.file = file
+        where = f"config file {file}" if file else "configuration"
+        lines = [f"{key}: {what}" if key else what for key, what in self.problems]
+        if len(lines) == 1:
+            message = f"{where}: {lines[0]}"
+        else:
+            message = f"{where} has {len(lines)} problems:\n" + "\n".join(f"  {line}" for line in lines)
+        super().__init__(message)
+
+    @property
+    def key(self) -> str | None:
+        """The key path of the first problem."""
+        return self.problems[0][0] if self.problems else None
+
+    def __reduce__(self) -> Any:
+        return (_config_error, (self.problems, self.file))
+
+
+def _config_error(problems: list[tuple[str, str]], file: str | None) -> ConfigError:
+    return ConfigError(problems, file=file)
+
+
 class NotFoundError(UnspoolError, KeyError):
     """A run, step or artifact that was asked for does not exist."""
 

@@ -8,8 +8,10 @@ plug in here without touching the engine.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
 
+from ._errors import ConfigError
 from ._runner import StepResult, StepSpec, describe_error, run_step
 
 Done = Callable[[StepResult], None]
@@ -37,6 +39,66 @@ class ThreadExecutor:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass(frozen=True)
+class ExecutorInfo:
+    """What an ``orchestrator: {type: NAME, ...}`` section may hold for one executor.
+
+    ``options`` maps each allowed key (besides ``type``) to its type(s); ``defaults`` are
+    filled in by :func:`validate_orchestrator`, so the recorded config says what ran.
+    """
+
+    description: str
+    options: dict[str, type | tuple[type, ...]] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+# Executors an ``orchestrator:`` section can name. Without any section, a run uses the local
+# executor in parallel mode (a bounded thread pool); ``{type: local}`` alone is sequential,
+# as in the executor model unspool follows, and ``enable_parallel: true`` makes it parallel.
+KNOWN_EXECUTORS: dict[str, ExecutorInfo] = {
+    "local": ExecutorInfo(
+        "steps run in threads of the orchestrating process; one at a time unless "
+        "enable_parallel is true",
+        options={"enable_parallel": bool},
+        defaults={"enable_parallel": False},
+    ),
+}
+
+
+def validate_orchestrator(cfg: dict[str, Any] | None, *, key: str = "orchestrator") -> dict[str, Any]:
+    """Check an orchestrator section and return it with ``type`` and defaults filled in.
+
+    ``{}``/None means "no section" and stays ``{}`` (the parallel default). Raises
+    :class:`ConfigError` naming ``key.<option>`` and what was expected.
+    """
+    if not cfg:
+        return {}
+    if not isinstance(cfg, dict):
+        raise ConfigError([(key, f"expected a mapping like {{type: local}}, got {cfg!r}")])
+    kind = cfg.get("type", "local")
+    info = KNOWN_EXECUTORS.get(kind) if isinstance(kind, str) else None
+    if info is None:
+        raise ConfigError(
+            [(f"{key}.type", f"expected one of {sorted(KNOWN_EXECUTORS)}, got {kind!r}")]
+        )
+    problems = []
+    for option, value in cfg.items():
+        if option == "type":
+            continue
+        expected = info.options.get(option)
+        if expected is None:
+            allowed = ", ".join(sorted(info.options)) or "none"
+            problems.append(
+                (f"{key}.{option}", f"unknown option of executor {kind!r}; expected one of: {allowed}")
+            )
+        elif not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+            names = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
+            problems.append((f"{key}.{option}", f"expected {names}, got {value!r}"))
+    if problems:
+        raise ConfigError(problems)
+    return {"type": kind, **info.defaults, **{k: v for k, v in cfg.items() if k != "type"}}
 
 
 def _run_and_report(spec: StepSpec, done: Done) -> None:

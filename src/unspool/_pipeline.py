@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Generic, TypeVar, overload
 
 from ._errors import StepDefinitionError
@@ -79,9 +81,35 @@ _PIPELINE_OPTIONS = {f.name for f in dataclasses.fields(PipelineConfig)} - {"nam
 
 
 class Pipeline(Generic[F]):
-    """A function decorated with ``@pipeline``. Calling it runs it."""
+    """A function decorated with ``@pipeline``. Calling it runs it.
 
-    def __init__(self, func: F, config: PipelineConfig) -> None:
+    ``Pipeline(steps=[PythonTask(...), ...], name=...)`` builds a declarative pipeline from a
+    list of tasks instead (see ``_declarative.py``); ``.execute(config=...)`` runs either kind.
+    """
+
+    def __init__(
+        self,
+        func: F | None = None,
+        config: PipelineConfig | None = None,
+        *,
+        steps: list[Any] | None = None,
+        name: str | None = None,
+    ) -> None:
+        if steps is not None:
+            if func is not None or config is not None:
+                raise StepDefinitionError(
+                    "Pipeline(steps=[...]) builds a declarative pipeline from tasks; pass steps or "
+                    "a function, not both"
+                )
+            from ._declarative import build_pipeline
+
+            caller = sys._getframe(1).f_globals.get("__name__", "__main__")
+            func, config = build_pipeline(steps, name=name, module=caller)  # type: ignore[assignment]
+        elif func is None or config is None:
+            raise StepDefinitionError(
+                "Pipeline() needs steps=[PythonTask(function=..., name=...), ...]; to make a "
+                "pipeline from a function, decorate it with @pipeline"
+            )
         self.func = func
         self.config = config
         functools.update_wrapper(self, func)  # type: ignore[arg-type]
@@ -105,11 +133,32 @@ class Pipeline(Generic[F]):
                 f"with_options() of pipeline {self.name!r} got unknown option(s) {sorted(unknown)}; "
                 f"valid options are {sorted(_PIPELINE_OPTIONS)}"
             )
+        if overrides.get("config_path") is not None:
+            from ._config_file import options_from_file
+
+            overrides = options_from_file(self, overrides)
         merged = _normalise(dict(overrides))
         for key in ("settings", "substitutions", "parameters"):
             if key in merged:
                 merged[key] = {**getattr(self.config, key), **merged[key]}
         return Pipeline(self.func, dataclasses.replace(self.config, **merged))
+
+    def execute(self, config: str | Path | None = None, **params: Any) -> Any:
+        """Run with an optional YAML config file (see ``_config_file.py``); returns the PipelineRun.
+
+        ``params`` are the pipeline's parameters and win over the file's ``parameters:``.
+        """
+        pipe = self.with_options(config_path=str(config)) if config is not None else self
+        return pipe(**params)
+
+    def create_snapshot(self, name: str) -> Any:
+        """Store a runnable reference to this pipeline and its configuration under ``name``.
+
+        Returns the :class:`~unspool.Snapshot`; trigger it with ``Client().trigger_pipeline``.
+        """
+        from ._snapshots import create_snapshot
+
+        return create_snapshot(self, name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         from ._engine import current_run, run_pipeline
@@ -152,6 +201,10 @@ def _normalise(options: dict[str, Any]) -> dict[str, Any]:
     for key in ("settings", "substitutions", "parameters", "steps", "orchestrator"):
         if key in options and options[key] is None:
             options[key] = {}
+    if options.get("orchestrator"):
+        from ._executors import validate_orchestrator
+
+        options["orchestrator"] = validate_orchestrator(options["orchestrator"])
     mp = options.get("max_parallelism")
     if mp is not None and (not isinstance(mp, int) or mp < 1):
         raise StepDefinitionError(f"max_parallelism must be a positive int, got {mp!r}")

@@ -1,0 +1,374 @@
+"""Snapshots: a stored, runnable reference to a pipeline, and triggering runs of it.
+
+A snapshot records where the pipeline is defined (``source`` and ``attribute``, see
+``_loading.py``) and its configuration as it was when the snapshot was made: everything
+``with_options`` and a config file set, frozen (a config file is read once, when the
+snapshot is created; ``config_path`` is kept as a record). Hooks and ``depends_on`` are
+code, so they come from the pipeline's code when the snapshot runs. Snapshot names are
+unique: creating a snapshot under a name that exists is an error (pick a new name).
+
+Triggering (``Client().trigger_pipeline``) starts ``python -m unspool._trigger`` in a
+separate process on the same stores. The caller first checks the run configuration (the
+same schema as a config file) and its parameters against the signature recorded in the
+snapshot; the new process loads the pipeline, lays the snapshot's configuration and then
+the run configuration over it, and runs it. The two talk through a small *handshake* file:
+the new process writes ``{"run_id": ...}`` as soon as the run exists, or ``{"error": ...}``
+when it could not start one, which the caller raises as the same exception class. The run
+records the snapshot it came from in ``pipeline_runs.snapshot_id``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from . import _errors
+from ._errors import ConfigError, NotFoundError, UnspoolError
+from ._metadata_store import snapshots
+
+if TYPE_CHECKING:
+    from ._client import Client, PipelineRun
+    from ._pipeline import Pipeline
+
+# Configuration keys a snapshot stores and re-applies (``with_options`` names).
+_APPLIED = (
+    "enable_cache", "execution_mode", "settings", "substitutions", "retry", "budget",
+    "orchestrator", "run_name", "max_parallelism", "config_path", "parameters", "steps",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """A stored, runnable reference to a pipeline (see the module docstring)."""
+
+    id: str
+    name: str
+    pipeline_name: str
+    source: str
+    attribute: str
+    config: dict[str, Any]
+    created: _dt.datetime
+    source_file: str | None = None
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return dict(self.config.get("parameters") or {})
+
+    @classmethod
+    def _from_row(cls, row: Any) -> Snapshot:
+        return cls(
+            id=row["id"], name=row["name"], pipeline_name=row["pipeline_name"],
+            source=row["source"], attribute=row["attribute"], config=row["config"],
+            created=_dt.datetime.fromtimestamp(row["created_at"]), source_file=row["source_file"],
+        )
+
+    def __repr__(self) -> str:
+        return f"<Snapshot {self.name} ({self.pipeline_name} from {self.source}:{self.attribute})>"
+
+
+# -- creating and reading ------------------------------------------------------------------------
+
+def create_snapshot(pipeline: Pipeline[Any], name: str, *, attribute: str | None = None) -> Snapshot:
+    """Store ``pipeline`` under ``name``; it is found again where it is defined (``_loading``).
+
+    ``attribute`` names the module-level name of the pipeline when it is not the one found.
+    """
+    from ._client import Client
+    from ._loading import locate
+
+    if not isinstance(name, str) or not name.strip() or name != name.strip() or len(name) > 255:
+        raise UnspoolError(f"a snapshot needs a non-empty name without surrounding spaces, got {name!r}")
+    source, found_attribute, source_file = locate(pipeline)
+    row = {
+        "id": uuid.uuid4().hex,
+        "name": name,
+        "pipeline_name": pipeline.name,
+        "source": source,
+        "source_file": source_file,
+        "attribute": attribute or found_attribute,
+        "config": snapshot_config(pipeline),
+        "created_at": time.time(),
+    }
+    client = Client()
+    client.store.add_pipeline(pipeline.name)
+    try:
+        with client.store.write() as conn:
+            conn.execute(snapshots.insert().values(**row))
+    except sa.exc.IntegrityError:
+        existing = get_snapshot(client, name)
+        raise UnspoolError(
+            f"a snapshot named {name!r} already exists (id {existing.id}, pipeline "
+            f"{existing.pipeline_name!r}, created {existing.created:%Y-%m-%d %H:%M:%S}); snapshot "
+            "names are unique, pick another name"
+        ) from None
+    return get_snapshot(client, row["id"])
+
+
+def snapshot_config(pipeline: Pipeline[Any]) -> dict[str, Any]:
+    """The pipeline's configuration as JSON: what a run records, plus what re-applies it."""
+    c = pipeline.config
+    return {
+        "dynamic": c.dynamic,
+        "enable_cache": c.enable_cache,
+        "execution_mode": str(c.execution_mode),
+        "settings": _plain("settings", c.settings),
+        "substitutions": _plain("substitutions", c.substitutions),
+        "retry": dataclasses.asdict(c.retry) if c.retry else None,
+        "budget": dataclasses.asdict(c.budget) if c.budget else None,
+        "orchestrator": _plain("orchestrator", c.orchestrator),
+        "run_name": c.run_name,
+        "max_parallelism": c.max_parallelism,
+        "config_path": c.config_path,
+        "parameters": _plain("parameters", c.parameters),
+        "steps": _plain("steps", c.steps),
+        "signature": _signature_info(pipeline),
+    }
+
+
+def _plain(key: str, value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): _plain(f"{key}.{k}", v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(f"{key}[{i}]", v) for i, v in enumerate(value)]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise UnspoolError(
+        f"cannot snapshot option {key}: a {type(value).__name__} is not JSON-serialisable; "
+        "snapshots store configuration as JSON (numbers, strings, lists, mappings)"
+    )
+
+
+def _signature_info(pipeline: Pipeline[Any]) -> dict[str, Any]:
+    params = pipeline.signature.parameters.values()
+    return {
+        "parameters": [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)],
+        "required": [p.name for p in params if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)],
+        "var_keyword": any(p.kind is p.VAR_KEYWORD for p in params),
+    }
+
+
+def get_snapshot(client: Client, name_or_id: str) -> Snapshot:
+    with client.store.read() as conn:
+        row = conn.execute(
+            sa.select(snapshots).where(sa.or_(snapshots.c.id == name_or_id, snapshots.c.name == name_or_id))
+        ).mappings().first()
+        if row is None and len(name_or_id) >= 6:
+            rows = conn.execute(
+                sa.select(snapshots).where(snapshots.c.id.startswith(name_or_id)).limit(2)
+            ).mappings().all()
+            row = rows[0] if len(rows) == 1 else None
+    if row is None:
+        raise NotFoundError(
+            f"no snapshot with id or name {name_or_id!r}; `unspool snapshots list` shows the known "
+            "snapshots, `unspool snapshots create FILE.py:PIPELINE --name NAME` makes one"
+        )
+    return Snapshot._from_row(row)
+
+
+def list_snapshots(client: Client, pipeline_name: str | None = None) -> list[Snapshot]:
+    """Snapshots, newest first."""
+    query = sa.select(snapshots).order_by(snapshots.c.created_at.desc())
+    if pipeline_name is not None:
+        query = query.where(snapshots.c.pipeline_name == pipeline_name)
+    with client.store.read() as conn:
+        return [Snapshot._from_row(r) for r in conn.execute(query).mappings()]
+
+
+# -- the pipeline a snapshot runs ------------------------------------------------------------------
+
+def check_run_configuration(snapshot: Snapshot, run_configuration: dict[str, Any] | None) -> dict[str, Any]:
+    """Validate a run configuration against the schema and the snapshot's recorded signature.
+
+    Returns the options it sets. Problems are one :class:`ConfigError` whose key paths start
+    with ``run_configuration.``.
+    """
+    from ._config_file import validate_config
+
+    try:
+        options = validate_config(run_configuration).options()
+    except ConfigError as exc:
+        raise _as_run_configuration_error(exc) from None
+    signature = snapshot.config.get("signature") or {}
+    known = signature.get("parameters", [])
+    problems = []
+    if not signature.get("var_keyword", False):
+        for name in options.get("parameters", {}):
+            if name not in known:
+                problems.append(
+                    (f"run_configuration.parameters.{name}", f"pipeline {snapshot.pipeline_name!r} "
+                     f"of snapshot {snapshot.name!r} has no parameter {name!r}; expected one of: "
+                     f"{', '.join(known) or '(it takes none)'}")
+                )
+    given = {**snapshot.parameters, **options.get("parameters", {})}
+    missing = [n for n in signature.get("required", []) if n not in given]
+    if missing:
+        problems.append(
+            ("run_configuration.parameters", f"pipeline {snapshot.pipeline_name!r} of snapshot "
+             f"{snapshot.name!r} needs parameter(s) {missing}; expected them under parameters")
+        )
+    if problems:
+        raise ConfigError(problems)
+    return options
+
+
+def _as_run_configuration_error(exc: ConfigError) -> ConfigError:
+    return ConfigError(
+        [(f"run_configuration.{key}" if key else "run_configuration", what) for key, what in exc.problems]
+    )
+
+
+def snapshot_pipeline(snapshot: Snapshot, run_configuration: dict[str, Any] | None = None) -> Pipeline[Any]:
+    """Load the snapshot's pipeline with its stored configuration and the run configuration."""
+    from ._config_file import check_against_pipeline, merge_step_overrides
+    from ._loading import load_pipeline
+    from ._pipeline import Pipeline, _normalise
+
+    base = load_pipeline(snapshot.source, snapshot.attribute, snapshot.source_file)
+    stored = {k: snapshot.config[k] for k in _APPLIED if k in snapshot.config}
+    stored["name"] = snapshot.pipeline_name
+    pipeline = Pipeline(base.func, dataclasses.replace(base.config, **_normalise(stored)))
+    options = check_run_configuration(snapshot, run_configuration)
+    try:
+        check_against_pipeline(
+            options, pipeline=pipeline, dynamic=pipeline.config.dynamic,
+            depends_on=pipeline.config.depends_on, file=None,
+        )
+    except ConfigError as exc:
+        raise _as_run_configuration_error(exc) from None
+    if "steps" in options:
+        options["steps"] = merge_step_overrides(pipeline.config.steps, options["steps"])
+    return pipeline.with_options(**options) if options else pipeline
+
+
+# -- triggering --------------------------------------------------------------------------------------
+
+_background: list[subprocess.Popen[bytes]] = []  # runs started with wait=False, reaped later
+
+
+def trigger(
+    client: Client,
+    snapshot_name_or_id: str,
+    run_configuration: dict[str, Any] | None = None,
+    *,
+    wait: bool = True,
+) -> PipelineRun:
+    """Run a snapshot in a new process; see ``Client.trigger_pipeline``."""
+    from ._settings import find_home
+
+    _background[:] = [p for p in _background if p.poll() is None]
+    snapshot = get_snapshot(client, snapshot_name_or_id)
+    check_run_configuration(snapshot, run_configuration)
+    folder = find_home() / "triggers"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, handshake = tempfile.mkstemp(prefix=f"{snapshot.id[:8]}-", suffix=".json", dir=folder)
+    os.close(fd)
+    os.unlink(handshake)  # the new process creates it when it has something to say
+    env = dict(
+        os.environ,
+        UNSPOOL_HOME=str(find_home()),
+        UNSPOOL_STORE_URL=client.store.url,
+        UNSPOOL_ARTIFACT_STORE=client.artifact_root,
+    )
+    command = [
+        sys.executable, "-m", "unspool._trigger", snapshot.id,
+        json.dumps(run_configuration or {}), handshake,
+    ]
+    log_path: Path | None = None
+    if wait:
+        proc = subprocess.Popen(command, env=env)
+    else:
+        log_path = Path(handshake).with_suffix(".log")
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+    message = None
+    while message is None:
+        message = _read_handshake(handshake)
+        if message is None and proc.poll() is not None:
+            message = _read_handshake(handshake) or {
+                "error": {"type": "UnspoolError", "message": _no_start_message(snapshot, proc, log_path)}
+            }
+        if message is None:
+            time.sleep(0.02)
+    if "error" in message:
+        proc.wait()
+        Path(handshake).unlink(missing_ok=True)
+        raise _error_from_json(message["error"])
+    run_id = message["run_id"]
+    if wait:
+        proc.wait()
+        Path(handshake).unlink(missing_ok=True)
+    else:
+        _background.append(proc)
+        while True:  # until the run row is committed (the new process flushes within ~0.2s)
+            try:
+                return client.get_pipeline_run(run_id)
+            except NotFoundError:
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.02)
+    return client.get_pipeline_run(run_id)
+
+
+def _read_handshake(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _no_start_message(snapshot: Snapshot, proc: subprocess.Popen[bytes], log: Path | None) -> str:
+    where = f"; its output is in {log}" if log else "; its output is above"
+    return (
+        f"the process running snapshot {snapshot.name!r} exited with code {proc.returncode} "
+        f"before starting a run{where}"
+    )
+
+
+def write_handshake(path: str | None, message: dict[str, Any]) -> None:
+    """Atomically write the message the caller of ``trigger`` waits for."""
+    if not path:
+        return
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(message, f)
+    os.replace(tmp, path)
+
+
+def error_to_json(exc: BaseException) -> dict[str, Any]:
+    data: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
+    if isinstance(exc, ConfigError):
+        data.update(problems=exc.problems, file=exc.file)
+    return data
+
+
+def _error_from_json(data: dict[str, Any]) -> UnspoolError:
+    kind, message = data.get("type", ""), data.get("message", "")
+    if kind == "ConfigError":
+        return ConfigError([tuple(p) for p in data.get("problems") or [("", message)]], file=data.get("file"))
+    cls = getattr(_errors, kind, None)
+    if isinstance(cls, type) and issubclass(cls, UnspoolError):
+        try:
+            return cls(message)
+        except TypeError:  # an error class that needs more than a message
+            pass
+    return UnspoolError(f"{kind}: {message}" if kind and kind != "UnspoolError" else message)

@@ -1,0 +1,68 @@
+"""``python -m unspool._trigger SNAPSHOT_ID RUN_CONFIGURATION_JSON [HANDSHAKE_FILE]``.
+
+Runs one snapshot in this process (``Client().trigger_pipeline`` starts it; see
+``_snapshots.py``). Exit codes: 0 the run completed, 1 the run failed, 2 no run was started
+(the reason is in the handshake file and on stderr).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from typing import Any
+
+
+def main(argv: list[str]) -> int:
+    from ._client import Client
+    from ._engine import Run, bind_parameters, get_environment
+    from ._pipeline import Pipeline
+    from ._snapshots import error_to_json, get_snapshot, snapshot_pipeline, write_handshake
+
+    if len(argv) not in (2, 3):
+        print(__doc__, file=sys.stderr)
+        return 2
+    snapshot_id, run_configuration = argv[0], argv[1]
+    handshake = argv[2] if len(argv) == 3 else None
+    try:
+        snapshot = get_snapshot(Client(), snapshot_id)
+        pipeline = snapshot_pipeline(snapshot, json.loads(run_configuration))
+        run_holder: list[Run] = []
+        user_on_init = pipeline.config.on_init
+
+        def on_init() -> None:
+            # the run row exists now: record which snapshot started it
+            run = run_holder[0]
+            run.env.metadata.update_run(run.id, snapshot_id=snapshot.id)
+            if user_on_init is not None:
+                user_on_init()
+
+        pipeline = Pipeline(pipeline.func, dataclasses.replace(pipeline.config, on_init=on_init))
+        params = bind_parameters(pipeline, (), {})
+        run = Run(pipeline, params, get_environment())
+        run_holder.append(run)
+    except Exception as exc:
+        write_handshake(handshake, {"error": error_to_json(exc)})
+        print(f"unspool: cannot run snapshot {snapshot_id}: {exc}", file=sys.stderr)
+        return 2
+    write_handshake(handshake, {"run_id": run.id})
+    return _execute(run)
+
+
+def _execute(run: Any) -> int:
+    from ._engine import close_all
+    from ._progress import console_progress
+
+    try:
+        with console_progress(run):
+            run.execute()
+    except Exception as exc:  # recorded on the run; the caller reads it from the store
+        print(f"unspool: run {run.name} failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        close_all()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
