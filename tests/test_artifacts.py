@@ -131,7 +131,7 @@ def test_every_version_records_its_full_description(home: Path) -> None:
     producer = run.steps["make"]
     assert version.name == "numbers"
     assert version.version == 1
-    assert version.uri == str(home / "artifacts" / run.id / "make" / "numbers")
+    assert version.uri == str(home / "artifacts" / run.id / "make.numbers")
     assert version.data_type == "builtins:list"
     assert version.materializer == "unspool._materializers:SequenceMaterializer"
     assert re.fullmatch(r"[0-9a-f]{64}", version.content_hash)
@@ -312,10 +312,10 @@ def test_error_while_starting_a_downstream_step_fails_it_instead_of_hanging(
 
     real_lookup = Run._lookup_cache
 
-    def flaky_lookup(self: Run, key: str) -> Any:
+    def flaky_lookup(self: Run, key: str, *args: Any) -> Any:
         if any(inv.cache_key == key and inv.step.name == "second" for inv in self.invocations.values()):
             raise OSError("metadata store unreachable")
-        return real_lookup(self, key)
+        return real_lookup(self, key, *args)
 
     monkeypatch.setattr(Run, "_lookup_cache", flaky_lookup)
 
@@ -362,3 +362,29 @@ def test_unserialisable_output_is_a_materializer_error_and_no_version() -> None:
     assert error["type"] == MaterializerError.__name__
     assert "lock" in error["message"] and "cannot be serialised" in error["message"]
     assert Client().list_artifact_versions() == []
+
+
+def test_metadata_json_cannot_hold_is_converted_never_fatal() -> None:
+    import numpy as np
+
+    class Unknown:
+        def __repr__(self) -> str:
+            return "<Unknown>"
+
+    @step
+    def measured() -> Annotated[list, "measured"]:
+        log_metadata({"count": np.int64(3), "scores": np.array([0.5, 1.0]), "tags": {"b"}})
+        log_metadata({"odd": Unknown()}, artifact_name="measured")
+        return [1]
+
+    @pipeline(dynamic=True)
+    def with_metadata() -> None:
+        measured()
+
+    run = with_metadata()
+
+    assert run.status == ExecutionStatus.COMPLETED
+    step_run = run.steps["measured"]
+    assert step_run.metadata == {"count": 3, "scores": [0.5, 1.0], "tags": ["b"]}
+    assert step_run.output.metadata == {"length": 1, "odd": "<Unknown>"}
+    assert len(Client().list_pipeline_runs()) == 1

@@ -168,15 +168,29 @@ MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value)
+    return json.dumps(value, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    """A value JSON cannot hold never poisons a flush: numpy scalars and arrays become numbers
+    and lists (``tolist``), sets lists, anything else its repr."""
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):
+        try:
+            return tolist()
+        except Exception:
+            pass
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    return repr(value)
 
 
 def _dumps_strict(value: Any) -> str:
     """JSON for servers that validate it (PostgreSQL): NaN and infinities become strings."""
     try:
-        return json.dumps(value, allow_nan=False)
+        return json.dumps(value, allow_nan=False, default=_json_default)
     except ValueError:
-        return json.dumps(_finite(value), allow_nan=False)
+        return json.dumps(_finite(json.loads(_dumps(value))), allow_nan=False)
 
 
 def _finite(value: Any) -> Any:
