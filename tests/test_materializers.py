@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import json
 import threading
 from pathlib import Path
@@ -19,6 +20,16 @@ from unspool._artifact_store import ArtifactStore
 from unspool._materializers import SequenceMaterializer
 
 M = "unspool._materializers:"
+
+
+def expected_digest(path: Path) -> tuple[str, int]:
+    """sha256 over (relative name, NUL, sha256 of the bytes) of every file, and the total size."""
+    total, size = hashlib.sha256(), 0
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        data = file.read_bytes()
+        total.update(file.relative_to(path).as_posix().encode() + b"\0" + hashlib.sha256(data).digest())
+        size += len(data)
+    return total.hexdigest(), size
 
 
 class Point(pydantic.BaseModel):
@@ -168,6 +179,7 @@ def test_numpy_arrays_round_trip_with_shape_metadata() -> None:
     assert version.data_type == "numpy:ndarray"
     assert version.metadata == {"shape": [3, 4], "dtype": "float32"}
     assert version.item_count == 3
+    assert (version.content_hash, version.size) == expected_digest(Path(version.uri))
     for loaded in (in_body, version.load()):
         np.testing.assert_array_equal(loaded, array)
         assert loaded.dtype == np.float32
@@ -180,6 +192,7 @@ def test_pandas_dataframes_round_trip_with_columns_metadata() -> None:
     assert version.materializer == M + "PandasMaterializer"
     assert version.data_type.endswith(":DataFrame")
     assert version.metadata == {"rows": 3, "columns": ["a", "b"]}
+    assert (version.content_hash, version.size) == expected_digest(Path(version.uri))
     for loaded in (in_body, version.load()):
         pd.testing.assert_frame_equal(loaded, frame)
     series_version, series = roundtrip(lambda: frame["a"])
