@@ -259,7 +259,7 @@ class S3Store:
     bucket: str
     url: str  # the UNSPOOL_ARTIFACT_STORE value
 
-    def keys(self) -> list[str]:
+    def object_keys(self) -> list[str]:
         client = self.server.client()
         pages = client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket)
         return sorted(o["Key"] for page in pages for o in page.get("Contents", []))

@@ -1,8 +1,14 @@
 """The artifact store: a folder tree on any fsspec filesystem.
 
-An artifact version lives in its own directory (``uri``). Materializers write into a
-staging directory next to it; only when they finish is it renamed to ``uri``, so a reader
-never sees half an artifact, and a crash leaves only a ``.staging-*`` directory behind.
+An artifact version lives in its own directory (``uri``). On a local disk, materializers
+write into a staging directory next to it; only when they finish is it renamed to ``uri``,
+so a reader never sees half an artifact, and a crash leaves only a ``.staging-*`` directory
+behind. Object stores (S3 and every other non-local filesystem) have no atomic rename of a
+directory, so there the materializer writes straight into a new, unique directory
+(``uri`` plus a random suffix) that nothing refers to yet: the version becomes visible only
+when the orchestrator records its metadata row with that uri, after every byte is written.
+A crash there leaves an unreferenced directory, never a half-visible artifact; single files
+(logs) are replaced by one PUT, which object stores make atomic.
 Bytes written through :meth:`ArtifactStore.open` are hashed on the way out, which gives
 each version its content hash and size without reading the data back.
 """
@@ -27,17 +33,58 @@ class ArtifactStore:
         import fsspec
         from fsspec.core import url_to_fs
 
+        from ._settings import artifact_storage_options
+
         self.url = root
         try:
-            self.fs, self.root = url_to_fs(root)
+            self.fs, self.root = url_to_fs(root, **artifact_storage_options(root))
         except (ImportError, ValueError) as exc:
+            hint = " (for S3: pip install 'unspool[s3]')" if root.startswith("s3") else ""
             raise StoreError(
                 f"cannot open artifact store {root!r} ({exc}); set UNSPOOL_ARTIFACT_STORE to a "
-                "local path or an fsspec URL whose filesystem package is installed"
+                f"local path or an fsspec URL whose filesystem package is installed{hint}"
             ) from exc
         self.is_local = isinstance(self.fs, fsspec.implementations.local.LocalFileSystem)
         if self.is_local:
             os.makedirs(self.root, exist_ok=True)
+        elif "s3" in _protocols(self.fs):
+            self._check_s3()
+
+    def _check_s3(self) -> None:
+        """Fail at once, naming the setting to fix, when the bucket cannot be used."""
+        from ._settings import S3_ENDPOINT_ENV
+
+        bucket, _, prefix = self.root.partition("/")
+        where = f"artifact store {self.url!r}"
+        endpoint = getattr(self.fs, "endpoint_url", None) or "the default AWS endpoint"
+        if not bucket:
+            raise StoreError(f"{where} names no bucket; set UNSPOOL_ARTIFACT_STORE to s3://bucket/prefix")
+        try:  # the cheapest call that needs the permissions a run needs anyway (list + read)
+            self.fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=prefix.rstrip("/") + "/", MaxKeys=1)
+        except FileNotFoundError as exc:
+            raise StoreError(
+                f"{where}: bucket {bucket!r} does not exist at {endpoint}; create it, or fix "
+                f"UNSPOOL_ARTIFACT_STORE (or {S3_ENDPOINT_ENV})"
+            ) from exc
+        except PermissionError as exc:
+            raise StoreError(
+                f"{where}: access denied by {endpoint} ({_first_line(exc)}); check the credentials "
+                "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE) and the bucket in "
+                "UNSPOOL_ARTIFACT_STORE"
+            ) from exc
+        except Exception as exc:
+            kind = type(exc).__name__
+            if "Credentials" in kind:
+                raise StoreError(
+                    f"{where}: no S3 credentials found ({_first_line(exc)}); set AWS_ACCESS_KEY_ID "
+                    "and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in every process that runs steps"
+                ) from exc
+            if "Connect" in kind or "Timeout" in kind or isinstance(exc, OSError):
+                raise StoreError(
+                    f"{where}: cannot reach the S3 endpoint {endpoint} ({_first_line(exc)}); set "
+                    f"{S3_ENDPOINT_ENV} to a reachable S3-compatible server, or unset it for AWS"
+                ) from exc
+            raise StoreError(f"{where}: {kind}: {_first_line(exc)}; check UNSPOOL_ARTIFACT_STORE") from exc
 
     # -- paths ---------------------------------------------------------------------------
     def join(self, *parts: str) -> str:
@@ -74,6 +121,9 @@ class ArtifactStore:
             return f.read()
 
     def write_bytes_atomic(self, path: str, data: bytes) -> None:
+        if not self.is_local:  # one PUT: an object store replaces an object atomically
+            self.fs.pipe_file(path, data)
+            return
         tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
         with self.open(tmp, "wb") as f:
             f.write(data)
@@ -107,18 +157,38 @@ class ArtifactStore:
 
     # -- atomic directories -----------------------------------------------------------------
     def staging_dir(self, uri: str) -> str:
-        parent, name = os.path.split(uri) if self.is_local else posixpath.split(uri)
-        staging = (os.path.join if self.is_local else posixpath.join)(
-            parent, f".staging-{name}-{uuid.uuid4().hex[:8]}"
-        )
+        """Where to write the version meant for ``uri``; :meth:`commit_dir` publishes it."""
+        if not self.is_local:  # an object store: write once under a new unique key
+            unique = f"{uri}-{uuid.uuid4().hex[:8]}"
+            self.makedirs(unique)  # a no-op on S3; some filesystems need the folder
+            return unique
+        parent, name = os.path.split(uri)
+        staging = os.path.join(parent, f".staging-{name}-{uuid.uuid4().hex[:8]}")
         self.makedirs(staging)
         return staging
 
-    def commit_dir(self, staging: str, uri: str) -> None:
-        """Publish a finished staging directory under its final uri (atomic rename)."""
+    def commit_dir(self, staging: str, uri: str) -> str:
+        """Publish a finished staging directory; returns the uri to record for it.
+
+        Locally it is renamed to ``uri`` (atomic). On an object store it stays where it was
+        written: that unique key is the uri, made visible by the metadata row that names it.
+        """
+        if not self.is_local:
+            return staging
         if self.exists(uri):
             self.remove(uri)
         self._rename(staging, uri)
+        return uri
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    protocol = fs.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class _HashingWriter:

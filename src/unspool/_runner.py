@@ -185,7 +185,7 @@ def save_artifact(
         metadata = materializer.extract_metadata(value) or {}
         item_count = materializer.item_count(value)
         content_hash, size = directory_digest(store, staging, tracker)
-        store.commit_dir(staging, uri)
+        uri = store.commit_dir(staging, uri)  # on an object store: the unique key written
     except BaseException:
         store.remove(staging)
         raise

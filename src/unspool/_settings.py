@@ -6,6 +6,11 @@ upwards from the working directory, like git looks for ``.git``; if there is non
 creates one at the project root (the nearest folder with ``.git`` or ``pyproject.toml``,
 else the working directory). ``UNSPOOL_STORE_URL`` (any SQLAlchemy URL) and
 ``UNSPOOL_ARTIFACT_STORE`` (any fsspec URL or path) override each part.
+
+An ``s3://bucket/prefix`` artifact store talks to AWS, or to any S3-compatible server named
+by ``UNSPOOL_S3_ENDPOINT_URL`` (e.g. ``http://minio:9000``); credentials come from the usual
+AWS sources (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``, an instance
+role). Every process that runs steps needs the same settings.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 HOME_DIRNAME = ".unspool"
+S3_ENDPOINT_ENV = "UNSPOOL_S3_ENDPOINT_URL"
 _PROJECT_MARKERS = (".git", "pyproject.toml", "setup.py")
 
 
@@ -56,3 +63,19 @@ def resolve_location() -> StoreLocation:
     store_url = os.environ.get("UNSPOOL_STORE_URL") or f"sqlite:///{home / 'unspool.db'}"
     artifact_root = os.environ.get("UNSPOOL_ARTIFACT_STORE") or str(home / "artifacts")
     return StoreLocation(home=home, store_url=store_url, artifact_root=artifact_root)
+
+
+def artifact_storage_options(url: str) -> dict[str, Any]:
+    """fsspec options for the artifact store at ``url``: for S3, the endpoint and no listing cache.
+
+    Listings are not cached because other processes write to the same store: a cached listing
+    would hide their files.
+    """
+    protocol = url.split("://", 1)[0].lower() if "://" in url else ""
+    if protocol not in ("s3", "s3a"):
+        return {}
+    options: dict[str, Any] = {"use_listings_cache": False}
+    endpoint = os.environ.get(S3_ENDPOINT_ENV)
+    if endpoint:
+        options["endpoint_url"] = endpoint
+    return options
