@@ -60,7 +60,7 @@ from ._errors import (
     StepInputError,
 )
 from ._events import Event, events
-from ._executors import ThreadExecutor
+from ._executors import ThreadExecutor, executor_kind, open_executor
 from ._futures import (
     ArtifactChunk,
     ArtifactFuture,
@@ -376,6 +376,8 @@ class Run:
             parallelism = min(parallelism, int(budget.max_parallelism))
         self.slots = parallelism
         self.executor = ThreadExecutor(parallelism)
+        self.extra_executors: dict[str, Any] = {}  # "process"/"ray", made on first use
+        self._executor_lock = threading.Lock()
         self.stopping: str | None = None
         self.aborted = False  # the body raised: nothing new starts, whatever the mode
         self.unfinished = 0
@@ -465,6 +467,8 @@ class Run:
             for timer in self.timers:
                 timer.cancel()
             self.executor.shutdown()
+            for executor in self.extra_executors.values():
+                executor.shutdown()
         status, error = self._final_status(body_error)
         if status == S.FAILED:
             self._hook(self.config.on_failure, body_error or RunFailedError(error["message"]))
@@ -582,6 +586,31 @@ class Run:
             self.ready.clear()
         for inv in victims:
             self._finish_unrun(inv, S.STOPPED, reason)
+        if self.config.execution_mode == ExecutionMode.FAIL_FAST and self.extra_executors:
+            self._stop_isolated(reason)
+
+    def _stop_isolated(self, reason: str) -> None:
+        """FAIL_FAST: isolated steps are killed at once and recorded as stopped."""
+        with self.lock:
+            running = [
+                inv for inv in self.invocations.values()
+                if not inv.finished and inv.status == S.RUNNING and self._executor_for(inv) is not self.executor
+            ]
+        for inv in running:
+            with self.lock:
+                if inv.finished:
+                    continue  # it finished on its own meanwhile
+                inv.skip_reason = f"killed while running: {reason}"
+                inv.error = {"type": S.STOPPED.value, "message": inv.skip_reason}
+                self._finish(inv, S.STOPPED)
+            now = time.time()
+            inv.attempts.append({"attempt": inv.attempt, "status": S.STOPPED.value, "start_time": inv.start_time,
+                                 "end_time": now, "error": inv.error})
+            self.env.metadata.update_step_run(
+                inv.step_run_id, status=S.STOPPED.value, error=inv.error, end_time=now, attempts=list(inv.attempts)
+            )
+        for executor in list(self.extra_executors.values()):
+            executor.cancel_all()
 
     # -- body API ---------------------------------------------------------------------------------------
     def ensure_not_compiling(self, what: str, invocation_id: str) -> None:
@@ -978,15 +1007,27 @@ class Run:
         self._executor_for(inv).submit(spec, done)
 
     def _executor_for(self, inv: Invocation) -> Any:
-        """The executor of an invocation: ``runtime="isolated"`` steps run inline for now."""
-        return self.executor
+        """The thread pool, or for ``runtime="isolated"`` steps (every step under
+        ``orchestrator: {type: process}`` or ``{type: ray, all_steps: true}``) the run's
+        process or Ray executor, made on first use (see ``_executors.executor_kind``)."""
+        kind = executor_kind(self.config.orchestrator, inv.step.config.runtime)
+        if kind == "inline":
+            return self.executor
+        executor = self.extra_executors.get(kind)
+        if executor is None:
+            with self._executor_lock:
+                executor = self.extra_executors.get(kind)
+                if executor is None:
+                    executor = self.extra_executors[kind] = open_executor(kind, self.config.orchestrator)
+        return executor
 
     def _timed_out(self, inv: Invocation, spec: StepSpec, attempt: int, timeout: float) -> None:
         if inv.finished or inv.attempt != attempt:
             return
         exc = TimeoutError(
-            f"step {inv.id!r} did not finish within its timeout of {timeout}s; its thread was "
-            "abandoned and keeps running in the background"
+            f"step {inv.id!r} did not finish within its timeout of {timeout}s; "
+            + ("its thread was abandoned and keeps running in the background"
+               if self._executor_for(inv) is self.executor else "its worker was stopped")
         )
         result = StepResult(ok=False, error=describe_error(exc), exception=exc, start_time=inv.start_time or 0, end_time=time.time())
         self._record_result(inv, spec, result)
@@ -1014,16 +1055,18 @@ class Run:
             if hit is not None:
                 self._record_cached(inv, input_ids, *hit)
                 return None
+        retrying = inv.status == S.RUNNING  # a retry: its step run and links are recorded already
         inv.start_time = time.time()
         inv.status = S.RUNNING
-        self.env.metadata.insert_step_run(self._step_row(inv, S.RUNNING))
-        self.env.metadata.insert_links(
-            [
-                {"step_run_id": inv.step_run_id, "artifact_version_id": p.id, "direction": "input",
-                 "name": name, "position": pos, "item_index": index}
-                for name, pos, p, index in input_ids
-            ]
-        )
+        if not retrying:
+            self.env.metadata.insert_step_run(self._step_row(inv, S.RUNNING))
+            self.env.metadata.insert_links(
+                [
+                    {"step_run_id": inv.step_run_id, "artifact_version_id": p.id, "direction": "input",
+                     "name": name, "position": pos, "item_index": index}
+                    for name, pos, p, index in input_ids
+                ]
+            )
         self._emit_step(inv)
         return self._spec(inv, refs)
 

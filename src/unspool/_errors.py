@@ -104,6 +104,10 @@ class StepFailedError(UnspoolError):
         return Client().get_step_run(self.step_run_id)
 
 
+class WorkerLostError(UnspoolError):
+    """An isolated step's worker (a process or a Ray worker) died before reporting a result."""
+
+
 class RunFailedError(UnspoolError):
     """Raised by ``Pipeline.__call__(raise_on_failure=True)`` when the run did not succeed."""
 

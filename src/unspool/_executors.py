@@ -7,6 +7,7 @@ plug in here without touching the engine.
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
@@ -64,6 +65,18 @@ KNOWN_EXECUTORS: dict[str, ExecutorInfo] = {
         options={"enable_parallel": bool},
         defaults={"enable_parallel": False},
     ),
+    "process": ExecutorInfo(
+        "every step runs in a fresh worker process of its own, as with runtime='isolated'; "
+        "cpus (default: this machine's) bounds the CPUs their resources may add up to",
+        options={"cpus": (int, float)},
+    ),
+    "ray": ExecutorInfo(
+        "isolated steps (every step with all_steps: true) run as Ray tasks; without address a "
+        "local Ray instance is started (num_cpus: default this machine's), address 'auto' or "
+        "'ray://host:port' joins a cluster",
+        options={"address": str, "all_steps": bool, "num_cpus": int},
+        defaults={"all_steps": False},
+    ),
 }
 
 
@@ -99,6 +112,57 @@ def validate_orchestrator(cfg: dict[str, Any] | None, *, key: str = "orchestrato
     if problems:
         raise ConfigError(problems)
     return {"type": kind, **info.defaults, **{k: v for k, v in cfg.items() if k != "type"}}
+
+
+def executor_kind(orchestrator: dict[str, Any] | None, runtime: str | None) -> str:
+    """Where a step runs: ``inline`` (the run's thread pool), ``process`` or ``ray``.
+
+    >>> executor_kind({}, "isolated"), executor_kind({"type": "ray"}, None)
+    ('process', 'inline')
+    >>> executor_kind({"type": "ray", "all_steps": True}, None), executor_kind({"type": "process"}, None)
+    ('ray', 'process')
+    """
+    kind = (orchestrator or {}).get("type", "local")
+    if kind == "ray":
+        return "ray" if runtime == "isolated" or orchestrator.get("all_steps") else "inline"  # type: ignore[union-attr]
+    if kind == "process" or runtime == "isolated":
+        return "process"
+    return "inline"
+
+
+def open_executor(kind: str, orchestrator: dict[str, Any] | None) -> Any:
+    """A ``process`` or ``ray`` executor for one run; one that fails every step if it cannot start."""
+    orchestrator = orchestrator or {}
+    try:
+        if kind == "ray":
+            from ._ray_executor import RayExecutor
+
+            return RayExecutor(orchestrator)
+        from ._process_executor import ProcessExecutor
+
+        return ProcessExecutor(cpus=orchestrator.get("cpus") if orchestrator.get("type") == "process" else None)
+    except Exception as exc:
+        return FailingExecutor(kind, exc)
+
+
+class FailingExecutor:
+    """Stands in for an executor that could not start: each step fails with the reason."""
+
+    def __init__(self, name: str, error: BaseException) -> None:
+        self.name = name
+        self.error = error
+
+    def submit(self, spec: StepSpec, done: Done) -> None:
+        error = describe_error(self.error)
+        error["message"] = f"the {self.name} executor could not start: {error['message']}"
+        result = StepResult(ok=False, error=error, exception=self.error)
+        threading.Thread(target=done, args=(result,), daemon=True).start()  # never re-enter the caller
+
+    def cancel_all(self) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
 
 
 def _run_and_report(spec: StepSpec, done: Done) -> None:

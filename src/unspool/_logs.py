@@ -24,16 +24,19 @@ _echo_enabled = True
 class StepLog:
     """The captured text of one step attempt."""
 
-    __slots__ = ("prefix", "parts", "_pending", "echo")
+    __slots__ = ("prefix", "parts", "_pending", "echo", "sink")
 
-    def __init__(self, prefix: str, echo: bool = True) -> None:
+    def __init__(self, prefix: str, echo: bool = True, sink: Callable[[str], None] | None = None) -> None:
         self.prefix = prefix
         self.parts: list[str] = []
         self._pending: dict[str, str] = {}
         self.echo = echo
+        self.sink = sink  # gets every write as it happens (isolated workers stream to the log file)
 
     def write(self, stream_name: str, text: str, console: TextIO) -> None:
         self.parts.append(text)
+        if self.sink is not None:
+            self.sink(text)
         if not (self.echo and _echo_enabled):
             return
         # Echo whole lines only, so concurrent steps do not interleave mid-line.
@@ -111,10 +114,12 @@ def set_echo(enabled: bool) -> None:
     _echo_enabled = enabled
 
 
-def capture(prefix: str, fn: Callable[[], Any]) -> tuple[Any, BaseException | None, str]:
+def capture(
+    prefix: str, fn: Callable[[], Any], sink: Callable[[str], None] | None = None
+) -> tuple[Any, BaseException | None, str]:
     """Run ``fn`` with its output captured; returns (value, exception, text)."""
     install()
-    log = StepLog(prefix)
+    log = StepLog(prefix, sink=sink)
     token = _current.set(log)
     try:
         value, error = fn(), None

@@ -16,7 +16,7 @@ import time
 import traceback
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from . import _logs
 from ._artifact_store import ArtifactStore, SaveTracker, TrackingArtifactStore, directory_digest
@@ -222,8 +222,13 @@ def _input_annotation(step: Step[Any], name: str, is_list: bool) -> Any:
 
 # -- running ------------------------------------------------------------------------------------------
 
-def run_step(spec: StepSpec) -> StepResult:
-    """Load inputs, call the step function with its output captured, save its outputs."""
+def run_step(spec: StepSpec, log_sink: Callable[[str], None] | None = None) -> StepResult:
+    """Load inputs, call the step function with its output captured, save its outputs.
+
+    Captured output is appended to ``spec.logs_uri`` at the end; with ``log_sink`` it goes
+    to the sink as it is written instead (a worker process streams it to the log file, so
+    output printed before a crash is kept) and the caller owns the log file.
+    """
     store = artifact_store_for(spec.artifact_store_url)
     start = time.time()
     ctx = StepContext(
@@ -269,7 +274,7 @@ def run_step(spec: StepSpec) -> StepResult:
         finally:
             _context.reset(token)
 
-    _, error, text = _logs.capture(spec.invocation_id, body)
+    _, error, text = _logs.capture(spec.invocation_id, body, sink=log_sink)
     result = StepResult(ok=error is None, start_time=start, end_time=time.time())
     result.step_metadata = ctx.step_metadata
     result.hook_errors = holder.get("hook_errors", [])
@@ -279,8 +284,9 @@ def run_step(spec: StepSpec) -> StepResult:
         result.exception = error
         result.error = describe_error(error)
     if text:
-        header = f"--- attempt {spec.attempt} ---\n" if spec.attempt > 1 else ""
-        store.append_text(spec.logs_uri, header + text)
+        if log_sink is None:
+            header = f"--- attempt {spec.attempt} ---\n" if spec.attempt > 1 else ""
+            store.append_text(spec.logs_uri, header + text)
         result.logs_uri = spec.logs_uri
     return result
 

@@ -1,0 +1,454 @@
+"""Isolated steps on this machine: every attempt in a fresh worker process.
+
+:class:`ProcessExecutor` meets the engine at the usual seam, ``submit(spec, done)``. For
+each spec it
+
+1. admits the step when the CPUs and memory it asks for (``settings={"resources": ...}``,
+   see ``_resources.py``) fit what the running isolated steps leave of the machine; a step
+   asking for more than the machine has runs alone. Admission is first come, first served.
+2. writes the packed spec (``_worker.dump_spec``) to a private attempt directory and has a
+   worker process run it: forked from a zygote (POSIX, see ``_worker.py``) or started as
+   ``python -m unspool._worker run DIR`` (``start_method="spawn"``, or where there is no
+   ``fork``).
+3. when the worker exits, reads the result it wrote. No result means the worker died: the
+   step fails with "worker process exited with signal 9 (SIGKILL) while running step 'x'"
+   (or "with exit code 3"), and that line is appended to the step's log, which holds what
+   the worker printed up to its death. ``done`` is called from a new thread, so a slow
+   callback (the engine continuing a chain of inline steps) never delays other exits.
+
+``cancel_all()`` kills every running worker and drops the queue (FAIL_FAST); ``shutdown()``
+does the same and stops the zygote. A step with a ``timeout`` has its worker killed when
+the timeout passes. The orchestrating process stays the only writer of the metadata store.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+from ._errors import UnspoolError, WorkerLostError
+from ._resources import StepResources, machine_memory
+from ._runner import StepResult, StepSpec, artifact_store_for, describe_error
+from ._worker import RESULT_FILE, SPEC_FILE, dump_spec, load_result
+
+Done = Callable[[StepResult], None]
+OnExit = Callable[[int | None], None]  # the worker's wait status; None: the zygote was lost
+
+
+@dataclass
+class _Job:
+    spec: StepSpec
+    done: Done
+    cpu: float
+    memory: int
+    token: str = ""
+    directory: str = ""
+    started: float = 0.0
+    stop_reason: str | None = None  # set when we kill it on purpose
+    timer: threading.Timer | None = None
+    blob: bytes = b""
+
+
+class ProcessExecutor:
+    """Runs each step attempt in a fresh worker process (see the module docstring)."""
+
+    name = "isolated"
+
+    def __init__(
+        self,
+        *,
+        cpus: float | None = None,
+        memory: int | None = None,
+        start_method: str | None = None,
+    ) -> None:
+        self.cpus = float(cpus or os.cpu_count() or 1)
+        self.memory = memory or machine_memory() or 0
+        method = start_method or os.environ.get("UNSPOOL_ISOLATED_START") or "zygote"
+        if method not in ("zygote", "spawn"):
+            raise UnspoolError(f"isolated start method must be 'zygote' or 'spawn', got {method!r}")
+        if method == "zygote" and not hasattr(os, "fork"):
+            method = "spawn"
+        self.start_method = method
+        self._lock = threading.Lock()
+        self._queue: deque[_Job] = deque()
+        self._running: dict[str, _Job] = {}
+        self._used_cpu = 0.0
+        self._used_memory = 0
+        self._tokens = itertools.count(1)
+        self._dir = tempfile.mkdtemp(prefix="unspool-workers-")
+        self._launcher: _Launcher | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<ProcessExecutor {self.start_method} cpus={self.cpus:g} running={len(self._running)} "
+            f"queued={len(self._queue)}>"
+        )
+
+    # -- the seam ------------------------------------------------------------------------------------
+    def submit(self, spec: StepSpec, done: Done) -> None:
+        try:
+            wanted = StepResources.from_settings(spec.step.config.settings, step=spec.step.name)
+        except UnspoolError as exc:
+            _report(done, _failure(exc))
+            return
+        job = _Job(spec, done, cpu=min(wanted.cpu, self.cpus), memory=min(wanted.memory or 0, self.memory))
+        try:
+            job.blob = dump_spec(spec)
+        except Exception as exc:
+            error = describe_error(exc)
+            error["message"] = (
+                f"step {spec.invocation_id!r} could not be sent to a worker process: "
+                f"{type(exc).__name__}: {exc}. Isolated steps, their parameters and hooks must "
+                "be picklable with cloudpickle"
+            )
+            now = time.time()
+            _report(done, StepResult(ok=False, error=error, exception=exc, start_time=now, end_time=now))
+            return
+        with self._lock:
+            if self._closed:
+                closed = True
+            else:
+                closed = False
+                self._queue.append(job)
+        if closed:
+            _report(done, _failure(UnspoolError("the run's process executor is shut down")))
+            return
+        self._dispatch()
+
+    def cancel_all(self, reason: str = "the run is stopping") -> None:
+        """Kill every running worker and drop queued steps (their ``done`` still runs)."""
+        with self._lock:
+            queued, self._queue = list(self._queue), deque()
+            running = list(self._running.values())
+            for job in running:
+                job.stop_reason = reason
+        for job in queued:
+            _report(job.done, _failure(WorkerLostError(f"step {job.spec.invocation_id!r} was not started: {reason}")))
+        for job in running:
+            self._kill(job, signal.SIGKILL)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._closed = True
+        self.cancel_all("the run ended")
+        deadline = time.monotonic() + 10
+        while self._running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self._launcher is not None:
+            self._launcher.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    # -- admission -------------------------------------------------------------------------------------
+    def _fits(self, job: _Job) -> bool:
+        if not self._running:
+            return True
+        return (
+            self._used_cpu + job.cpu <= self.cpus + 1e-9
+            and self._used_memory + job.memory <= self.memory
+        )
+
+    def _dispatch(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue or not self._fits(self._queue[0]):
+                    return
+                job = self._queue.popleft()
+                job.token = str(next(self._tokens))
+                self._running[job.token] = job
+                self._used_cpu += job.cpu
+                self._used_memory += job.memory
+            self._start(job)
+
+    def _release(self, job: _Job) -> None:
+        with self._lock:
+            if self._running.pop(job.token, None) is None:
+                return
+            self._used_cpu -= job.cpu
+            self._used_memory -= job.memory
+            if not self._running:
+                self._used_cpu, self._used_memory = 0.0, 0
+
+    # -- one attempt -------------------------------------------------------------------------------------
+    def _start(self, job: _Job) -> None:
+        spec = job.spec
+        job.directory = os.path.join(self._dir, f"{job.token}-{spec.invocation_id}"[:120])
+        try:
+            os.makedirs(job.directory)
+            with open(os.path.join(job.directory, SPEC_FILE), "wb") as f:
+                f.write(job.blob)
+            job.blob = b""
+        except Exception as exc:
+            self._exited(job, None, launch_error=exc)
+            return
+        job.started = time.time()
+        timeout = spec.step.config.timeout
+        if timeout is not None:
+            job.timer = threading.Timer(timeout, self._timed_out, (job, timeout))
+            job.timer.daemon = True
+            job.timer.start()
+        try:
+            self._launcher_for().launch(job.token, job.directory, lambda status: self._exited(job, status))
+        except Exception as exc:
+            self._exited(job, None, launch_error=exc)
+
+    def _launcher_for(self) -> _Launcher:
+        with self._lock:
+            old = self._launcher
+            if old is not None and old.lost:  # the zygote died: later steps get a new one
+                self._launcher = None
+            if self._launcher is None:
+                self._launcher = _ZygoteLauncher() if self.start_method == "zygote" else _SpawnLauncher()
+            launcher = self._launcher
+        if old is not None and old is not launcher:
+            old.close()
+        return launcher
+
+    def _timed_out(self, job: _Job, timeout: float) -> None:
+        job.stop_reason = f"killed after its timeout of {timeout}s"
+        self._kill(job, signal.SIGKILL)
+
+    def _kill(self, job: _Job, signum: int) -> None:
+        launcher = self._launcher
+        if launcher is not None and job.token in self._running:
+            launcher.kill(job.token, signum)
+
+    def _exited(self, job: _Job, status: int | None, launch_error: BaseException | None = None) -> None:
+        if job.timer is not None:
+            job.timer.cancel()
+        result_path = os.path.join(job.directory, RESULT_FILE)
+        result: StepResult | None = None
+        if os.path.exists(result_path):
+            try:
+                with open(result_path, "rb") as f:
+                    result = load_result(f.read())
+            except Exception as exc:
+                result = _failure(exc, f"the result of step {job.spec.invocation_id!r} could not be read: ")
+        if result is None:
+            result = self._lost(job, status, launch_error)
+        shutil.rmtree(job.directory, ignore_errors=True)
+        self._release(job)
+        _report(job.done, result)
+        self._dispatch()
+
+    def _lost(self, job: _Job, status: int | None, launch_error: BaseException | None) -> StepResult:
+        """The result of a worker that ended without writing one."""
+        spec = job.spec
+        if launch_error is not None:
+            how = f"could not be started ({type(launch_error).__name__}: {launch_error})"
+        elif status is None:
+            how = "was lost: the zygote process that forks workers died"
+        else:
+            how = "exited " + describe_exit(status, hint=job.stop_reason is None)
+        message = f"worker process {how} while running step {spec.invocation_id!r}"
+        if job.stop_reason:
+            message += f" ({job.stop_reason})"
+        exc = WorkerLostError(message)
+        result = _failure(exc)
+        result.error["exit_status"] = None if status is None else _exit_code(status)  # type: ignore[index]
+        result.start_time = job.started
+        try:
+            store = artifact_store_for(spec.artifact_store_url)
+            store.append_text(spec.logs_uri, f"--- {message} ---\n")
+            result.logs_uri = spec.logs_uri
+        except Exception:  # pragma: no cover - the failure is recorded either way
+            pass
+        return result
+
+
+# -- launchers ----------------------------------------------------------------------------------------
+
+class _Launcher:
+    lost = False  # True once it can launch nothing more
+
+    def launch(self, token: str, directory: str, on_exit: OnExit) -> None: ...
+
+    def kill(self, token: str, signum: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _worker_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "unspool._worker", *args]
+
+
+class _ZygoteLauncher(_Launcher):
+    """Talks to one zygote process that forks the workers (see ``_worker.py``)."""
+
+    def __init__(self) -> None:
+        events_r, events_w = os.pipe()
+        try:
+            self._proc = subprocess.Popen(
+                _worker_command("zygote", str(events_w)),
+                stdin=subprocess.PIPE,
+                pass_fds=(events_w,),
+                close_fds=True,
+            )
+        finally:
+            os.close(events_w)
+        self._events = os.fdopen(events_r, "rb", buffering=0)
+        self._lock = threading.Lock()  # guards the dicts; never held across I/O
+        self._send_lock = threading.Lock()
+        self._waiting: dict[str, OnExit] = {}
+        self._pids: dict[str, int] = {}
+        self.lost = False
+        self._reader = threading.Thread(target=self._read, name="unspool-zygote-events", daemon=True)
+        self._reader.start()
+
+    def launch(self, token: str, directory: str, on_exit: OnExit) -> None:
+        with self._lock:
+            if self.lost:
+                raise WorkerLostError("the zygote process that forks isolated workers is gone")
+            self._waiting[token] = on_exit
+        try:
+            self._send(f"run {token} {directory}")
+        except WorkerLostError:
+            with self._lock:
+                if self._waiting.pop(token, None) is None:
+                    return  # the reader already reported it lost
+            raise
+
+    def kill(self, token: str, signum: int) -> None:
+        with self._lock:
+            alive = token in self._waiting and not self.lost
+        if alive:
+            try:
+                self._send(f"kill {token} {int(signum)}")
+            except WorkerLostError:
+                pass  # the reader reports the loss
+
+    def _send(self, line: str) -> None:
+        assert self._proc.stdin is not None
+        with self._send_lock:
+            try:
+                self._proc.stdin.write(line.encode() + b"\n")
+                self._proc.stdin.flush()
+            except (BrokenPipeError, ValueError, OSError) as exc:
+                raise WorkerLostError(f"the zygote process that forks isolated workers is gone ({exc})") from None
+
+    def _read(self) -> None:
+        buffered = b""
+        while True:
+            try:
+                chunk = self._events.read(65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            buffered += chunk
+            *lines, buffered = buffered.split(b"\n")
+            for raw in lines:
+                kind, token, value = raw.decode().split(" ")
+                if kind == "started":
+                    self._pids[token] = int(value)
+                elif kind == "exited":
+                    with self._lock:
+                        on_exit = self._waiting.pop(token, None)
+                        self._pids.pop(token, None)
+                    if on_exit is not None:
+                        on_exit(int(value))
+        with self._lock:  # the zygote is gone: nobody will report the rest
+            self.lost = True
+            orphans, self._waiting = list(self._waiting.values()), {}
+        for on_exit in orphans:
+            on_exit(None)
+
+    def close(self) -> None:
+        with self._lock:
+            self.lost = True
+        with self._send_lock:
+            try:
+                if self._proc.stdin is not None:
+                    self._proc.stdin.close()
+            except OSError:
+                pass
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            self._proc.kill()
+            self._proc.wait()
+        self._reader.join(timeout=10)
+        self._events.close()
+
+
+class _SpawnLauncher(_Launcher):
+    """One ``python -m unspool._worker run DIR`` process per attempt."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def launch(self, token: str, directory: str, on_exit: OnExit) -> None:
+        proc = subprocess.Popen(_worker_command("run", directory), stdin=subprocess.DEVNULL)
+        with self._lock:
+            self._procs[token] = proc
+
+        def wait() -> None:
+            proc.wait()
+            with self._lock:
+                self._procs.pop(token, None)
+            # Popen gives -N for signal N; turn it back into a wait status
+            code = proc.returncode
+            on_exit((-code) & 0x7F if code < 0 else (code & 0xFF) << 8)
+
+        threading.Thread(target=wait, name=f"unspool-worker-{token}", daemon=True).start()
+
+    def kill(self, token: str, signum: int) -> None:
+        with self._lock:
+            proc = self._procs.get(token)
+        if proc is not None:
+            try:
+                proc.send_signal(signum)
+            except ProcessLookupError:  # pragma: no cover
+                pass
+
+
+# -- small helpers -------------------------------------------------------------------------------------
+
+def _exit_code(status: int) -> int:
+    """The exit code, or ``-N`` for signal N."""
+    return os.waitstatus_to_exitcode(status)
+
+
+def describe_exit(status: int, hint: bool = True) -> str:
+    """'with signal 9 (SIGKILL)' or 'with exit code 3', from a wait status.
+
+    >>> describe_exit(9), describe_exit(3 << 8)
+    ('with signal 9 (SIGKILL)', 'with exit code 3')
+    """
+    code = _exit_code(status)
+    if code >= 0:
+        return f"with exit code {code}" + (" without reporting a result" if code == 0 else "")
+    signum = -code
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = "unknown signal"
+    why = {
+        signal.SIGKILL: ": killed by the system (out of memory?) or by another process",
+        signal.SIGSEGV: ": the step crashed",
+    }.get(signum, "") if hint else ""  # type: ignore[call-overload]
+    return f"with signal {signum} ({name}{why})"
+
+
+def _failure(exc: BaseException, prefix: str = "") -> StepResult:
+    error = describe_error(exc)
+    if prefix:
+        error["message"] = prefix + error["message"]
+    now = time.time()
+    return StepResult(ok=False, error=error, exception=exc, start_time=now, end_time=now)
+
+
+def _report(done: Done, result: StepResult) -> None:
+    """Call ``done`` from a thread of its own (it may go on to run inline steps)."""
+    threading.Thread(target=done, args=(result,), name="unspool-step-done", daemon=True).start()
