@@ -22,6 +22,7 @@ import uuid
 from typing import IO, Any
 
 from ._errors import StoreError
+from ._ids import new_id
 
 HASH_NAME = "sha256"
 
@@ -56,7 +57,10 @@ class ArtifactStore:
 
         bucket, _, prefix = self.root.partition("/")
         where = f"artifact store {self.url!r}"
-        endpoint = getattr(self.fs, "endpoint_url", None) or "the default AWS endpoint"
+        endpoint = (
+            getattr(self.fs, "endpoint_url", None) or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL") or "the default AWS endpoint"
+        )
         if not bucket:
             raise StoreError(f"{where} names no bucket; set UNSPOOL_ARTIFACT_STORE to s3://bucket/prefix")
         try:  # the cheapest call that needs the permissions a run needs anyway (list + read)
@@ -97,9 +101,13 @@ class ArtifactStore:
     # -- primitives ------------------------------------------------------------------------
     def open(self, path: str, mode: str = "rb") -> IO[Any]:
         if self.is_local:
-            if "w" in mode or "a" in mode:
+            try:
+                return open(path, mode)  # noqa: SIM115 - caller closes
+            except FileNotFoundError:
+                if "w" not in mode and "a" not in mode:
+                    raise
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-            return open(path, mode)  # noqa: SIM115 - caller closes
+                return open(path, mode)  # noqa: SIM115
         return self.fs.open(path, mode)
 
     def exists(self, path: str) -> bool:
@@ -163,8 +171,11 @@ class ArtifactStore:
             self.makedirs(unique)  # a no-op on S3; some filesystems need the folder
             return unique
         parent, name = os.path.split(uri)
-        staging = os.path.join(parent, f".staging-{name}-{uuid.uuid4().hex[:8]}")
-        self.makedirs(staging)
+        staging = os.path.join(parent, f".staging-{name}-{new_id()[-12:]}")
+        try:
+            os.mkdir(staging)
+        except FileNotFoundError:
+            os.makedirs(staging)
         return staging
 
     def commit_dir(self, staging: str, uri: str) -> str:
@@ -175,9 +186,11 @@ class ArtifactStore:
         """
         if not self.is_local:
             return staging
-        if self.exists(uri):
+        try:
+            os.rename(staging, uri)
+        except OSError:  # an earlier attempt left a version there (resume): replace it
             self.remove(uri)
-        self._rename(staging, uri)
+            os.rename(staging, uri)
         return uri
 
 

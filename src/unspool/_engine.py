@@ -46,7 +46,6 @@ import os
 import socket
 import threading
 import time
-import uuid
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -69,6 +68,7 @@ from ._futures import (
     StepRunFuture,
     unmapped,
 )
+from ._ids import new_id
 from ._runner import (
     ArtifactRef,
     OutputTarget,
@@ -124,6 +124,26 @@ class Environment:
         self.metadata: MetadataStore = MetadataStore(store_url)
         self.artifacts = artifact_store_for(artifact_root)
         self.cache_memo: dict[str, tuple[str, dict[str, Produced]]] = {}
+        self._cache_index: dict[str, dict[str, tuple[str, dict[str, Produced]]]] = {}
+        self._cache_lock = threading.Lock()
+
+    def cached_outputs(self, step_name: str) -> dict[str, tuple[str, dict[str, Produced]]]:
+        """Cache key -> (step run id, outputs) of every completed run of a step, read once.
+
+        One query per step name and process instead of one per invocation; step runs that
+        complete later in this process are found through ``cache_memo``.
+        """
+        index = self._cache_index.get(step_name)
+        if index is None:
+            with self._cache_lock:
+                index = self._cache_index.get(step_name)
+                if index is None:
+                    index = self._cache_index[step_name] = {}
+                    for key, step_run_id, output_name, produced in self.metadata.completed_outputs(step_name):
+                        entry = index.setdefault(key, (step_run_id, {}))
+                        if entry[0] == step_run_id and output_name is not None:
+                            entry[1][output_name] = Produced(**produced)
+        return index
 
 
 _envs: dict[tuple[str, str], Environment] = {}
@@ -199,7 +219,7 @@ class Invocation:
         self.id = inv_id
         self.step = step
         self.position = position
-        self.step_run_id = uuid.uuid4().hex
+        self.step_run_id = new_id()
         self.params: dict[str, Any] = {}
         self.inputs: dict[str, tuple[bool, list[tuple[Any, int | None]]]] = {}
         self.upstream: list[Invocation] = []
@@ -350,7 +370,7 @@ class Run:
         self.env = env
         self.parent = parent
         self.invocation_id = invocation_id
-        self.id = previous.run_id if previous else uuid.uuid4().hex
+        self.id = previous.run_id if previous else new_id()
         self.started = time.time()
         now = _dt.datetime.now()
         self.substitutions = _Substitutions(
@@ -437,6 +457,7 @@ class Run:
             )
         store.beat(self.id)
         store.flush()  # a run exists durably before any of its steps runs
+        self.env.artifacts.makedirs(self.env.artifacts.join(self.id))
         self._emit_run(S.RUNNING)
         token = _current.set(self)
         body_error: BaseException | None = None
@@ -1051,7 +1072,7 @@ class Run:
         if self.previous is not None and self._reuse_previous(inv):
             return None
         if enable_cache:
-            hit = self._lookup_cache(inv.cache_key)
+            hit = self._lookup_cache(inv.cache_key, inv.step.name)
             if hit is not None:
                 self._record_cached(inv, input_ids, *hit)
                 return None
@@ -1108,7 +1129,7 @@ class Run:
             outputs.append(
                 OutputTarget(
                     spec.name,
-                    root.join(self.id, inv.id, spec.name + suffix),
+                    root.join(self.id, f"{inv.id}.{spec.name}{suffix}"),
                     f"{override.__module__}:{override.__qualname__}" if override else None,
                 )
             )
@@ -1160,24 +1181,11 @@ class Run:
         h.update(json.dumps(step.config.recorded()["output_materializers"], sort_keys=True).encode())
         return h.hexdigest()
 
-    def _lookup_cache(self, key: str) -> tuple[str, dict[str, Produced]] | None:
+    def _lookup_cache(self, key: str, step_name: str) -> tuple[str, dict[str, Produced]] | None:
         memo = self.env.cache_memo.get(key)
         if memo is not None:
             return memo
-        found = self.env.metadata.find_cached(key)
-        if found is None:
-            return None
-        row, outputs = found
-        produced = {
-            o["output_name"]: Produced(
-                id=o["id"], name=o["name"], uri=o["uri"], materializer=o["materializer"],
-                data_type=o["data_type"], content_hash=o["content_hash"], size=o["size"],
-                item_count=o["item_count"], producer_step_run_id=o["producer_step_run_id"],
-                version=o["version"],
-            )
-            for o in outputs
-        }
-        return row["id"], produced
+        return self.env.cached_outputs(step_name).get(key)
 
     def _record_cached(self, inv: Invocation, input_ids: list[Any], original_id: str, outputs: dict[str, Produced]) -> None:
         now = time.time()
@@ -1280,7 +1288,7 @@ class Run:
         for spec in inv.step.outputs:
             rec = result.outputs[spec.name]
             av = Produced(
-                id=uuid.uuid4().hex, name=self._artifact_name(inv, spec), uri=rec.uri,
+                id=new_id(), name=self._artifact_name(inv, spec), uri=rec.uri,
                 materializer=rec.materializer, data_type=rec.data_type,
                 content_hash=rec.content_hash, size=rec.size, item_count=rec.item_count,
                 producer_step_run_id=inv.step_run_id,

@@ -215,6 +215,23 @@ def _one_line(exc: BaseException) -> str:
     return "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
 
 
+def check_lengths(table: sa.Table, row: dict[str, Any]) -> None:
+    """Refuse, when queued, a string longer than its column allows.
+
+    A server database (PostgreSQL) rejects such a value, and the whole batch with it, at
+    flush time; SQLite would keep it. Checking here gives every store the same rule and the
+    caller a clear error instead of a writer that cannot flush.
+    """
+    for column in table.columns:
+        value = row.get(column.name)
+        limit = getattr(column.type, "length", None)
+        if limit and isinstance(value, str) and len(value) > limit:
+            raise StoreError(
+                f"{table.name}.{column.name} {value[:60]!r}... is {len(value)} characters long; "
+                f"the metadata store allows at most {limit}: use a shorter name"
+            )
+
+
 def create_engine(url: str) -> sa.Engine:
     try:
         if url.startswith("sqlite"):
@@ -325,11 +342,13 @@ class MetadataStore:
         self._deletes: list[str] = []
 
     def add_pipeline(self, name: str) -> None:
+        check_lengths(pipelines, {"name": name})
         with self._lock:
             self._pipelines.add(name)
         self._kick()
 
     def insert_run(self, row: dict[str, Any]) -> None:
+        check_lengths(pipeline_runs, row)
         with self._lock:
             self._run_inserts[row["id"]] = row
         self._kick()
@@ -343,6 +362,7 @@ class MetadataStore:
         self._kick()
 
     def insert_step_run(self, row: dict[str, Any]) -> None:
+        check_lengths(step_runs, row)
         with self._lock:
             self._step_inserts[row["id"]] = row
         self._kick()
@@ -357,6 +377,7 @@ class MetadataStore:
 
     def insert_artifact_version(self, row: dict[str, Any], handle: Any = None) -> None:
         """Queue a version; ``handle.version`` is set once the flush numbers it."""
+        check_lengths(artifact_versions, row)
         with self._lock:
             self._artifact_inserts.append((row, handle))
         self._kick()
@@ -535,6 +556,42 @@ class MetadataStore:
         self.engine.dispose()
 
     # -- queries ----------------------------------------------------------------------------
+    def completed_outputs(self, step_name: str) -> list[tuple[str, str, str, dict[str, Any]]]:
+        """(cache key, step run id, output name, artifact fields) of completed runs of a step,
+        newest first."""
+        av = artifact_versions
+        query = (
+            sa.select(
+                step_runs.c.cache_key, step_runs.c.id.label("step_run_id"),
+                step_run_artifacts.c.name.label("output_name"), av.c.id, av.c.name, av.c.uri,
+                av.c.materializer, av.c.data_type, av.c.content_hash, av.c.size, av.c.item_count,
+                av.c.producer_step_run_id, av.c.version,
+            )
+            .select_from(step_runs)
+            .outerjoin(
+                step_run_artifacts,
+                sa.and_(
+                    step_run_artifacts.c.step_run_id == step_runs.c.id,
+                    step_run_artifacts.c.direction == "output",
+                ),
+            )
+            .outerjoin(av, av.c.id == step_run_artifacts.c.artifact_version_id)
+            .where(
+                step_runs.c.step_name == step_name,
+                step_runs.c.status == "completed",
+                step_runs.c.cache_key.is_not(None),
+            )
+            .order_by(step_runs.c.end_time.desc())
+        )
+        self.flush()
+        fields = ("id", "name", "uri", "materializer", "data_type", "content_hash", "size",
+                  "item_count", "producer_step_run_id", "version")
+        with self.read() as conn:
+            return [
+                (row.cache_key, row.step_run_id, row.output_name, {f: getattr(row, f) for f in fields})
+                for row in conn.execute(query)
+            ]
+
     def find_cached(self, cache_key: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
         """The newest completed step run with this cache key and its output versions."""
         with self.read() as conn:
