@@ -174,6 +174,14 @@ def _task_step(task: PythonTask) -> Step[Any]:
     return step
 
 
+def _signature(function: Callable[..., Any]) -> inspect.Signature:
+    """The signature with string annotations resolved where possible."""
+    try:
+        return inspect.signature(function, eval_str=True)
+    except Exception:
+        return inspect.signature(function)
+
+
 def build_pipeline(tasks: list[Any], *, name: str | None, module: str) -> tuple[Callable[..., Any], Any]:
     """The generated body and the configuration of a declarative pipeline."""
     from ._pipeline import PipelineConfig
@@ -196,7 +204,7 @@ def build_pipeline(tasks: list[Any], *, name: str | None, module: str) -> tuple[
     produced: set[str] = set()
     pipeline_params: dict[str, inspect.Parameter] = {}
     for task, step in zip(tasks, steps):
-        for pname, param in step.signature.parameters.items():
+        for pname, param in _signature(step.func.function).parameters.items():
             if pname not in produced and pname not in pipeline_params:
                 pipeline_params[pname] = inspect.Parameter(
                     pname, inspect.Parameter.KEYWORD_ONLY, default=param.default, annotation=param.annotation
