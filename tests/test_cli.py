@@ -190,6 +190,16 @@ def test_runs_show_prints_the_header_and_every_step(flows: Path) -> None:
     assert step_lines["square_2"][4:] == ["no", "inline", "1"]
 
 
+def test_runs_show_limits_the_step_table_but_counts_every_step(flows: Path) -> None:
+    run = run_flow(flows, "dynamic_flow", "n=4")
+    assert len(run.steps) == 6
+    out = cli("runs", "show", run.id, "--limit", "2").stdout
+    assert "6 steps (6 completed)" in out
+    assert "… 4 more steps (--limit 0 shows all)" in out
+    assert "square_2" not in out
+    assert "square_2" in cli("runs", "show", run.id, "--limit", "0").stdout
+
+
 def test_runs_show_names_the_original_of_a_cached_step(flows: Path) -> None:
     first = run_flow(flows, "static_flow")
     second = run_flow(flows, "static_flow")

@@ -475,21 +475,31 @@ def _budget_line(run: PipelineRun) -> str | None:
     return ", ".join(parts) or None
 
 
-def _cached_from(step: StepRun, client: Client, run_names: dict[str, str]) -> str:
+def _cached_origins(client: Client, steps: list[StepRun]) -> dict[str, str]:
+    """``step run id -> "run name / invocation"`` of the originals of cached steps, in one query."""
+    import sqlalchemy as sa
+
+    from ._metadata_store import pipeline_runs, step_runs
+
+    wanted = sorted({s.original_step_run_id for s in steps if s.original_step_run_id})
+    rows: list[Any] = []
+    with client.store.read() as conn:
+        for i in range(0, len(wanted), 500):
+            rows.extend(conn.execute(
+                sa.select(step_runs.c.id, step_runs.c.invocation_id, pipeline_runs.c.name)
+                .join(pipeline_runs, pipeline_runs.c.id == step_runs.c.run_id)
+                .where(step_runs.c.id.in_(wanted[i : i + 500]))
+            ).all())
+    return {r.id: f"{r.name} / {r.invocation_id}" for r in rows}
+
+
+def _cached_cell(step: StepRun, origins: dict[str, str]) -> str:
     if step.status != ExecutionStatus.CACHED:
         return "no"
     if step.original_step_run_id is None:
         return "yes"
-    try:
-        original = client.get_step_run(step.original_step_run_id)
-    except NotFoundError:
-        return "yes (original deleted)"
-    if original.run_id not in run_names:
-        try:
-            run_names[original.run_id] = client.get_pipeline_run(original.run_id).name
-        except NotFoundError:
-            run_names[original.run_id] = original.run_id[:8]
-    return f"yes, from {run_names[original.run_id]} / {original.invocation_id}"
+    origin = origins.get(step.original_step_run_id)
+    return f"yes, from {origin}" if origin else "yes (original deleted)"
 
 
 def _add_children(node: Any, run: PipelineRun, depth: int = 0) -> None:
@@ -509,6 +519,9 @@ def _add_children(node: Any, run: PipelineRun, depth: int = 0) -> None:
 @_friendly_errors
 def runs_show(
     run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id, id prefix (6+ characters) or name.")],
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=0, help="Show at most this many steps (0: all of them).")
+    ] = 200,
 ) -> None:
     """Show one run: its header, its steps and its child runs."""
     from rich.table import Table
@@ -549,20 +562,30 @@ def runs_show(
     if not steps:
         out.print("no steps recorded", style="dim")
     else:
-        table = Table(title=f"{len(steps)} steps", title_justify="left", box=None, header_style="bold", pad_edge=False)
+        counts: dict[str, int] = {}
+        for s in steps.values():
+            counts[s.status.value] = counts.get(s.status.value, 0) + 1
+        summary = ", ".join(f"{n} {status}" for status, n in counts.items())
+        table = Table(title=f"{len(steps)} steps ({summary})", title_justify="left", box=None,
+                      header_style="bold", pad_edge=False)
         for column in ("invocation", "step", "status", "duration", "cached", "runtime", "attempts"):
             table.add_column(column, justify="right" if column in ("duration", "attempts") else "left")
-        run_names = {run.id: run.name}
-        for s in steps.values():
+        shown = list(steps.values())[: limit or None]
+        origins = _cached_origins(client, shown)
+        for s in shown:
             attempts = str(len(s.attempts)) if s.attempts else "-"
             table.add_row(Text(s.invocation_id), Text(s.name), _status(s.status), _fmt_duration(s.duration),
-                          Text(_cached_from(s, client, run_names)), s.runtime, attempts)
+                          Text(_cached_cell(s, origins)), s.runtime, attempts)
         out.print(table)
+        if len(shown) < len(steps):
+            out.print(f"… {len(steps) - len(shown)} more steps (--limit 0 shows all)", style="dim", markup=False)
         failed = [s for s in steps.values() if s.status == ExecutionStatus.FAILED]
-        for s in failed:
+        for s in failed[:20]:
             err = s.error or {}
             out.print(Text(f"✗ {s.invocation_id}: {err.get('type', 'Error')}: {_one_line(err.get('message', ''))}",
                            style="red"))
+        if len(failed) > 20:
+            out.print(f"… and {len(failed) - 20} more failed steps", style="red", markup=False)
         if failed:
             out.print(f"logs of a step: unspool logs {run.id[:8]} {failed[0].invocation_id}", style="dim", markup=False)
 
