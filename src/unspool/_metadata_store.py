@@ -215,6 +215,9 @@ def _one_line(exc: BaseException) -> str:
     return "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
 
 
+_LENGTH_LIMITS: dict[str, list[tuple[str, int]]] = {}
+
+
 def check_lengths(table: sa.Table, row: dict[str, Any]) -> None:
     """Refuse, when queued, a string longer than its column allows.
 
@@ -222,12 +225,16 @@ def check_lengths(table: sa.Table, row: dict[str, Any]) -> None:
     flush time; SQLite would keep it. Checking here gives every store the same rule and the
     caller a clear error instead of a writer that cannot flush.
     """
-    for column in table.columns:
-        value = row.get(column.name)
-        limit = getattr(column.type, "length", None)
-        if limit and isinstance(value, str) and len(value) > limit:
+    limits = _LENGTH_LIMITS.get(table.name)
+    if limits is None:
+        limits = _LENGTH_LIMITS[table.name] = [
+            (c.name, c.type.length) for c in table.columns if getattr(c.type, "length", None)
+        ]
+    for name, limit in limits:
+        value = row.get(name)
+        if isinstance(value, str) and len(value) > limit:
             raise StoreError(
-                f"{table.name}.{column.name} {value[:60]!r}... is {len(value)} characters long; "
+                f"{table.name}.{name} {value[:60]!r}... is {len(value)} characters long; "
                 f"the metadata store allows at most {limit}: use a shorter name"
             )
 
