@@ -308,14 +308,13 @@ def trigger(
             }
         if message is None:
             time.sleep(0.02)
+    Path(handshake).unlink(missing_ok=True)  # the new process writes it once
     if "error" in message:
         proc.wait()
-        Path(handshake).unlink(missing_ok=True)
         raise _error_from_json(message["error"])
     run_id = message["run_id"]
     if wait:
         proc.wait()
-        Path(handshake).unlink(missing_ok=True)
     else:
         _background.append(proc)
         while True:  # until the run row is committed (the new process flushes within ~0.2s)
