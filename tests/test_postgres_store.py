@@ -342,6 +342,20 @@ def test_bad_urls_name_the_setting(monkeypatch: pytest.MonkeyPatch, home: Path, 
     assert "secret" not in message
 
 
+def test_a_name_too_long_for_its_column_fails_clearly_and_the_store_keeps_working(pg_url: str) -> None:
+    @step
+    def one() -> int:
+        return 1
+
+    @pipeline(run_name="r" * 300)
+    def long_named() -> None:
+        one()
+
+    with pytest.raises(StoreError, match="pipeline_runs.name .* is 300 characters long; .* at most 255"):
+        long_named()
+    assert long_named.with_options(run_name="short")().status == ExecutionStatus.COMPLETED
+
+
 def test_nan_and_infinities_are_stored_as_strings() -> None:
     assert ms._dumps_strict({"a": [math.nan, math.inf, -math.inf, 1.5]}) == (
         '{"a": ["NaN", "Infinity", "-Infinity", 1.5]}'

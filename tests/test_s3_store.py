@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from _servers import S3Store, free_port, start_s3_server, use_aws_test_env
+from _servers import S3Store, free_port, start_s3_server, unavailable, use_aws_test_env
 from unspool import (
     BaseMaterializer,
     Client,
@@ -218,11 +218,11 @@ PRODUCER = textwrap.dedent(
     def describe(data: dict) -> str:
         return f"{len(data['squares'])} squares"
 
-    @pipeline(dynamic=True, orchestrator={"type": "process"})
+    @pipeline(dynamic=True)
     def production(n: int = 4) -> None:
         describe(make(n))
 
-    run = production()
+    run = production.with_options(orchestrator=json.loads(sys.argv[1]))()
     print(json.dumps({"run": run.id, "status": run.status.value}))
     """
 )
@@ -243,10 +243,24 @@ CONSUMER = textwrap.dedent(
 )
 
 
-def test_postgres_and_s3_with_steps_in_worker_processes_and_a_reader_in_a_new_process(
-    pg_url: str, s3_store: S3Store, tmp_path: Path
+@pytest.mark.parametrize(
+    "orchestrator",
+    [{"type": "process"}, {"type": "ray", "all_steps": True, "num_cpus": 1}],
+    ids=["process-workers", "ray-tasks"],
+)
+def test_postgres_and_s3_with_steps_in_workers_and_a_reader_in_a_new_process(
+    pg_url: str, s3_store: S3Store, tmp_path: Path, orchestrator: dict[str, Any]
 ) -> None:
-    """The production setup: server metadata store, object store, steps outside the orchestrator."""
+    """The production setup: server metadata store, object store, steps outside the orchestrator.
+
+    With Ray, the steps run as tasks of a local Ray instance started by the producer process;
+    its workers reach the bucket through the same environment (endpoint and keys).
+    """
+    if orchestrator["type"] == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            unavailable("Ray is not installed (pip install -e '.[test]')")
     (tmp_path / "producer.py").write_text(PRODUCER)
     (tmp_path / "consumer.py").write_text(CONSUMER)
     env = {**os.environ, "UNSPOOL_HOME": str(tmp_path / "unused-home")}
@@ -258,7 +272,7 @@ def test_postgres_and_s3_with_steps_in_worker_processes_and_a_reader_in_a_new_pr
         assert done.returncode == 0, done.stderr[-3000:]
         return json.loads(done.stdout.strip().splitlines()[-1])
 
-    produced = run("producer.py")
+    produced = run("producer.py", json.dumps(orchestrator))
     assert produced["status"] == "completed"
     loaded = run("consumer.py", produced["run"])
     assert loaded["make"] == {"squares": [0, 1, 4, 9]}
