@@ -1,0 +1,199 @@
+"""Steps as Ray tasks: ``orchestrator: {type: ray, address: ..., all_steps: false}``.
+
+The pipeline body, the scheduler and every metadata write stay in the driver (the
+orchestrating process); Ray only moves packed step specs out and packed step results back
+(``_worker.dump_spec``/``run_serialised``), and each task reads its inputs from and writes
+its outputs and log to the artifact store, which every Ray node must therefore reach.
+
+* Which steps: ``runtime="isolated"`` steps always; the others too with ``all_steps: true``.
+* Where: ``address`` omitted starts a local Ray instance (``num_cpus``, default this
+  machine's CPUs; no dashboard) that lives as long as the process, so later runs reuse it;
+  ``auto`` or ``ray://host:port`` joins a cluster. If Ray is already initialised in this
+  process it is used as it is.
+* Resources: ``settings={"resources": {...}}`` (``_resources.py``) become the task's
+  ``num_cpus``, ``num_gpus``, ``memory`` and custom ``resources``. A step asking for more
+  than the whole cluster has fails at once with a clear error instead of waiting forever.
+* Failures: Ray never retries a task (``max_retries=0``). A worker that dies fails only the
+  steps it held, and unspool applies the step's ``retry`` like anywhere else.
+  ``cancel_all()`` force-cancels every running task (FAIL_FAST); a step with a ``timeout``
+  is cancelled when it passes.
+
+Only this module imports ``ray``; install it with ``pip install 'unspool[ray]'``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any, Callable
+
+from ._errors import UnspoolError, WorkerLostError
+from ._resources import StepResources
+from ._runner import StepResult, StepSpec, artifact_store_for, describe_error
+from ._worker import dump_spec, load_result, run_serialised
+
+Done = Callable[[StepResult], None]
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise UnspoolError(
+            "orchestrator type 'ray' needs Ray, which is not installed; install it with "
+            "pip install 'unspool[ray]'"
+        ) from exc
+    return ray
+
+
+def run_remote(blob: bytes) -> bytes:
+    """The Ray task: run a packed spec on a Ray worker, return the packed result."""
+    return run_serialised(blob, exact_path=False)
+
+
+class RayExecutor:
+    """Runs step specs as Ray tasks (see the module docstring)."""
+
+    name = "ray"
+
+    def __init__(self, orchestrator: dict[str, Any]) -> None:
+        ray = self.ray = _ray()
+        if not ray.is_initialized():
+            address = orchestrator.get("address")
+            if address:
+                ray.init(address=address, log_to_driver=True)
+            else:
+                ray.init(
+                    num_cpus=orchestrator.get("num_cpus") or os.cpu_count() or 1,
+                    include_dashboard=False,
+                )
+        self._task = ray.remote(max_retries=0)(run_remote)
+        self._lock = threading.Lock()
+        self._pending: dict[Any, tuple[StepSpec, str | None]] = {}  # ref -> (spec, stop reason)
+        self._totals: dict[str, float] | None = None
+
+    def __repr__(self) -> str:
+        return f"<RayExecutor running={len(self._pending)}>"
+
+    # -- the seam -------------------------------------------------------------------------------------
+    def submit(self, spec: StepSpec, done: Done) -> None:
+        try:
+            wanted = StepResources.from_settings(spec.step.config.settings, step=spec.step.name)
+            options = self._options(spec, wanted)
+            blob = dump_spec(spec)
+        except Exception as exc:
+            _report(done, _failure(exc))
+            return
+        ref = self._task.options(**options).remote(blob)
+        with self._lock:
+            self._pending[ref] = (spec, None)
+        timeout = spec.step.config.timeout
+        timer = None
+        if timeout is not None:
+            timer = threading.Timer(timeout, self._cancel, (ref, f"cancelled after its timeout of {timeout}s"))
+            timer.daemon = True
+            timer.start()
+        start = time.time()
+
+        def on_done(fut: Any) -> None:  # in Ray's callback thread: hand over at once
+            threading.Thread(
+                target=self._finished, args=(ref, fut, start, timer, done), name="unspool-ray-done", daemon=True
+            ).start()
+
+        ref.future().add_done_callback(on_done)
+
+    def cancel_all(self, reason: str = "the run is stopping") -> None:
+        with self._lock:
+            refs = list(self._pending)
+        for ref in refs:
+            self._cancel(ref, reason)
+
+    def shutdown(self) -> None:
+        self.cancel_all("the run ended")
+
+    # -- helpers ---------------------------------------------------------------------------------------
+    def _options(self, spec: StepSpec, wanted: StepResources) -> dict[str, Any]:
+        options: dict[str, Any] = {"num_cpus": wanted.cpu, "num_gpus": wanted.gpu}
+        if wanted.memory:
+            options["memory"] = wanted.memory
+        if wanted.custom:
+            options["resources"] = dict(wanted.custom)
+        asked = {"CPU": wanted.cpu, "GPU": wanted.gpu, "memory": float(wanted.memory or 0), **wanted.custom}
+        short = self._short(asked)
+        if short:
+            self._totals = None  # the cluster may have grown: look again before failing
+            short = self._short(asked)
+        if short:
+            have = ", ".join(f"{name}={total:g}" for name, _, total in short)
+            need = ", ".join(f"{name}={amount:g}" for name, amount, _ in short)
+            raise UnspoolError(
+                f"step {spec.invocation_id!r} needs {need} but the whole Ray cluster has {have}; "
+                "lower settings['resources'] of the step or add nodes that have them"
+            )
+        return options
+
+    def _short(self, asked: dict[str, float]) -> list[tuple[str, float, float]]:
+        if self._totals is None:
+            self._totals = {k: float(v) for k, v in self.ray.cluster_resources().items()}
+        return [
+            (name, amount, self._totals.get(name, 0.0))
+            for name, amount in asked.items()
+            if amount > 0 and amount > self._totals.get(name, 0.0) + 1e-9
+        ]
+
+    def _cancel(self, ref: Any, reason: str) -> None:
+        with self._lock:
+            if ref not in self._pending:
+                return
+            spec, _ = self._pending[ref]
+            self._pending[ref] = (spec, reason)
+        try:
+            self.ray.cancel(ref, force=True)
+        except Exception:  # pragma: no cover - already finished
+            pass
+
+    def _finished(self, ref: Any, fut: Any, start: float, timer: threading.Timer | None, done: Done) -> None:
+        if timer is not None:
+            timer.cancel()
+        with self._lock:
+            spec, stop_reason = self._pending.pop(ref, (None, None))
+        assert spec is not None
+        try:
+            result = load_result(fut.result())
+        except Exception as exc:
+            result = self._lost(spec, exc, stop_reason, start)
+        done(result)
+
+    def _lost(self, spec: StepSpec, exc: BaseException, stop_reason: str | None, start: float) -> StepResult:
+        ray = self.ray
+        if stop_reason is not None or isinstance(exc, ray.exceptions.TaskCancelledError):
+            what = f"Ray task was cancelled ({stop_reason or 'by Ray'})"
+        elif isinstance(exc, ray.exceptions.OutOfMemoryError):
+            what = "Ray worker was killed for lack of memory"
+        elif isinstance(exc, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError)):
+            what = "Ray worker died"
+        else:
+            what = f"Ray task failed ({type(exc).__name__})"
+        message = f"{what} while running step {spec.invocation_id!r}"
+        detail = str(exc).strip().splitlines()
+        lost = WorkerLostError(message + (f": {detail[0]}" if detail else ""))
+        result = _failure(lost)
+        result.error["ray_error"] = type(exc).__name__  # type: ignore[index]
+        result.start_time = start
+        try:
+            artifact_store_for(spec.artifact_store_url).append_text(spec.logs_uri, f"--- {message} ---\n")
+            result.logs_uri = spec.logs_uri
+        except Exception:  # pragma: no cover
+            pass
+        return result
+
+
+def _failure(exc: BaseException) -> StepResult:
+    now = time.time()
+    return StepResult(ok=False, error=describe_error(exc), exception=exc, start_time=now, end_time=now)
+
+
+def _report(done: Done, result: StepResult) -> None:
+    """Call ``done`` from a thread of its own (never re-enter the engine from ``submit``)."""
+    threading.Thread(target=done, args=(result,), name="unspool-ray-done", daemon=True).start()
