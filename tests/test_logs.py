@@ -89,7 +89,7 @@ def test_concurrent_steps_never_see_each_others_lines() -> None:
                 log.warning(f"step-{tag} line {i}")
         return tag
 
-    @pipeline(dynamic=True)
+    @pipeline(dynamic=True, max_parallelism=n_steps)
     def crowd() -> None:
         futures = [noisy.submit(t) for t in range(n_steps)]
         for f in futures:

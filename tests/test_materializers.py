@@ -281,6 +281,21 @@ def test_user_materializer_chosen_per_output() -> None:
     }
 
 
+def test_output_materializers_as_a_list_follow_output_order() -> None:
+    @step(output_materializers=[UpperTextMaterializer, CelsiusMaterializer])
+    def pair() -> tuple[str, Celsius]:
+        return "abc", Celsius(1.0)
+
+    @pipeline(dynamic=True)
+    def listed() -> None:
+        pair()
+
+    outs = listed().steps["pair"].outputs
+    assert outs["output_0"][0].materializer == "test_materializers:UpperTextMaterializer"
+    assert outs["output_0"][0].load() == "abc"
+    assert outs["output_1"][0].materializer == "test_materializers:CelsiusMaterializer"
+
+
 def test_output_materializers_must_be_materializer_classes() -> None:
     from unspool import StepDefinitionError
 

@@ -291,6 +291,26 @@ def test_pipeline_parameters_come_from_the_function_arguments(dynamic: bool) -> 
     assert Client().get_pipeline_run(run.id).parameters == {"x": 3, "factor": 2.0, "label": "b"}
 
 
+def test_bare_and_called_pipeline_decorators() -> None:
+    @step
+    def one() -> int:
+        return 1
+
+    @pipeline
+    def bare() -> None:
+        one()
+
+    @pipeline()
+    def called() -> None:
+        one()
+
+    assert bare().config["dynamic"] is False and bare.name == "bare"
+    assert called().status == ExecutionStatus.COMPLETED and called.name == "called"
+    assert bare.__name__ == "bare"
+    with pytest.raises(Exception, match="unknown option"):
+        pipeline(dynamc=True)(lambda: None)
+
+
 def test_wrong_pipeline_arguments_are_a_clear_error() -> None:
     @pipeline
     def needs_x(x: int) -> None: ...
