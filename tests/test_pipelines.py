@@ -543,3 +543,32 @@ def test_run_names_are_unique_and_timestamped() -> None:
     first, second = tiny(), tiny()
     assert first.name != second.name
     assert re.fullmatch(r"tiny-\d{4}_\d{2}_\d{2}-\d{2}_\d{2}_\d{2}_\d{6}", first.name)
+
+
+def test_ctrl_c_in_a_sync_step_stops_the_body_instead_of_being_caught_as_a_step_failure() -> None:
+    after: list[str] = []
+
+    @step
+    def interrupted() -> int:
+        raise KeyboardInterrupt
+
+    @step
+    def later() -> None:
+        after.append("ran")
+
+    @pipeline(dynamic=True)
+    def careful() -> None:
+        for _ in range(3):
+            try:
+                interrupted()
+            except StepFailedError:  # must not swallow Ctrl-C
+                later()
+
+    with pytest.raises(KeyboardInterrupt):
+        careful()
+    assert after == []
+    [run] = Client().list_pipeline_runs()
+    assert run.status in (ExecutionStatus.STOPPED, ExecutionStatus.FAILED)
+    assert run.error["type"] == "KeyboardInterrupt"
+    assert list(run.steps) == ["interrupted"]
+    assert run.steps["interrupted"].error["type"] == "KeyboardInterrupt"

@@ -247,6 +247,8 @@ class Invocation:
             self.run.ensure_not_compiling("wait for", self.id)
         self.event.wait()
         if not self.ok:
+            if self.exception is not None and not isinstance(self.exception, Exception):
+                raise self.exception  # Ctrl-C (KeyboardInterrupt), SystemExit: stop the body
             raise self.failure()
 
     def failure(self) -> StepFailedError:
