@@ -345,3 +345,25 @@ def test_load_item_does_not_read_the_other_elements(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(store, "open", counting_open)
     assert SequenceMaterializer(uri, store).load_item(50) == "needle"
     assert sum(read_sizes) < 1_000  # meta, two offsets and one element, not 500 kB
+
+
+def test_builtin_inputs_convert_to_the_annotation_only_without_loss() -> None:
+    seen: dict[str, Any] = {}
+
+    @step
+    def numbers() -> tuple[int, float]:
+        return 3, 2.5
+
+    @step
+    def as_float(x: float, y: int) -> None:
+        seen["x"], seen["y"] = x, y
+
+    @pipeline(dynamic=True)
+    def converting() -> None:
+        three, two_and_a_half = numbers()
+        as_float(three, two_and_a_half)
+
+    converting()
+    assert seen == {"x": 3.0, "y": 2.5}
+    assert type(seen["x"]) is float  # 3 -> 3.0 is lossless
+    assert type(seen["y"]) is float  # 2.5 is not truncated to 2

@@ -140,12 +140,15 @@ class BuiltInMaterializer(BaseMaterializer):
 
     def load(self, data_type: type) -> Any:
         value = json.loads(self._read("data.json"))
-        # Also brings back subclasses such as IntEnum members and str enums.
+        # Also brings back subclasses such as IntEnum members and str enums. Only lossless
+        # conversions: 3 -> 3.0 for a float input, but 2.5 is never truncated to an int.
         if isinstance(data_type, type) and issubclass(data_type, (int, float, str)) and type(value) is not data_type:
             try:
-                value = data_type(value)
+                converted = data_type(value)
             except (TypeError, ValueError):
-                pass
+                converted = value
+            if converted == value:
+                value = converted
         return value
 
     def extract_metadata(self, data: Any) -> dict[str, Any]:
