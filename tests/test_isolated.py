@@ -173,6 +173,37 @@ def test_a_dying_worker_fails_its_step_clearly_and_keeps_its_log(start_method: s
         assert "Segmentation fault" in logs  # faulthandler wrote the worker's stack there
 
 
+def test_output_reaches_the_log_file_while_the_step_still_runs(tmp_path: Path, home: Path) -> None:
+    release = tmp_path / "release"
+
+    @step(runtime="isolated", enable_cache=False)
+    def streamer() -> None:
+        print("halfway", flush=True)
+        deadline = time.time() + 30
+        while not release.exists() and time.time() < deadline:
+            time.sleep(0.02)
+        print("done")
+
+    seen: list[str] = []
+
+    @pipeline(dynamic=True)
+    def p() -> None:
+        future = streamer.submit()
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            logs = list(home.glob("artifacts/*/streamer.log"))
+            if logs and "halfway" in logs[0].read_text():
+                seen.append(logs[0].read_text())
+                break
+            time.sleep(0.02)
+        release.write_text("go")
+        future.result()
+
+    run = p()
+    assert seen == ["halfway\n"]
+    assert run.steps["streamer"].logs == "halfway\ndone\n"
+
+
 def test_the_body_can_catch_a_dead_worker_and_go_on() -> None:
     @pipeline(dynamic=True)
     def p() -> int:

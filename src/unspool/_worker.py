@@ -197,17 +197,16 @@ def run_attempt(directory: str) -> None:
 
 # -- the zygote -------------------------------------------------------------------------------------
 
+_libc: Any = None  # loaded once in the zygote (see _preload), not in every worker
+
+
 def _die_with_parent() -> None:
     """Linux: have the kernel SIGKILL this process when its parent (the zygote) dies."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:  # pragma: no cover - best effort
-        pass
+    if _libc is not None:
+        try:
+            _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except Exception:  # pragma: no cover - best effort
+            pass
 
 
 def _child(directory: str, keep_fds: tuple[int, ...]) -> None:
@@ -253,6 +252,18 @@ def _preload() -> None:
         _stores_forget(root)
     for value in (0, "", b"", [], {}):
         materializer_registry.for_type(type(value))
+    if sys.platform.startswith("linux"):
+        global _libc
+        try:
+            import ctypes
+
+            _libc = ctypes.CDLL(None, use_errno=True)
+        except Exception:  # pragma: no cover - workers then just do not die with the zygote
+            _libc = None
+    import gc
+
+    gc.collect()
+    gc.freeze()  # workers' collections never touch (and so never copy) the zygote's objects
 
 
 def _stores_forget(root: str) -> None:
