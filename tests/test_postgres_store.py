@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from _servers import PG_PASSWORD, PostgresServer, free_port
+from _servers import PG_PASSWORD, PostgresServer, free_port, unavailable
 from unspool import Client, ExecutionStatus, StoreError, log_metadata, pipeline, step
 from unspool import _metadata_store as ms
 from unspool._engine import close_all, get_environment
@@ -354,6 +354,15 @@ def test_a_name_too_long_for_its_column_fails_clearly_and_the_store_keeps_workin
     with pytest.raises(StoreError, match="pipeline_runs.name .* is 300 characters long; .* at most 255"):
         long_named()
     assert long_named.with_options(run_name="short")().status == ExecutionStatus.COMPLETED
+
+
+def test_a_missing_server_fails_under_ci_and_skips_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        unavailable("PostgreSQL is not installed")
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception, match="PostgreSQL is not installed"):
+        unavailable("PostgreSQL is not installed")
 
 
 def test_nan_and_infinities_are_stored_as_strings() -> None:
