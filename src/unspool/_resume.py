@@ -15,12 +15,8 @@ client next looks; it can then be resumed.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import inspect
 import os
 import socket
-import sys
 import time
 from typing import Any
 
@@ -31,64 +27,22 @@ from ._metadata_store import HEARTBEAT_TIMEOUT, pipeline_runs, step_runs
 
 
 def pipeline_source(pipeline: Any) -> dict[str, Any]:
-    """Where a pipeline object can be imported from again (best effort)."""
-    func = pipeline.func
-    module_name = getattr(func, "__module__", None)
+    """Where a pipeline can be loaded from again; ``attribute`` is None when it cannot."""
+    from ._loading import locate
+
     try:
-        file = inspect.getsourcefile(func)
-    except TypeError:
-        file = None
-    attribute = None
-    module = sys.modules.get(module_name or "")
-    if module is not None:
-        for name, obj in vars(module).items():
-            if obj is pipeline or (getattr(obj, "func", None) is func and hasattr(obj, "with_options")):
-                attribute = name
-                break
-    return {
-        "module": module_name,
-        "file": os.path.abspath(file) if file else None,
-        "attribute": attribute,
-        "qualname": getattr(func, "__qualname__", None),
-    }
+        source, attribute, source_file = locate(pipeline)
+    except PipelineError as exc:
+        return {"source": None, "attribute": None, "source_file": None, "why": str(exc)}
+    return {"source": source, "attribute": attribute, "source_file": source_file}
 
 
-def import_pipeline(source: dict[str, Any]) -> Any:
-    attribute = source.get("attribute")
-    if not attribute:
-        raise PipelineError(
-            f"cannot resume: pipeline {source.get('qualname')!r} was not defined at module level, "
-            "so it cannot be imported again; define pipelines at the top level of a module"
-        )
-    module_name, file = source.get("module"), source.get("file")
-    module = None
-    if module_name and module_name != "__main__" and not module_name.startswith("__unspool"):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            module = None
-    if module is None:
-        if not file or not os.path.exists(file):
-            raise PipelineError(f"cannot resume: the pipeline's source file {file!r} no longer exists")
-        module = load_file(file)
-    try:
-        return getattr(module, attribute)
-    except AttributeError:
-        raise PipelineError(f"cannot resume: {file or module_name} no longer defines {attribute!r}") from None
+def import_pipeline(recorded: dict[str, Any]) -> Any:
+    from ._loading import load_pipeline
 
-
-def load_file(path: str, module_name: str = "__unspool_main__") -> Any:
-    """Import a Python file as a module (its ``__main__`` block does not run)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if directory not in sys.path:
-        sys.path.insert(0, directory)
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise PipelineError(f"cannot import {path!r}: not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
+    if not recorded.get("attribute"):
+        raise PipelineError(f"cannot resume: {recorded.get('why') or 'the run did not record where its pipeline is defined'}")
+    return load_pipeline(recorded["source"], recorded["attribute"], recorded.get("source_file"))
 
 
 def _orchestrator_alive(orchestrator: str | None, heartbeat: float | None, now: float) -> bool:
