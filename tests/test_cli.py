@@ -430,6 +430,16 @@ def test_other_lookups_fail_with_one_line(flows: Path) -> None:
     assert "config file" in _one_error_line(cli("run", f"{flows}:static_flow", "-c", "nope.yaml", code=2))
 
 
+def test_a_repeated_run_name_is_one_line_and_the_store_stays_usable(flows: Path, tmp_path: Path) -> None:
+    config = tmp_path / "named.yaml"
+    config.write_text("run_name: nightly\n")
+    cli("run", f"{flows}:static_flow", "--config", config)
+    line = _one_error_line(cli("run", f"{flows}:static_flow", "--config", config, code=2))
+    assert "a run named 'nightly' already exists" in line
+    run_flow(flows, "static_flow")  # later runs in the same process still flush
+    assert [r.name for r in Client().list_pipeline_runs()][1:] == ["nightly"]
+
+
 def test_debug_reraises_with_the_traceback() -> None:
     result = runner.invoke(app, ["--debug", "runs", "show", "no-such-run"])
     assert result.exit_code != 0

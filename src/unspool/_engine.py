@@ -436,6 +436,19 @@ class Run:
                 heartbeat=time.time(), config=self._recorded_config(),
             )
         else:
+            if self.config.run_name:  # a chosen name can repeat (the default has {time}); a
+                # duplicate would fail the flush and stay buffered, failing every later flush
+                import sqlalchemy as sa
+
+                from ._metadata_store import pipeline_runs
+
+                with store.read() as conn:
+                    taken = conn.execute(sa.select(pipeline_runs.c.id).where(pipeline_runs.c.name == self.name)).first()
+                if taken is not None:
+                    raise PipelineError(
+                        f"a run named {self.name!r} already exists and run names are unique; put "
+                        "{time} (or another changing substitution) in run_name, or choose another name"
+                    )
             store.insert_run(
                 {
                     "id": self.id,
