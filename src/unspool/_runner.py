@@ -15,6 +15,7 @@ import importlib
 import time
 import traceback
 import typing
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -206,12 +207,31 @@ def _choose_materializer(step: Step[Any], output: str, target: OutputTarget, val
     return materializer_registry.for_type(type(value))
 
 
+_hints: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def _type_hints(func: Any) -> dict[str, Any]:
+    """``typing.get_type_hints(func)``, resolved once per function.
+
+    Resolving string annotations (``from __future__ import annotations``) compiles each one
+    again on every call, which cost more than a trivial step's own work. Failures are not
+    remembered: they raise again, as before.
+    """
+    try:
+        return _hints[func]
+    except KeyError:
+        hints = _hints[func] = typing.get_type_hints(func)
+        return hints
+    except TypeError:  # a callable that cannot be weakly referenced
+        return typing.get_type_hints(func)
+
+
 def _input_annotation(step: Step[Any], name: str, is_list: bool) -> Any:
     param = step.signature.parameters.get(name)
     annotation = Any if param is None or param.annotation is param.empty else param.annotation
     if isinstance(annotation, str):
         try:
-            annotation = typing.get_type_hints(step.func).get(name, Any)
+            annotation = _type_hints(step.func).get(name, Any)
         except Exception:
             annotation = Any
     if is_list:
