@@ -181,7 +181,7 @@ def test_store_is_truthful_while_a_step_runs() -> None:
     assert run.status is ExecutionStatus.COMPLETED
 
 
-def test_status_events_go_from_running_to_one_final_state() -> None:
+def test_status_events_go_from_initializing_through_running_to_one_final_state() -> None:
     seen: list[tuple[str, str, str | None, str]] = []
     unsubscribe = events.subscribe(lambda e: seen.append((e.kind, e.run_id, e.invocation_id, e.status.value)))
     try:
@@ -196,20 +196,15 @@ def test_status_events_go_from_running_to_one_final_state() -> None:
     def statuses(kind: str, run_id: str, inv: str | None = None) -> list[str]:
         return [s for k, r, i, s in seen if k == kind and r == run_id and (inv is None or i == inv)]
 
-    assert statuses("run", first.id) == ["running", "completed"]
-    assert statuses("run", second.id) == ["running", "completed"]
-    assert statuses("run", third.id) == ["running", "failed"]
+    assert statuses("run", first.id) == ["initializing", "running", "completed"]
+    assert statuses("run", second.id) == ["initializing", "running", "completed"]
+    assert statuses("run", third.id) == ["initializing", "running", "failed"]
     for inv in ("make", "double", "both"):
-        assert statuses("step", first.id, inv) == ["running", "completed"]
-        assert statuses("step", second.id, inv) == ["cached"]
-    assert statuses("step", third.id, "fail") == ["running", "failed"]
+        assert statuses("step", first.id, inv) == ["initializing", "running", "completed"]
+        assert statuses("step", second.id, inv) == ["initializing", "cached"]
+    assert statuses("step", third.id, "fail") == ["initializing", "running", "failed"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runs are recorded as 'running' from the start; 'initializing' (compiling a static body, "
-    "before any step can start) is never recorded or emitted",
-)
 def test_a_static_run_is_initializing_while_its_body_compiles() -> None:
     seen: list[str] = []
 

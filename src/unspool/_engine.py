@@ -211,7 +211,7 @@ class Invocation:
     __slots__ = (
         "run", "id", "step", "position", "step_run_id", "params", "inputs", "upstream",
         "status", "finished", "outputs", "error", "exception", "event", "dependents",
-        "waiting", "cache_key", "attempt", "attempts", "start_time", "skip_reason",
+        "waiting", "cache_key", "attempt", "attempts", "start_time", "skip_reason", "recorded",
     )
 
     def __init__(self, run: Run, inv_id: str, step: Step[Any], position: int) -> None:
@@ -236,6 +236,7 @@ class Invocation:
         self.attempts: list[dict[str, Any]] = []
         self.start_time: float | None = None
         self.skip_reason: str | None = None
+        self.recorded = False  # its step run row has been written (or queued)
 
     @property
     def ok(self) -> bool:
@@ -432,7 +433,7 @@ class Run:
         orchestrator = f"{socket.gethostname()}:{os.getpid()}"
         if self.previous is not None:
             store.update_run(
-                self.id, status=S.RUNNING.value, end_time=None, error=None, orchestrator=orchestrator,
+                self.id, status=S.INITIALIZING.value, end_time=None, error=None, orchestrator=orchestrator,
                 heartbeat=time.time(), config=self._recorded_config(),
             )
         else:
@@ -454,7 +455,7 @@ class Run:
                     "id": self.id,
                     "name": self.name,
                     "pipeline_name": self.config.name,
-                    "status": S.RUNNING.value,
+                    "status": S.INITIALIZING.value,
                     "dynamic": self.config.dynamic,
                     "parent_run_id": self.parent.id if self.parent else None,
                     "invocation_id": self.invocation_id,
@@ -473,13 +474,14 @@ class Run:
         store.beat(self.id)
         store.flush()  # a run exists durably before any of its steps runs
         self.env.artifacts.makedirs(self.env.artifacts.join(self.id))
-        self._emit_run(S.RUNNING)
+        self._emit_run(S.INITIALIZING)
         token = _current.set(self)
         body_error: BaseException | None = None
         result: Any = None
         try:
             self._hook(self.config.on_init)
             if self.config.dynamic:
+                self._mark_running()
                 result = self.pipeline.func(**self.parameters)
             else:
                 self.compiling = True
@@ -491,6 +493,7 @@ class Run:
                     from ._config_file import check_compiled_steps
 
                     check_compiled_steps(self.config, [inv.step for inv in self._recorded])
+                self._mark_running()
                 self._release_recorded()
             self._wait_all()
         except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised
@@ -533,6 +536,11 @@ class Run:
             exc.run_id = self.id  # type: ignore[attr-defined]
             raise exc
         return result
+
+    def _mark_running(self) -> None:
+        """Initializing (hooks, compiling a static body) is over: steps may start now."""
+        self.env.metadata.update_run(self.id, status=S.RUNNING.value)
+        self._emit_run(S.RUNNING)
 
     def _recorded_config(self) -> dict[str, Any]:
         from ._resume import pipeline_source
@@ -700,6 +708,7 @@ class Run:
         if self.compiling:
             self._recorded.append(inv)
             return inv.output_futures() if mode == "sync" else StepRunFuture(inv)
+        self._record_initializing(inv)
         self._schedule(inv)
         if mode != "sync":
             self._pump(run_here=None)
@@ -757,6 +766,8 @@ class Run:
             invs.append(inv)
             futures.append(StepRunFuture(inv))
         self._count_steps(len(invs))
+        for inv in invs:
+            self._record_initializing(inv)
         for inv in invs:
             self._schedule(inv)
         self._pump(run_here=None)
@@ -941,6 +952,8 @@ class Run:
         }
         self.env.metadata.update_run(self.id, dag=dag)
         for inv in invs:
+            self._record_initializing(inv)
+        for inv in invs:
             self._schedule(inv)
         self._pump(run_here=None)
 
@@ -1012,17 +1025,9 @@ class Run:
         """Record an invocation whose start (cache key, spec) raised as failed, freeing its slot."""
         if inv.finished:
             return
-        recorded = inv.status == S.RUNNING  # _start inserts the step run once it sets this
         inv.start_time = inv.start_time or time.time()
         inv.error, inv.exception = describe_error(exc), exc
-        if recorded:
-            self.env.metadata.update_step_run(
-                inv.step_run_id, status=S.FAILED.value, error=inv.error, end_time=time.time()
-            )
-        else:
-            row = self._step_row(inv, S.FAILED)
-            row.update(error=inv.error, end_time=time.time())
-            self.env.metadata.insert_step_run(row)
+        self._record_step(inv, S.FAILED, error=inv.error, start_time=inv.start_time, end_time=time.time())
         self._finish(inv, S.FAILED)
 
     def _submit(self, inv: Invocation, spec: StepSpec) -> None:
@@ -1095,7 +1100,7 @@ class Run:
         inv.start_time = time.time()
         inv.status = S.RUNNING
         if not retrying:
-            self.env.metadata.insert_step_run(self._step_row(inv, S.RUNNING))
+            self._record_step(inv, S.RUNNING, start_time=inv.start_time, cache_key=inv.cache_key)
             self.env.metadata.insert_links(
                 [
                     {"step_run_id": inv.step_run_id, "artifact_version_id": p.id, "direction": "input",
@@ -1105,6 +1110,27 @@ class Run:
             )
         self._emit_step(inv)
         return self._spec(inv, refs)
+
+    def _record_step(self, inv: Invocation, status: ExecutionStatus, **fields: Any) -> None:
+        """Write the step run's row: inserted the first time, updated (merged in the buffer) after."""
+        if inv.recorded:
+            self.env.metadata.update_step_run(inv.step_run_id, status=status.value, **fields)
+        else:
+            row = self._step_row(inv, status)
+            row.update(fields)
+            self.env.metadata.insert_step_run(row)
+            inv.recorded = True
+
+    def _record_initializing(self, inv: Invocation) -> None:
+        """A new invocation is visible (waiting for inputs or a slot) before it starts.
+
+        On resume, an invocation id that ran before keeps its earlier row until it is either
+        reused or replaced (``_reuse_previous``).
+        """
+        if self.previous is not None and inv.id in self.previous.steps:
+            return
+        self._record_step(inv, S.INITIALIZING)
+        self._emit_step(inv)
 
     def _reuse_previous(self, inv: Invocation) -> bool:
         """On resume: reuse the invocation's earlier step run if it succeeded on the same inputs.
@@ -1206,10 +1232,9 @@ class Run:
         now = time.time()
         inv.start_time = now
         inv.outputs = outputs
-        row = self._step_row(inv, S.CACHED)
-        row.update(original_step_run_id=original_id, end_time=now)
         store = self.env.metadata
-        store.insert_step_run(row)
+        self._record_step(inv, S.CACHED, original_step_run_id=original_id, cache_key=inv.cache_key,
+                          start_time=now, end_time=now)
         links = [
             {"step_run_id": inv.step_run_id, "artifact_version_id": p.id, "direction": "input",
              "name": name, "position": pos, "item_index": index}
@@ -1375,10 +1400,7 @@ class Run:
                 continue
             current.skip_reason = why
             current.error = {"type": st.value, "message": why}
-            row = self._step_row(current, st)
-            row["error"] = current.error
-            row["end_time"] = time.time()
-            self.env.metadata.insert_step_run(row)
+            self._record_step(current, st, error=current.error, end_time=time.time())
             with self.lock:
                 if current.finished:
                     continue

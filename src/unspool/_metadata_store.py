@@ -167,6 +167,22 @@ MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
 }
 
 
+def _update_many(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[str, Any]]) -> int:
+    """Apply per-row updates as one executemany per set of changed columns; returns statements."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for row_id, changes in updates.items():
+        columns = tuple(sorted(changes))
+        groups[columns].append({"_row_id": row_id, **{f"_v_{c}": changes[c] for c in columns}})
+    for columns, params in groups.items():
+        statement = (
+            table.update()
+            .where(table.c.id == sa.bindparam("_row_id"))
+            .values({c: sa.bindparam(f"_v_{c}") for c in columns})
+        )
+        conn.execute(statement, params)
+    return len(groups)
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, default=_json_default)
 
@@ -507,9 +523,7 @@ class MetadataStore:
             if step_ins:
                 conn.execute(step_runs.insert(), list(step_ins.values()))
                 n += 1
-            for step_id, changes in step_upd.items():
-                conn.execute(step_runs.update().where(step_runs.c.id == step_id).values(**changes))
-                n += 1
+            n += _update_many(conn, step_runs, step_upd)
             if arts:
                 by_name: dict[str, list[tuple[dict[str, Any], Any]]] = defaultdict(list)
                 for row, handle in arts:
