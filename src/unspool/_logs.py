@@ -19,6 +19,7 @@ _current: contextvars.ContextVar[StepLog | None] = contextvars.ContextVar("unspo
 _install_lock = threading.Lock()
 _installed = False
 _echo_enabled = True
+_echo_sink: Callable[[str], None] | None = None
 
 
 class StepLog:
@@ -44,13 +45,13 @@ class StepLog:
         *lines, rest = buffered.split("\n")
         self._pending[stream_name] = rest
         if lines:
-            console.write("".join(f"[{self.prefix}] {line}\n" for line in lines))
+            _echo(console, "".join(f"[{self.prefix}] {line}\n" for line in lines))
 
     def finish(self, consoles: dict[str, TextIO]) -> None:
         if self.echo and _echo_enabled:
             for stream_name, rest in self._pending.items():
                 if rest:
-                    consoles[stream_name].write(f"[{self.prefix}] {rest}\n")
+                    _echo(consoles[stream_name], f"[{self.prefix}] {rest}\n")
         self._pending.clear()
 
     def text(self) -> str:
@@ -107,6 +108,20 @@ def install() -> None:
             handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
             logging.getLogger().addHandler(handler)
         _installed = True
+
+
+def _echo(console: TextIO, text: str) -> None:
+    sink = _echo_sink
+    if sink is None:
+        console.write(text)
+    else:
+        sink(text)
+
+
+def set_echo_sink(sink: Callable[[str], None] | None) -> None:
+    """Send console echoes of step output through ``sink`` (a live view prints them above itself)."""
+    global _echo_sink
+    _echo_sink = sink
 
 
 def set_echo(enabled: bool) -> None:

@@ -108,18 +108,23 @@ class _LiveView:
 
     def render(self) -> Any:
         from rich.console import Group
-        from rich.progress_bar import ProgressBar
         from rich.text import Text
 
         with self.lock:
             total = max(len(self.run.invocations), 1)
             now = time.time()
-            lines = [Text(f"{self.run.config.name}: {self.done}/{len(self.run.invocations)} steps finished, "
-                          f"{len(self.running)} running, {len(self.failed)} failed")]
-            bar = ProgressBar(total=total, completed=self.done, width=50)
-            running = [Text(f"  ▶ {k} ({now - t:.1f}s)", style="cyan") for k, t in list(self.running.items())[:8]]
+            filled = int(40 * self.done / total)
+            header = Text(f"{self.run.config.name} ")
+            header.append("━" * filled, style="green")
+            header.append("━" * (40 - filled), style="grey37")
+            header.append(f" {self.done}/{len(self.run.invocations)} finished, {len(self.running)} running, "
+                          f"{len(self.failed)} failed")
+            shown = list(self.running.items())[:8]
+            running = [Text(f"  ▶ {k} ({now - t:.1f}s)", style="cyan") for k, t in shown]
+            if len(self.running) > len(shown):
+                running.append(Text(f"  … and {len(self.running) - len(shown)} more running", style="cyan"))
             failed = [Text(f"  ✗ {f}", style="red") for f in self.failed[-5:]]
-        return Group(*lines, bar, *running, *failed)
+        return Group(header, *running, *failed)
 
     def start(self) -> None:
         from rich.live import Live
@@ -131,9 +136,11 @@ class _LiveView:
         self.live = Live(_Renderable(), console=self.console, refresh_per_second=8,
                          redirect_stdout=False, redirect_stderr=False, transient=False)
         self.live.start()
-        _logs.set_echo(True)
+        console = self.console
+        _logs.set_echo_sink(lambda text: console.print(text.rstrip("\n"), markup=False, highlight=False))
 
     def stop(self) -> None:
         if self.live is not None:
+            _logs.set_echo_sink(None)
             self.live.refresh()
             self.live.stop()
