@@ -308,6 +308,72 @@ def test_without_a_running_ray_the_executor_starts_a_local_instance(tmp_path: Pa
     assert proc.stdout.strip().splitlines()[-1] == "completed 1.0"
 
 
+JOINS = textwrap.dedent(
+    """
+    import os, sys, ray
+    from unspool import pipeline, step
+
+    @step(runtime="isolated", enable_cache=False)
+    def remote_pid(x: int) -> int:
+        return os.getpid()
+
+    @pipeline(dynamic=True)
+    def joined():
+        pids = [remote_pid.submit(i) for i in range(3)]
+        assert all(p.load() != os.getpid() for p in pids)
+
+    if __name__ == "__main__":
+        run = joined.with_options(orchestrator={"type": "ray", "address": sys.argv[1]})()
+        print(run.status.value, ray.cluster_resources()["CPU"])
+    """
+)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def test_address_joins_a_running_cluster_directly_and_through_ray_client(tmp_path: Path, home: Path) -> None:
+    import signal
+    import tempfile
+
+    gcs, client = _free_port(), _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="ur-", dir="/tmp")  # Ray's socket paths must stay short
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "UNSPOOL_HOME": str(home), "UNSPOOL_PROGRESS": "off"}
+    head = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "ray"), "start", "--head", f"--port={gcs}",
+         f"--ray-client-server-port={client}", "--num-cpus=1", "--include-dashboard=false", "--block",
+         f"--temp-dir={temp_dir}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    script = tmp_path / "joins.py"
+    script.write_text(JOINS)
+    try:
+        import socket
+
+        host = socket.gethostbyname(socket.gethostname())
+        for address in (f"{host}:{gcs}", f"ray://{host}:{client}"):
+            deadline = time.time() + 90
+            while True:  # the head takes a while to accept clients
+                proc = subprocess.run([sys.executable, str(script), address], env=env, cwd=tmp_path,
+                                      capture_output=True, text=True, timeout=120)
+                if proc.returncode == 0 or time.time() > deadline or head.poll() is not None:
+                    break
+                time.sleep(2)
+            assert proc.returncode == 0, (address, proc.stderr[-3000:])
+            assert proc.stdout.strip().splitlines()[-1] == "completed 1.0", address
+    finally:
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait(timeout=30)
+        import shutil
+
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
 @step(runtime="isolated", enable_cache=False)
 def maybe_fail(flag: str) -> int:
     if Path(flag).exists():
