@@ -31,25 +31,41 @@ class ArtifactStore:
     """Thin wrapper over an fsspec filesystem rooted at ``root``."""
 
     def __init__(self, root: str) -> None:
+        self.url = root
+        if "://" not in root or root.startswith("file://"):
+            # A local folder: plain os calls, and no fsspec import on the path of a step.
+            self.root = os.path.abspath(os.path.expanduser(root.removeprefix("file://")))
+            self.is_local = True
+            self._fs: Any = None
+            os.makedirs(self.root, exist_ok=True)
+            return
         import fsspec
         from fsspec.core import url_to_fs
 
         from ._settings import artifact_storage_options
 
-        self.url = root
         try:
-            self.fs, self.root = url_to_fs(root, **artifact_storage_options(root))
+            self._fs, self.root = url_to_fs(root, **artifact_storage_options(root))
         except (ImportError, ValueError) as exc:
             hint = " (for S3: pip install 'unspool[s3]')" if root.startswith("s3") else ""
             raise StoreError(
                 f"cannot open artifact store {root!r} ({exc}); set UNSPOOL_ARTIFACT_STORE to a "
                 f"local path or an fsspec URL whose filesystem package is installed{hint}"
             ) from exc
-        self.is_local = isinstance(self.fs, fsspec.implementations.local.LocalFileSystem)
+        self.is_local = isinstance(self._fs, fsspec.implementations.local.LocalFileSystem)
         if self.is_local:
             os.makedirs(self.root, exist_ok=True)
-        elif "s3" in _protocols(self.fs):
+        elif "s3" in _protocols(self._fs):
             self._check_s3()
+
+    @property
+    def fs(self) -> Any:
+        """The fsspec filesystem (created on first use for a local folder)."""
+        if self._fs is None:
+            from fsspec.implementations.local import LocalFileSystem
+
+            self._fs = LocalFileSystem()
+        return self._fs
 
     def _check_s3(self) -> None:
         """Fail at once, naming the setting to fix, when the bucket cannot be used."""

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from ._errors import StoreError
+from ._step import EncodedJSON
 
 SCHEMA_VERSION = 2
 FLUSH_INTERVAL = 0.2
@@ -184,6 +185,8 @@ def _update_many(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[s
 
 
 def _dumps(value: Any) -> str:
+    if type(value) is EncodedJSON:
+        return value.text
     return json.dumps(value, default=_json_default)
 
 
@@ -203,6 +206,8 @@ def _json_default(value: Any) -> Any:
 
 def _dumps_strict(value: Any) -> str:
     """JSON for servers that validate it (PostgreSQL): NaN and infinities become strings."""
+    if type(value) is EncodedJSON:
+        return value.text
     try:
         return json.dumps(value, allow_nan=False, default=_json_default)
     except ValueError:

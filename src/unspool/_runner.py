@@ -87,6 +87,7 @@ class StepResult:
     end_time: float = 0.0
     step_metadata: dict[str, Any] = field(default_factory=dict)
     hook_errors: list[dict[str, Any]] = field(default_factory=list)
+    cpu_time: float | None = None  # CPU seconds of the thread that ran it (in-process only)
 
 
 # -- step context --------------------------------------------------------------------------------
@@ -251,6 +252,7 @@ def run_step(spec: StepSpec, log_sink: Callable[[str], None] | None = None) -> S
     """
     store = artifact_store_for(spec.artifact_store_url)
     start = time.time()
+    cpu_start = time.thread_time()
     ctx = StepContext(
         run_id=spec.run_id,
         step_run_id=spec.step_run_id,
@@ -295,7 +297,8 @@ def run_step(spec: StepSpec, log_sink: Callable[[str], None] | None = None) -> S
             _context.reset(token)
 
     _, error, text = _logs.capture(spec.invocation_id, body, sink=log_sink)
-    result = StepResult(ok=error is None, start_time=start, end_time=time.time())
+    result = StepResult(ok=error is None, start_time=start, end_time=time.time(),
+                        cpu_time=time.thread_time() - cpu_start)
     result.step_metadata = ctx.step_metadata
     result.hook_errors = holder.get("hook_errors", [])
     if error is None:

@@ -81,7 +81,14 @@ class StepConfig:
     parameters: dict[str, Any] = field(default_factory=dict)
 
     def recorded(self) -> dict[str, Any]:
-        """The JSON form stored on each step run."""
+        """The JSON form stored on each step run (computed and encoded once per config)."""
+        cached = self.__dict__.get("_recorded")
+        if cached is None:
+            cached = EncodedJSON(self._record())
+            object.__setattr__(self, "_recorded", cached)
+        return cached
+
+    def _record(self) -> dict[str, Any]:
         return {
             "enable_cache": self.enable_cache,
             "runtime": self.runtime or "inline",
@@ -92,6 +99,21 @@ class StepConfig:
             "timeout": self.timeout,
             "output_materializers": _materializer_names(self.output_materializers),
         }
+
+
+class EncodedJSON(dict):  # type: ignore[type-arg]
+    """A read-only-by-convention dict that remembers its JSON text, so the metadata store
+    encodes a value shared by thousands of rows (a step's configuration) once."""
+
+    @property
+    def text(self) -> str:
+        text = self.__dict__.get("_text")
+        if text is None:
+            import json
+
+            text = json.dumps(self, sort_keys=True)
+            self.__dict__["_text"] = text
+        return text
 
 
 def _jsonable(value: Any) -> Any:
