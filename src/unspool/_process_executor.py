@@ -351,7 +351,7 @@ class _ZygoteLauncher(_Launcher):
                 kind, token, value = raw.decode().split(" ")
                 if kind == "started":
                     self._pids[token] = int(value)
-                elif kind == "exited":
+                elif kind in ("finished", "exited"):  # finished: the result is written
                     with self._lock:
                         on_exit = self._waiting.pop(token, None)
                         self._pids.pop(token, None)

@@ -19,7 +19,8 @@ Process mode: ``python -m unspool._worker zygote EVENT_FD`` starts a *zygote*, a
 single-threaded process that has imported unspool and nothing of the user's. For each
 ``run TOKEN DIR`` line on its stdin it forks a fresh worker that runs ``DIR/spec.pkl`` and
 writes ``DIR/result.pkl``; it reports ``started TOKEN PID`` and ``exited TOKEN STATUS`` (the
-raw wait status) on ``EVENT_FD``. ``kill TOKEN SIGNAL`` signals a worker. When its stdin
+raw wait status) on ``EVENT_FD``; a worker that wrote its result says ``finished TOKEN 0``
+there first. ``kill TOKEN SIGNAL`` signals a worker. When its stdin
 closes (the orchestrator ended, however it ended) it kills its workers and exits, and on
 Linux each worker dies with the zygote. Forking from a clean zygote costs milliseconds
 where starting an interpreter costs a tenth of a second, and never forks the threads,
@@ -209,15 +210,19 @@ def _die_with_parent() -> None:
             pass
 
 
-def _child(directory: str, keep_fds: tuple[int, ...]) -> None:
-    """In a freshly forked worker: reset what the zygote set up, run, and exit."""
+def _child(token: str, directory: str, event_fd: int, close_fds: tuple[int, ...]) -> None:
+    """In a freshly forked worker: reset what the zygote set up, run, report, and exit.
+
+    ``finished TOKEN 0`` on the event pipe says the result is written, so the orchestrator
+    need not wait for this process to be torn down and reaped (``exited`` follows).
+    """
     code = 0
     try:
         _die_with_parent()
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        for fd in keep_fds:
+        for fd in close_fds:
             os.close(fd)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
@@ -228,6 +233,7 @@ def _child(directory: str, keep_fds: tuple[int, ...]) -> None:
             except Exception:
                 pass
         run_attempt(directory)
+        os.write(event_fd, f"finished {token} 0\n".encode())
     except BaseException:  # pragma: no cover - reported by the missing result file
         import traceback
 
@@ -324,7 +330,7 @@ def zygote(event_fd: int) -> None:
                 token, directory = parts[1], parts[2]
                 pid = os.fork()
                 if pid == 0:
-                    _child(directory, (wake_r, wake_w, event_fd))
+                    _child(token, directory, event_fd, (wake_r, wake_w))
                 workers[pid] = token
                 pids[token] = pid
                 send(f"started {token} {pid}")
