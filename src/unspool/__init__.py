@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._declarative import PythonTask
 from ._errors import (
     BudgetExceeded,
     ConfigError,
@@ -22,29 +21,54 @@ from ._errors import (
     StepOutputError,
     StoreError,
     UnspoolError,
+    WorkerLostError,
 )
-from ._futures import ArtifactChunk, ArtifactFuture, MapResultFuture, StepRunFuture, unmapped
-from ._materializers import BaseMaterializer
 from ._pipeline import Budget, Pipeline, pipeline
-from ._runner import StepContext, get_step_context, log_metadata
 from ._step import ArtifactConfig, Step, StepRetryConfig, step
 from ._types import ExecutionMode, ExecutionStatus
 
 if TYPE_CHECKING:
     from ._client import ArtifactVersion, Client, PipelineRun, Snapshot, StepRun
+    from ._declarative import PythonTask
+    from ._futures import (
+        ArtifactChunk,
+        ArtifactFuture,
+        ChildRunFuture,
+        MapResultFuture,
+        StepRunFuture,
+        unmapped,
+    )
+    from ._materializers import BaseMaterializer
+    from ._runner import StepContext, get_step_context, log_metadata
 
 __version__ = "0.1.0"
 
-_LAZY = {"Client", "PipelineRun", "StepRun", "ArtifactVersion", "Snapshot"}
+# Loaded on first use so that `import unspool` stays fast (the client pulls in SQLAlchemy;
+# the runner the artifact store and materializers).
+_LAZY = {
+    "Client": "_client", "PipelineRun": "_client", "StepRun": "_client",
+    "ArtifactVersion": "_client", "Snapshot": "_client",
+    "PythonTask": "_declarative",
+    "ArtifactChunk": "_futures", "ArtifactFuture": "_futures", "MapResultFuture": "_futures",
+    "StepRunFuture": "_futures", "ChildRunFuture": "_futures", "unmapped": "_futures",
+    "BaseMaterializer": "_materializers",
+    "StepContext": "_runner", "get_step_context": "_runner", "log_metadata": "_runner",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # The client pulls in SQLAlchemy; load it on first use so `import unspool` stays fast.
-    if name in _LAZY:
-        from . import _client
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'unspool' has no attribute {name!r}")
+    import importlib
 
-        return getattr(_client, name)
-    raise AttributeError(f"module 'unspool' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [
@@ -55,6 +79,7 @@ __all__ = [
     "BaseMaterializer",
     "Budget",
     "BudgetExceeded",
+    "ChildRunFuture",
     "Client",
     "ConfigError",
     "ExecutionMode",
@@ -79,6 +104,7 @@ __all__ = [
     "StepRunFuture",
     "StoreError",
     "UnspoolError",
+    "WorkerLostError",
     "get_step_context",
     "log_metadata",
     "pipeline",
