@@ -22,7 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 from unspool import Client, ConfigError, ExecutionStatus, NotFoundError, Snapshot, UnspoolError
-from unspool._cli_snapshots import snapshots_app
+from unspool._cli import snapshots_app
 from unspool._metadata_store import SCHEMA_VERSION, MetadataStore
 
 FLOWS = """\

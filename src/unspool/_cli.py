@@ -10,7 +10,12 @@ Commands
 ``runs resume RUN``           run a failed or stopped run again as the same run.
 ``logs RUN [STEP]``           the captured output of one step or of all steps of a run.
 ``artifacts list|show``       artifact names and versions, one version with a value preview.
-``snapshots ...``             stored runnable pipelines (``_cli_snapshots``, mounted here).
+``snapshots create FILE.py:PIPELINE --name N [--config C]``
+                              store a runnable reference to the pipeline (configured from C).
+``snapshots list``            the stored snapshots, newest first.
+``snapshots trigger NAME_OR_ID [--param k=v ...]``
+                              run a snapshot in a separate process; exit 0 when the run
+                              completed, 1 when it failed.
 
 Failure policy
 --------------
@@ -73,6 +78,15 @@ _MERMAID_STYLE = {
 
 _PREVIEW_CHARS = 400
 
+# ``--param k=v`` of ``run`` and ``snapshots trigger`` (parsed by ``_parse_params``).
+_ParamOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param", "-p", metavar="KEY=VALUE",
+        help="A pipeline parameter (repeatable); VALUE is parsed as JSON when it parses, else a string.",
+    ),
+]
+
 
 class CliError(UnspoolError):
     """A mistake on the command line itself (bad FILE:PIPELINE, bad --param, missing file)."""
@@ -100,17 +114,13 @@ app = typer.Typer(
 )
 runs_app = typer.Typer(help="Inspect pipeline runs.", no_args_is_help=True)
 artifacts_app = typer.Typer(help="Inspect artifacts and their versions.", no_args_is_help=True)
+snapshots_app = typer.Typer(
+    help="Store runnable references to pipelines (snapshots) and trigger runs of them.",
+    no_args_is_help=True,
+)
 app.add_typer(runs_app, name="runs")
 app.add_typer(artifacts_app, name="artifacts")
-
-
-def _mount_snapshots() -> None:
-    from ._cli_snapshots import snapshots_app  # its commands follow this module's error policy
-
-    app.add_typer(snapshots_app, name="snapshots")
-
-
-_mount_snapshots()
+app.add_typer(snapshots_app, name="snapshots")
 
 
 def main() -> None:
@@ -303,6 +313,11 @@ def _import_file(path: Path) -> ModuleType:
 
 def _load_pipeline(target: str) -> Pipeline[Any]:
     """Resolve ``FILE.py:PIPELINE`` (the name may be left out when the file has one pipeline)."""
+    return _load_pipeline_and_name(target)[0]
+
+
+def _load_pipeline_and_name(target: str) -> tuple[Pipeline[Any], str]:
+    """The pipeline ``FILE.py:PIPELINE`` names, and its attribute name in the file."""
     import inspect
 
     from ._pipeline import Pipeline
@@ -318,7 +333,7 @@ def _load_pipeline(target: str) -> Pipeline[Any]:
     found = sorted(n for n, v in vars(module).items() if isinstance(v, Pipeline))
     if not attr:
         if len(found) == 1:
-            return getattr(module, found[0])
+            return getattr(module, found[0]), found[0]
         listing = ", ".join(found) if found else "none"
         raise CliError(f"name the pipeline to run as {file_part}:PIPELINE (pipelines in the file: {listing})")
     obj: Any = module
@@ -329,7 +344,7 @@ def _load_pipeline(target: str) -> Pipeline[Any]:
             )
         obj = getattr(obj, part)
     if isinstance(obj, Pipeline):
-        return obj
+        return obj, attr
     if isinstance(obj, Step):
         hint = "it is a step; run a @pipeline that calls it"
     elif inspect.isfunction(obj):
@@ -357,13 +372,7 @@ def run(
         str,
         typer.Argument(metavar="FILE.py:PIPELINE", help="Python file and the pipeline object in it."),
     ],
-    param: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--param", "-p", metavar="KEY=VALUE",
-            help="A pipeline parameter (repeatable); VALUE is parsed as JSON when it parses, else a string.",
-        ),
-    ] = None,
+    param: _ParamOption = None,
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="A YAML run configuration file.")
     ] = None,
@@ -726,6 +735,80 @@ def logs(
             typer.echo(text, nl=not text.endswith("\n"))
         else:
             _err().print(f"step {s.invocation_id} captured no output", style="dim", markup=False)
+
+
+# -- snapshots -----------------------------------------------------------------------------------
+
+@snapshots_app.command("create")
+@_friendly_errors
+def snapshots_create(
+    target: Annotated[str, typer.Argument(metavar="FILE.py:PIPELINE", help="Python file and the pipeline in it.")],
+    name: Annotated[str, typer.Option("--name", "-n", help="The snapshot's name (unique).")],
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="A YAML config file applied to the pipeline.")
+    ] = None,
+) -> None:
+    """Store a runnable reference to a pipeline and its configuration."""
+    from ._snapshots import create_snapshot
+
+    pipe, attribute = _load_pipeline_and_name(target)
+    if config is not None:
+        pipe = pipe.with_options(config_path=str(config))
+    snapshot = create_snapshot(pipe, name, attribute=attribute)
+    print(f"snapshot {snapshot.name} ({snapshot.id}) of pipeline {snapshot.pipeline_name} from {snapshot.source}:{snapshot.attribute}")
+
+
+@snapshots_app.command("list")
+@_friendly_errors
+def snapshots_list(
+    pipeline: Annotated[str | None, typer.Option("--pipeline", help="Only snapshots of this pipeline.")] = None,
+) -> None:
+    """The stored snapshots, newest first."""
+    from rich.table import Table
+
+    from ._client import Client
+
+    found = Client().list_snapshots(pipeline)
+    if not found:
+        print("no snapshots yet; create one with: unspool snapshots create FILE.py:PIPELINE --name NAME")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("NAME", "ID", "PIPELINE", "SOURCE", "PARAMETERS", "CREATED"):
+        table.add_column(column, no_wrap=column != "SOURCE")
+    for s in found:
+        table.add_row(
+            s.name, s.id, s.pipeline_name, f"{s.source}:{s.attribute}",
+            json.dumps(s.parameters) if s.parameters else "-", _fmt_time(s.created),
+        )
+    _out().print(table)
+
+
+@snapshots_app.command("trigger")
+@_friendly_errors
+def snapshots_trigger(
+    snapshot: Annotated[str, typer.Argument(metavar="NAME_OR_ID", help="The snapshot to run.")],
+    param: _ParamOption = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="A YAML run configuration laid over the snapshot's.")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the run to finish.")] = True,
+) -> None:
+    """Run a snapshot in a separate process. Exit code 0: completed, 1: failed."""
+    from rich.text import Text
+
+    from ._client import Client
+    from ._config_file import load_config_file
+
+    run_configuration: dict[str, Any] = load_config_file(config).options() if config is not None else {}
+    params = _parse_params(param or [])
+    if params:
+        run_configuration["parameters"] = {**run_configuration.get("parameters", {}), **params}
+    run = Client().trigger_pipeline(snapshot, run_configuration=run_configuration, wait=wait)
+    print(f"run {run.name} ({run.id}): {run.status.value}")
+    if wait and not run.status.is_successful:
+        message = (run.error or {}).get("message") or "see `unspool runs show`"
+        _err().print(Text(f"run {run.name} failed: {_one_line(message)}", style="red"), soft_wrap=True)
+        raise typer.Exit(1)
 
 
 # -- artifacts -----------------------------------------------------------------------------------
