@@ -59,7 +59,9 @@ class Sample:
 
 def _env(home: Path) -> dict[str, str]:
     env = dict(os.environ)
-    for var in ("UNSPOOL_STORE_URL", "UNSPOOL_ARTIFACT_STORE"):
+    # A user's interpreter caches compiled modules (.pyc); a shell that forbids it would make
+    # every workload process recompile unspool's sources and measure that instead.
+    for var in ("UNSPOOL_STORE_URL", "UNSPOOL_ARTIFACT_STORE", "PYTHONDONTWRITEBYTECODE"):
         env.pop(var, None)
     env["UNSPOOL_HOME"] = str(home)
     env["UNSPOOL_PROGRESS"] = "off"
