@@ -191,3 +191,54 @@ def test_hooks_run_where_the_step_runs(orchestrator: dict, tmp_path) -> None:
     with pytest.raises(StepFailedError):
         p()
     assert marker.read_text() == "ValueError:hooked"
+
+
+@step(enable_cache=False)
+def counted(x: int, effects: str) -> int:
+    with open(effects, "a") as f:
+        f.write(get_step_context().invocation_id + "\n")
+    if x == 2 and os.path.exists(effects + ".fail"):
+        raise RuntimeError("not yet")
+    return x + 1
+
+
+@pipeline(dynamic=True)
+def resumable(effects: str) -> None:
+    x = counted(0, effects)
+    x = counted(x, effects)
+    counted(x, effects)
+
+
+def test_resume_reuses_what_completed_and_runs_the_rest(orchestrator: dict, tmp_path) -> None:
+    effects = str(tmp_path / "effects")
+    open(effects + ".fail", "w").close()
+    with pytest.raises(StepFailedError, match="not yet"):
+        resumable.with_options(orchestrator=orchestrator)(effects)
+    run = _last_run()
+    assert [s.status.value for s in run.steps.values()] == ["completed", "completed", "failed"]
+
+    os.remove(effects + ".fail")
+    resumed = Client().resume_pipeline_run(run.id)
+    assert resumed.id == run.id
+    assert resumed.config["orchestrator"] == run.config["orchestrator"]
+    assert [s.status.value for s in resumed.steps.values()] == ["completed"] * 3
+    with open(effects) as f:
+        assert f.read().split() == ["counted", "counted_2", "counted_3", "counted_3"]
+    assert [a["status"] for a in resumed.steps["counted_3"].attempts] == ["failed", "completed"]
+
+
+def test_fail_fast_stops_what_has_not_started(orchestrator: dict) -> None:
+    @step(enable_cache=False)
+    def fails() -> int:
+        raise ValueError("first failure")
+
+    @pipeline(dynamic=True, orchestrator=orchestrator, execution_mode="FAIL_FAST")
+    def p() -> None:
+        first = fails.submit()
+        first.wait()
+        square(2)  # never starts: the body is interrupted here
+
+    with pytest.raises(StepFailedError, match="stopping"):
+        p()
+    statuses = {k: s.status.value for k, s in _last_run().steps.items()}
+    assert statuses == {"fails": "failed", "square": "stopped"}
