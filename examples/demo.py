@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Annotated
 
 from unspool import ArtifactConfig, Client, pipeline, step
@@ -39,4 +41,7 @@ if __name__ == "__main__":
     result = Client().get_artifact_version("total_words")
     print(f"\nrun {run.name}: {run.status.value}, {len(run.steps)} steps")
     print(f"total_words version {result.version} = {result.load()}")
-    print(f"inspect it with: unspool runs show {run.id}   (stores in {Client().artifact_root.rsplit('/', 1)[0]})")
+    cli = os.path.relpath(os.path.join(os.path.dirname(sys.executable), "unspool"))
+    print(f"stores: {Client().artifact_root.rsplit(os.sep, 1)[0]}")
+    print(f"inspect it with: {cli} runs show {run.id}")
+    print(f"           and: {cli} runs dag {run.id}  /  {cli} logs {run.id} count_words_2")
