@@ -110,10 +110,6 @@ class ArtifactStore:
     def join(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts) if not self.is_local else os.path.join(self.root, *parts)
 
-    def full(self, path: str) -> str:
-        """Turn a stored (store-relative or absolute) uri into a path on the filesystem."""
-        return path
-
     # -- primitives ------------------------------------------------------------------------
     def open(self, path: str, mode: str = "rb") -> IO[Any]:
         if self.is_local:
@@ -134,11 +130,6 @@ class ArtifactStore:
             os.makedirs(path, exist_ok=True)
         else:
             self.fs.makedirs(path, exist_ok=True)
-
-    def listdir(self, path: str) -> list[str]:
-        if self.is_local:
-            return sorted(os.listdir(path))
-        return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(path, detail=False))
 
     def read_bytes(self, path: str) -> bytes:
         with self.open(path, "rb") as f:

@@ -18,7 +18,6 @@ from typing import Any, Callable, TextIO
 _current: contextvars.ContextVar[StepLog | None] = contextvars.ContextVar("unspool_step_log", default=None)
 _install_lock = threading.Lock()
 _installed = False
-_echo_enabled = True
 _echo_sink: Callable[[str], None] | None = None
 
 
@@ -38,7 +37,7 @@ class StepLog:
         self.parts.append(text)
         if self.sink is not None:
             self.sink(text)
-        if not (self.echo and _echo_enabled):
+        if not self.echo:
             return
         # Echo whole lines only, so concurrent steps do not interleave mid-line.
         buffered = self._pending.get(stream_name, "") + text
@@ -48,7 +47,7 @@ class StepLog:
             _echo(console, "".join(f"[{self.prefix}] {line}\n" for line in lines))
 
     def finish(self, consoles: dict[str, TextIO]) -> None:
-        if self.echo and _echo_enabled:
+        if self.echo:
             for stream_name, rest in self._pending.items():
                 if rest:
                     _echo(consoles[stream_name], f"[{self.prefix}] {rest}\n")
@@ -124,11 +123,6 @@ def set_echo_sink(sink: Callable[[str], None] | None) -> None:
     _echo_sink = sink
 
 
-def set_echo(enabled: bool) -> None:
-    global _echo_enabled
-    _echo_enabled = enabled
-
-
 def capture(
     prefix: str, fn: Callable[[], Any], sink: Callable[[str], None] | None = None
 ) -> tuple[Any, BaseException | None, str]:
@@ -144,7 +138,3 @@ def capture(
         _current.reset(token)
         log.finish({"stdout": _console("stdout"), "stderr": _console("stderr")})
     return value, error, log.text()
-
-
-def current_step_log() -> StepLog | None:
-    return _current.get()

@@ -617,24 +617,3 @@ class MetadataStore:
                 (row.cache_key, row.step_run_id, row.output_name, {f: getattr(row, f) for f in fields})
                 for row in conn.execute(query)
             ]
-
-    def find_cached(self, cache_key: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
-        """The newest completed step run with this cache key and its output versions."""
-        with self.read() as conn:
-            row = conn.execute(
-                sa.select(step_runs)
-                .where(step_runs.c.cache_key == cache_key, step_runs.c.status == "completed")
-                .order_by(step_runs.c.end_time.desc())
-                .limit(1)
-            ).mappings().first()
-            if row is None:
-                return None
-            outputs = conn.execute(
-                sa.select(step_run_artifacts.c.name.label("output_name"), artifact_versions)
-                .join(artifact_versions, artifact_versions.c.id == step_run_artifacts.c.artifact_version_id)
-                .where(
-                    step_run_artifacts.c.step_run_id == row["id"],
-                    step_run_artifacts.c.direction == "output",
-                )
-            ).mappings().all()
-        return dict(row), [dict(o) for o in outputs]
