@@ -322,6 +322,7 @@ class MetadataStore:
         self._wake = threading.Event()
         self._closed = False
         self.statements = 0  # executed write statements; the benchmark regression guard reads it
+        self.rejected: list[dict[str, Any]] = []  # rows the database refused (see _salvage)
         self._beating: set[str] = set()
         self._last_beat = 0.0
         self._migrate()
@@ -471,9 +472,49 @@ class MetadataStore:
                 self._reset_buffers()
             try:
                 self._write_batch(*batch)
+            except (sa.exc.IntegrityError, sa.exc.DataError, sa.exc.ProgrammingError):
+                # The database refused some row. Retrying the batch would refuse it forever and
+                # block every later write; write item by item instead and drop only the refused.
+                self._salvage(batch)
             except Exception:
                 self._requeue(*batch)
                 raise
+
+    def _salvage(self, batch: tuple[Any, ...]) -> None:
+        pipes, run_ins, run_upd, step_ins, step_upd, arts, links, deletes = batch
+        empty: tuple[Any, ...] = (set(), {}, {}, {}, {}, [], [], [])
+        singles: list[tuple[str, str, tuple[Any, ...]]] = []
+
+        def single(position: int, value: Any, what: str, key: str) -> None:
+            parts = list(empty)
+            parts[position] = value
+            singles.append((what, key, tuple(parts)))
+
+        for name in pipes:
+            single(0, {name}, "pipeline", name)
+        for key, row in run_ins.items():
+            single(1, {key: row}, "pipeline run", key)
+        for key, changes in run_upd.items():
+            single(2, {key: changes}, "pipeline run update", key)
+        for key in deletes:
+            single(7, [key], "step run deletion", key)
+        for key, row in step_ins.items():
+            single(3, {key: row}, "step run", key)
+        for key, changes in step_upd.items():
+            single(4, {key: changes}, "step run update", key)
+        for row, handle in arts:
+            single(5, [(row, handle)], "artifact version", row.get("id", "?"))
+        for link in links:
+            single(6, [link], "lineage link", f"{link.get('step_run_id')}->{link.get('artifact_version_id')}")
+        for what, key, parts in singles:
+            try:
+                self._write_batch(*parts)
+            except (sa.exc.IntegrityError, sa.exc.DataError, sa.exc.ProgrammingError) as exc:
+                reason = _one_line(exc.orig if getattr(exc, "orig", None) is not None else exc)
+                self.rejected.append({"what": what, "key": key, "error": reason})
+                import sys
+
+                print(f"unspool: the metadata store refused {what} {key}: {reason}", file=sys.__stderr__)
 
     def _requeue(self, pipes: Any, run_ins: Any, run_upd: Any, step_ins: Any, step_upd: Any, arts: Any, links: Any, deletes: Any) -> None:
         with self._lock:
