@@ -76,6 +76,7 @@ from ._runner import (
     StepResult,
     StepSpec,
     artifact_store_for,
+    call_hook,
     describe_error,
     in_step,
     load_artifact,
@@ -352,6 +353,17 @@ def _is_artifact_like(value: Any) -> bool:
     return isinstance(value, (ArtifactFuture, StepRunFuture, ArtifactChunk)) or _is_stored_artifact(value)
 
 
+def _link(inv: Invocation, artifact: Produced, direction: str, name: str, position: int = 0,
+          item_index: int | None = None) -> dict[str, Any]:
+    """A lineage row: ``inv`` consumed (input) or produced (output) ``artifact``."""
+    return {"step_run_id": inv.step_run_id, "artifact_version_id": artifact.id, "direction": direction,
+            "name": name, "position": position, "item_index": item_index}
+
+
+def _input_links(inv: Invocation, input_ids: list[tuple[str, int, Produced, int | None]]) -> list[dict[str, Any]]:
+    return [_link(inv, p, "input", name, pos, index) for name, pos, p, index in input_ids]
+
+
 class _Substitutions(dict):  # type: ignore[type-arg]
     def __missing__(self, key: str) -> str:
         raise KeyError(key)
@@ -578,11 +590,15 @@ class Run:
             return S.FAILED, {"message": f"step(s) failed: {shown}", "failed_steps": failed_ids}
         return S.COMPLETED, None
 
-    def _run_metadata(self) -> dict[str, Any]:
+    def status_counts(self) -> dict[str, int]:
+        """How many of this run's invocations are in each status."""
         counts: dict[str, int] = {}
-        for inv in self.invocations.values():
+        for inv in list(self.invocations.values()):
             counts[inv.status.value] = counts.get(inv.status.value, 0) + 1
-        meta: dict[str, Any] = {"step_counts": counts}
+        return counts
+
+    def _run_metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {"step_counts": self.status_counts()}
         if self.config.budget is not None:
             meta["budget_used"] = self.budget_used()
         return meta
@@ -609,10 +625,7 @@ class Run:
         if hook is None:
             return
         try:
-            if exc is not None and inspect.signature(hook).parameters:
-                hook(exc)
-            else:
-                hook()
+            call_hook(hook, exc)
         except Exception as hook_exc:
             import sys
 
@@ -657,9 +670,7 @@ class Run:
             now = time.time()
             inv.attempts.append({"attempt": inv.attempt, "status": S.STOPPED.value, "start_time": inv.start_time,
                                  "end_time": now, "error": inv.error})
-            self.env.metadata.update_step_run(
-                inv.step_run_id, status=S.STOPPED.value, error=inv.error, end_time=now, attempts=list(inv.attempts)
-            )
+            self._record_step(inv, S.STOPPED, error=inv.error, end_time=now, attempts=list(inv.attempts))
         for executor in list(self.extra_executors.values()):
             executor.cancel_all()
 
@@ -1126,13 +1137,7 @@ class Run:
         inv.status = S.RUNNING
         if not retrying:
             self._record_step(inv, S.RUNNING, start_time=inv.start_time, cache_key=inv.cache_key)
-            self.env.metadata.insert_links(
-                [
-                    {"step_run_id": inv.step_run_id, "artifact_version_id": p.id, "direction": "input",
-                     "name": name, "position": pos, "item_index": index}
-                    for name, pos, p, index in input_ids
-                ]
-            )
+            self.env.metadata.insert_links(_input_links(inv, input_ids))
         self._emit_step(inv)
         return self._spec(inv, refs)
 
@@ -1260,17 +1265,9 @@ class Run:
         store = self.env.metadata
         self._record_step(inv, S.CACHED, original_step_run_id=original_id, cache_key=inv.cache_key,
                           start_time=now, end_time=now)
-        links = [
-            {"step_run_id": inv.step_run_id, "artifact_version_id": p.id, "direction": "input",
-             "name": name, "position": pos, "item_index": index}
-            for name, pos, p, index in input_ids
-        ]
-        links += [
-            {"step_run_id": inv.step_run_id, "artifact_version_id": p.id, "direction": "output",
-             "name": name, "position": 0, "item_index": None}
-            for name, p in outputs.items()
-        ]
-        store.insert_links(links)
+        store.insert_links(
+            _input_links(inv, input_ids) + [_link(inv, p, "output", name) for name, p in outputs.items()]
+        )
         self._finish(inv, S.CACHED)
 
     def _artifact_name(self, inv: Invocation, spec: Any) -> str:
@@ -1373,10 +1370,7 @@ class Run:
                 },
                 av,
             )
-            links.append(
-                {"step_run_id": inv.step_run_id, "artifact_version_id": av.id, "direction": "output",
-                 "name": spec.name, "position": 0, "item_index": None}
-            )
+            links.append(_link(inv, av, "output", spec.name))
             produced[spec.name] = av
         store.insert_links(links)
         return produced

@@ -68,10 +68,7 @@ def _plain_line(run: Run, event: Event, out: Any) -> None:
 
 
 def _summary(run: Run, elapsed: float, out: Any) -> None:
-    counts: dict[str, int] = {}
-    for inv in run.invocations.values():
-        counts[inv.status.value] = counts.get(inv.status.value, 0) + 1
-    parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no steps"
+    parts = ", ".join(f"{n} {status}" for status, n in sorted(run.status_counts().items())) or "no steps"
     print(
         f"unspool: run {run.name} finished in {elapsed:.2f}s ({parts}). Inspect it with: "
         f"unspool runs show {run.id}",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import importlib
+import inspect
 import time
 import traceback
 import typing
@@ -318,18 +319,20 @@ def _run_hook(hook: Any, exc: BaseException | None, holder: dict[str, Any]) -> N
     if hook is None:
         return
     try:
-        if exc is None:
-            hook()
-        else:
-            import inspect
-
-            takes_arg = bool(inspect.signature(hook).parameters)
-            hook(exc) if takes_arg else hook()
+        call_hook(hook, exc)
     except Exception as hook_exc:  # a hook never masks the step's outcome
         print(f"hook {getattr(hook, '__name__', hook)!r} raised {hook_exc!r}", file=__import__("sys").stderr)
         holder.setdefault("hook_errors", []).append(
             {"hook": getattr(hook, "__name__", repr(hook)), **describe_error(hook_exc)}
         )
+
+
+def call_hook(hook: Callable[..., Any], exc: BaseException | None) -> None:
+    """Call a success hook with nothing, a failure hook with the exception if it takes one."""
+    if exc is not None and inspect.signature(hook).parameters:
+        hook(exc)
+    else:
+        hook()
 
 
 def describe_error(exc: BaseException) -> dict[str, Any]:
