@@ -23,6 +23,13 @@ if TYPE_CHECKING:
     from ._engine import Invocation
 
 
+def _load_outputs(result: Any) -> Any:
+    """The data of a step's or child run's outputs: None, one value, or a tuple."""
+    if isinstance(result, tuple):
+        return tuple(r.load() for r in result)
+    return None if result is None else result.load()
+
+
 class ArtifactFuture:
     """One output of one step invocation (an artifact version once the step finished)."""
 
@@ -158,12 +165,7 @@ class StepRunFuture:
 
     def load(self) -> Any:
         """Wait and load the output data (a tuple for several outputs)."""
-        result = self.result()
-        if result is None:
-            return None
-        if isinstance(result, tuple):
-            return tuple(r.load() for r in result)
-        return result.load()
+        return _load_outputs(self.result())
 
     @property
     def status(self) -> str:
@@ -262,10 +264,8 @@ class ChildRunFuture:
         return self._run.result
 
     def load(self) -> Any:
-        result = self.result()
-        if isinstance(result, tuple):
-            return tuple(r.load() for r in result)
-        return None if result is None else result.load()
+        """Wait and load the child's output data (a tuple for several outputs)."""
+        return _load_outputs(self.result())
 
     def __repr__(self) -> str:
         return f"<ChildRunFuture {self._run.invocation_id}>"
