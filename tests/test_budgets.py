@@ -74,16 +74,18 @@ def test_max_fan_out_bounds_one_map_or_product() -> None:
 
 
 def test_max_parallelism_bounds_steps_running_at_once() -> None:
-    lock = threading.Lock()
+    changed = threading.Condition()
     state = {"now": 0, "peak": 0}
 
     @step(enable_cache=False)
     def busy(x: int) -> int:
-        with lock:
+        with changed:
             state["now"] += 1
             state["peak"] = max(state["peak"], state["now"])
-        time.sleep(0.02)
-        with lock:
+            changed.notify_all()
+            # Stay until two ran at once (so the bound is reached whatever the machine's load), or
+            # until the others had every chance to start: then the bound held them back.
+            changed.wait_for(lambda: state["peak"] >= 2, timeout=60)
             state["now"] -= 1
         return x
 
@@ -96,13 +98,13 @@ def test_max_parallelism_bounds_steps_running_at_once() -> None:
 
 
 def test_max_duration_stops_new_calls() -> None:
-    @pipeline(dynamic=True, budget=Budget(max_duration_s=0.2))
+    @pipeline(dynamic=True, budget=Budget(max_duration_s=1.0))  # long enough for unit(1) on a busy machine
     def p():
         unit(1)
-        time.sleep(0.3)
+        time.sleep(1.05)
         unit(2)
 
-    with pytest.raises(BudgetExceeded, match="max_duration_s=0.2"):
+    with pytest.raises(BudgetExceeded, match="max_duration_s=1.0"):
         p()
     assert list(_last_run().steps) == ["unit"]
 

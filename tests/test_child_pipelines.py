@@ -46,7 +46,7 @@ def test_sync_child_creates_a_linked_child_run_whose_output_feeds_the_parent() -
 
 
 def test_submitted_children_run_concurrently_and_ids_follow_call_order() -> None:
-    barrier = threading.Barrier(2, timeout=10)
+    barrier = threading.Barrier(2, timeout=60)
 
     @step(enable_cache=False)
     def meet(x: int) -> int:

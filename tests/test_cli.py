@@ -449,8 +449,6 @@ def test_debug_reraises_with_the_traceback() -> None:
 # -- resume ---------------------------------------------------------------------------------------
 
 def test_runs_resume_finishes_a_failed_run_as_the_same_run(tmp_path: Path) -> None:
-    if not hasattr(Client, "resume_pipeline_run"):
-        pytest.skip("resume is not available")
     flag = tmp_path / "fixed"
     path = tmp_path / "flaky.py"
     path.write_text(textwrap.dedent(f"""

@@ -19,7 +19,7 @@ from unspool import Client, ExecutionStatus, pipeline, step
 
 def test_submitted_steps_run_concurrently() -> None:
     n = 8
-    barrier = threading.Barrier(n, timeout=15)
+    barrier = threading.Barrier(n, timeout=60)
     threads: set[str] = set()
 
     @step(enable_cache=False)
@@ -47,7 +47,7 @@ def test_submit_returns_at_once_and_the_body_keeps_going() -> None:
     @step(enable_cache=False)
     def waits_for_later_step() -> str:
         # Can only finish after the body ran `release` below, i.e. after submit() returned.
-        if not released.wait(timeout=15):
+        if not released.wait(timeout=60):
             raise TimeoutError("the body was blocked by submit()")
         return "done"
 
@@ -75,7 +75,7 @@ def test_a_future_passed_downstream_is_waited_for() -> None:
 
     @step(enable_cache=False)
     def slow() -> int:
-        assert gate.wait(timeout=15)
+        assert gate.wait(timeout=60)
         return 5
 
     @step(enable_cache=False)
@@ -110,10 +110,7 @@ SCRIPT = textwrap.dedent(
     def rendezvous() -> None:
         # Both processes are inside a run before either goes on.
         (sync_dir / me).touch()
-        deadline = time.time() + 30
-        while not (sync_dir / other).exists():
-            if time.time() > deadline:
-                raise TimeoutError("the other process never started its run")
+        while not (sync_dir / other).exists():  # no deadline: the test bounds the whole exchange
             time.sleep(0.01)
 
     @step(enable_cache=False)
@@ -146,11 +143,14 @@ def test_two_processes_run_pipelines_on_one_store_at_once(tmp_path: Path, home: 
         )
         for me, other in (("a", "b"), ("b", "a"))
     ]
-    results = [p.communicate(timeout=120) for p in procs]
+    try:
+        results = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
 
     for proc, (out, err) in zip(procs, results):
-        assert proc.returncode == 0, err
-        assert out.strip().endswith("completed"), (out, err)
+        assert proc.returncode == 0, (out, err)  # the statuses are read from the store below
     runs = Client().list_pipeline_runs(pipeline_name="shared")
     assert sorted(r.parameters["tag"] for r in runs) == ["a", "b"]
     assert all(r.status == ExecutionStatus.COMPLETED and len(r.steps) == 11 for r in runs)

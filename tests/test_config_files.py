@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -383,10 +384,24 @@ def test_static_pipeline_unknown_step_name_fails_the_run_before_any_step(tmp_pat
 # -- executors: the orchestrator section ----------------------------------------------------------------
 
 
+NAPS: dict[str, threading.Barrier | None] = {"meet": None}
+
+
 @step(enable_cache=False)
 def nap(label: str) -> str:
-    time.sleep(0.4)
+    """When the test expects parallel steps, the two naps wait for each other, so they overlap for
+    certain (and fail if they cannot run at once); else each naps, long enough to overlap if they ran
+    at once."""
+    meet = NAPS["meet"]
+    if meet is not None:
+        meet.wait(timeout=60)
+    else:
+        time.sleep(0.2)
     return label
+
+
+def naps_meet(expected: bool) -> None:
+    NAPS["meet"] = threading.Barrier(2) if expected else None
 
 
 @pipeline
@@ -401,12 +416,14 @@ def overlapped(run: unspool.PipelineRun) -> bool:
 
 
 def test_without_orchestrator_section_independent_steps_run_in_parallel() -> None:
+    naps_meet(True)
     run = two_naps()
     assert run.config["orchestrator"] == {}
     assert overlapped(run)
 
 
 def test_type_local_alone_is_sequential(tmp_path: Path) -> None:
+    naps_meet(False)
     run = two_naps.with_options(config_path=str(write(tmp_path, "orchestrator: {type: local}\n")))()
     assert run.config["orchestrator"] == {"type": "local", "enable_parallel": False}
     assert not overlapped(run)
@@ -414,6 +431,7 @@ def test_type_local_alone_is_sequential(tmp_path: Path) -> None:
 
 def test_type_local_with_enable_parallel_runs_steps_concurrently(tmp_path: Path) -> None:
     path = write(tmp_path, "orchestrator:\n  type: local\n  enable_parallel: true\n")
+    naps_meet(True)
     run = two_naps.with_options(config_path=str(path))()
     assert run.config["orchestrator"] == {"type": "local", "enable_parallel": True}
     assert overlapped(run)

@@ -26,16 +26,35 @@ PIPELINE = textwrap.dedent(
     from unspool import get_step_context, pipeline, step
 
     EFFECTS = os.environ["EFFECTS_FILE"]
-    DELAY = float(os.environ.get("STEP_DELAY", "0.3"))
+    HOLD = os.environ.get("HOLD", "")  # where the process waits for RELEASE_FILE (see hold_here)
+    RELEASE = os.environ.get("RELEASE_FILE", "")
+
+    def start_order(invocation: str) -> int:
+        # Where this invocation's line stands among the squares' lines (appends keep their order).
+        with open(EFFECTS) as f:
+            squares = [line.strip() for line in f if line.startswith("square")]
+        return squares.index(invocation)
+
+    def hold_here(point: str) -> bool:
+        if HOLD == "third_square_on":  # every square from the third to start on: two finish first
+            return point.startswith("square") and start_order(point) >= 2
+        return point == HOLD
+
+    def hold(point: str) -> None:
+        # The test kills the process while it waits here, so the kill lands at a known point.
+        if hold_here(point):
+            while not os.path.exists(RELEASE):
+                time.sleep(0.01)
 
     def effect() -> None:
+        invocation = get_step_context().invocation_id
         with open(EFFECTS, "a") as f:
-            f.write(get_step_context().invocation_id + "\\n")
+            f.write(invocation + "\\n")
+        hold(invocation)
 
     @step(enable_cache=False)
     def work(x: int) -> int:
         effect()
-        time.sleep(DELAY)
         return x + 1
 
     @step(enable_cache=False)
@@ -46,7 +65,6 @@ PIPELINE = textwrap.dedent(
     @step(enable_cache=False)
     def square(x: int) -> int:
         effect()
-        time.sleep(DELAY)
         return x * x
 
     @step(enable_cache=False)
@@ -56,9 +74,10 @@ PIPELINE = textwrap.dedent(
 
     @pipeline(dynamic=True)
     def crashy():
-        time.sleep(float(os.environ.get("BODY_DELAY", "0")))
+        hold("body")
         x = work(0)
         x = work(x)
+        hold("between_work_2_and_work_3")
         x = work(x)
         squares = square.map(spread(x))
         total(squares)
@@ -96,16 +115,16 @@ def _effects(path: Path) -> Counter[str]:
     return Counter(path.read_text().split()) if path.exists() else Counter()
 
 
-def _start(tmp_path: Path, home: Path, effects: Path, body_delay: float = 0) -> subprocess.Popen[bytes]:
+def _start(tmp_path: Path, home: Path, effects: Path, hold: str = "") -> subprocess.Popen[bytes]:
     script = tmp_path / "crashy_pipeline.py"
     script.write_text(PIPELINE)
     env = {**os.environ, "UNSPOOL_HOME": str(home), "EFFECTS_FILE": str(effects), "UNSPOOL_PROGRESS": "off",
-           "BODY_DELAY": str(body_delay)}
+           "HOLD": hold, "RELEASE_FILE": str(tmp_path / "release")}
     return subprocess.Popen([sys.executable, str(script)], env=env, cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _wait_for(condition, timeout: float = 30.0) -> None:
+def _wait_for(condition, timeout: float = 120.0) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if condition():
@@ -136,29 +155,32 @@ def reference_total(tmp_path_factory) -> str:
 
 
 SCENARIOS = {
-    # name: trigger that decides when to SIGKILL the orchestrator
-    "before_steps": lambda home, effects: _run_exists(home) and not effects.exists(),
-    "during_a_step": lambda home, effects: _effects(effects)["work_2"] == 1,
-    "between_steps": lambda home, effects: {"work", "work_2"} <= _completed(home),
-    "during_the_map": lambda home, effects: sum(1 for i in _completed(home) if i.startswith("square")) >= 2,
+    # name: (where the orchestrator waits, what must be true before the test SIGKILLs it there)
+    "before_steps": ("body", lambda home, effects: _run_exists(home)),
+    "during_a_step": ("work_2", lambda home, effects: _effects(effects)["work_2"] == 1),
+    "between_steps": ("between_work_2_and_work_3", lambda home, effects: {"work", "work_2"} <= _completed(home)),
+    "during_the_map": (
+        "third_square_on",
+        lambda home, effects: sum(1 for i in _completed(home) if i.startswith("square")) >= 2,
+    ),
 }
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_sigkill_then_resume_completes_each_step_once(tmp_path: Path, scenario: str, reference_total: str) -> None:
     home, effects = tmp_path / "home", tmp_path / "effects"
-    proc = _start(tmp_path, home, effects, body_delay=1.0 if scenario == "before_steps" else 0)
-    trigger = SCENARIOS[scenario]
+    hold, trigger = SCENARIOS[scenario]
+    proc = _start(tmp_path, home, effects, hold=hold)
     _wait_for(lambda: trigger(home, effects) or proc.poll() is not None)
-    assert proc.poll() is None, "the pipeline finished before it could be killed"
+    assert proc.poll() is None, f"the pipeline exited while held at {hold!r}: {proc.stderr.read().decode()}"
     completed_at_kill = _completed(home)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     completed_at_kill = _completed(home) | completed_at_kill  # what the store held when the process died
+    (tmp_path / "release").touch()  # the resumed run passes every hold point
 
     result = _resume(home, effects, _run_id(home))
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().endswith("completed")
+    assert result.returncode == 0, result.stderr  # the run's status is read from the store below
 
     counts = _effects(effects)
     expected = {"work", "work_2", "work_3", "spread", "total"} | {
@@ -190,8 +212,8 @@ def _run_id(home: Path) -> str:
 
 def test_a_killed_run_is_shown_stopped_not_running_forever(tmp_path: Path) -> None:
     home, effects = tmp_path / "home", tmp_path / "effects"
-    proc = _start(tmp_path, home, effects)
-    _wait_for(lambda: "work" in _completed(home))
+    proc = _start(tmp_path, home, effects, hold="work_2")
+    _wait_for(lambda: "work" in _completed(home) and _effects(effects)["work_2"] == 1)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     os.environ["UNSPOOL_HOME"] = str(home)

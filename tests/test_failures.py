@@ -142,7 +142,7 @@ def test_stop_on_failure_lets_running_steps_finish() -> None:
 
     @step(enable_cache=False)
     def fail_after_start() -> int:
-        started.wait(5)
+        assert started.wait(60)
         raise RuntimeError("late failure")
 
     @pipeline(dynamic=True, execution_mode="STOP_ON_FAILURE")

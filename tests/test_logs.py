@@ -74,7 +74,7 @@ def test_a_failing_step_keeps_what_it_printed() -> None:
 
 def test_concurrent_steps_never_see_each_others_lines() -> None:
     n_steps, n_lines = 16, 50
-    barrier = threading.Barrier(n_steps, timeout=20)
+    barrier = threading.Barrier(n_steps, timeout=60)
 
     @step(enable_cache=False)
     def noisy(tag: int) -> int:
@@ -132,7 +132,7 @@ def test_captured_lines_are_echoed_to_the_console_with_the_invocation_id(
 
 
 def test_concurrent_echo_keeps_whole_lines(capfd: pytest.CaptureFixture[str]) -> None:
-    barrier = threading.Barrier(4, timeout=20)
+    barrier = threading.Barrier(4, timeout=60)
 
     @step(enable_cache=False)
     def spam(tag: int) -> None:

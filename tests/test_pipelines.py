@@ -378,7 +378,7 @@ def test_static_waiting_on_a_future_at_compile_time_is_an_error_not_a_hang(wait:
 def test_static_independent_steps_run_in_parallel() -> None:
     # Each branch waits at the barrier until the other one arrives: if the engine ran them one
     # after the other, the barrier would time out and the steps would fail.
-    barrier = threading.Barrier(3, timeout=10)
+    barrier = threading.Barrier(3, timeout=60)
 
     @step(enable_cache=False)
     def branch(i: int) -> int:

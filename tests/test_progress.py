@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from _servers import unavailable
 
 FLOW = '''
 from unspool import pipeline, step
@@ -35,8 +35,9 @@ def _write_flow(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.skipif(shutil.which("script") is None, reason="needs util-linux `script` for a pseudo-terminal")
 def test_terminal_gets_a_live_view_with_step_output_above_it(tmp_path: Path, home: Path) -> None:
+    if shutil.which("script") is None:
+        unavailable("needs util-linux `script` for a pseudo-terminal")
     flow = _write_flow(tmp_path)
     env = {**os.environ, "UNSPOOL_PROGRESS": "auto", "COLUMNS": "120", "TERM": "xterm-256color"}
     command = f"{sys.executable} -m unspool run {flow}:flow"

@@ -223,7 +223,8 @@ PRODUCER = textwrap.dedent(
         describe(make(n))
 
     run = production.with_options(orchestrator=json.loads(sys.argv[1]))()
-    print(json.dumps({"run": run.id, "status": run.status.value}))
+    with open(sys.argv[2], "w") as f:  # not stdout: Ray forwards worker output there at any time
+        json.dump({"run": run.id, "status": run.status.value}, f)
     """
 )
 
@@ -233,12 +234,13 @@ CONSUMER = textwrap.dedent(
     from unspool import Client
 
     run = Client().get_pipeline_run(sys.argv[1])
-    print(json.dumps({
+    with open(sys.argv[2], "w") as f:
+        json.dump({
         "make": run.steps["make"].output.load(),
         "describe": run.steps["describe"].output.load(),
         "logs": run.steps["make"].logs,
         "uri": run.steps["make"].output.uri,
-    }))
+    }, f)
     """
 )
 
@@ -265,12 +267,14 @@ def test_postgres_and_s3_with_steps_in_workers_and_a_reader_in_a_new_process(
     (tmp_path / "consumer.py").write_text(CONSUMER)
     env = {**os.environ, "UNSPOOL_HOME": str(tmp_path / "unused-home")}
 
-    def run(*args: str) -> dict[str, Any]:
+    def run(script: str, argument: str) -> dict[str, Any]:
+        result = tmp_path / f"{script}.json"
         done = subprocess.run(
-            [sys.executable, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240
+            [sys.executable, script, argument, str(result)],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240,
         )
         assert done.returncode == 0, done.stderr[-3000:]
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        return json.loads(result.read_text())
 
     produced = run("producer.py", json.dumps(orchestrator))
     assert produced["status"] == "completed"

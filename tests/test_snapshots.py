@@ -32,11 +32,12 @@ from unspool import pipeline, step
 def double(x: int) -> int:
     return x * 2
 
-@step
-def nap(seconds: float) -> float:
-    import time
-    time.sleep(seconds)
-    return seconds
+@step(enable_cache=False)
+def wait_for(path: str) -> str:
+    import os, time
+    while not os.path.exists(path):  # the test releases the step once it has seen the run
+        time.sleep(0.02)
+    return path
 
 @pipeline
 def calc(n: int = 1) -> None:
@@ -48,8 +49,8 @@ def fan(my_param: int) -> None:
         double(i)
 
 @pipeline
-def sleepy(seconds: float = 1.0) -> None:
-    nap(seconds)
+def held(release: str) -> None:
+    wait_for(release)
 
 @step
 def explode() -> None:
@@ -188,19 +189,20 @@ def test_trigger_by_name_applies_the_frozen_configuration(flows: ModuleType, tmp
     assert run.config["settings"] == {"team": "a", "extra": 1}
 
 
-def test_trigger_without_waiting_returns_once_the_run_exists(flows: ModuleType) -> None:
-    flows.sleepy.create_snapshot("sleepy")
-    started = time.monotonic()
-    run = Client().trigger_pipeline("sleepy", run_configuration={"parameters": {"seconds": 2.0}}, wait=False)
-    assert time.monotonic() - started < 8
-    assert run.status in (ExecutionStatus.INITIALIZING, ExecutionStatus.RUNNING)
-    deadline = time.monotonic() + 60
+def test_trigger_without_waiting_returns_once_the_run_exists(flows: ModuleType, tmp_path: Path) -> None:
+    flows.held.create_snapshot("held")
+    release = tmp_path / "release"
+    # The run's only step waits for `release`, so returning at all means trigger did not wait for it.
+    run = Client().trigger_pipeline("held", run_configuration={"parameters": {"release": str(release)}}, wait=False)
+    assert Client().get_pipeline_run(run.id).status in (ExecutionStatus.INITIALIZING, ExecutionStatus.RUNNING)
+    release.touch()
+    deadline = time.monotonic() + 120  # only turns a hang into a failure
     while not Client().get_pipeline_run(run.id).status.is_finished:
         assert time.monotonic() < deadline, "the triggered run never finished"
-        time.sleep(0.2)
+        time.sleep(0.05)
     finished = Client().get_pipeline_run(run.id)
     assert finished.status == ExecutionStatus.COMPLETED
-    assert finished.steps["nap"].output.load() == 2.0
+    assert finished.steps["wait_for"].output.load() == str(release)
 
 
 def test_trigger_rejects_parameters_the_pipeline_does_not_accept(flows: ModuleType) -> None:
