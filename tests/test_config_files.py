@@ -135,7 +135,7 @@ def test_pipeline_level_keys_are_applied_and_recorded(tmp_path: Path) -> None:
     assert recorded["settings"] == {"team": "search"}
     assert recorded["substitutions"] == {"flavour": "nightly"}
     assert recorded["budget"] == {
-        "max_steps": 5, "max_fan_out": 3, "max_parallelism": 2, "max_depth": 2, "max_duration_s": 60,
+        "max_steps": 5, "max_fan_out": 3, "max_parallelism": 2, "max_depth": 2, "max_duration_s": 60, "spend": None,
     }
     assert recorded["retry"] == {"max_retries": 2, "delay": 0, "backoff": 1.5}
     assert recorded["orchestrator"] == {"type": "local", "enable_parallel": True}

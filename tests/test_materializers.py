@@ -367,3 +367,24 @@ def test_builtin_inputs_convert_to_the_annotation_only_without_loss() -> None:
     assert seen == {"x": 3.0, "y": 2.5}
     assert type(seen["x"]) is float  # 3 -> 3.0 is lossless
     assert type(seen["y"]) is float  # 2.5 is not truncated to 2
+
+
+def test_a_pydantic_artifact_whose_model_cannot_be_imported_loads_as_a_dict() -> None:
+    import pydantic
+
+    from unspool import Client, pipeline, step
+
+    gone = pydantic.create_model("Gone", x=(int, ...), __module__="no_such_module_anywhere")
+
+    @step
+    def make() -> Any:
+        return gone(x=3)
+
+    @pipeline(dynamic=True)
+    def p() -> None:
+        make()
+
+    run = p()
+    artifact = run.steps["make"].outputs["output"][0]
+    assert artifact.data_type == "no_such_module_anywhere:Gone"
+    assert Client().get_artifact_version(artifact.name).load() == {"x": 3}

@@ -6,7 +6,7 @@ import json
 import re
 import sqlite3
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypedDict
 
 import pytest
 
@@ -425,3 +425,28 @@ def test_invocation_ids_are_deterministic_in_call_order() -> None:
         {"i": 0}, {"i": 1}, {"i": 2}, {"i": 3}, {"i": 9}
     ]
     assert [s.position for s in first.steps.values()] == list(range(7))
+
+
+class _Scored(TypedDict):
+    name: str
+    score: float
+
+
+@step
+def _make_scored(name: str) -> _Scored:
+    return {"name": name, "score": 0.5}
+
+
+@step
+def _best_of(items: list[_Scored]) -> _Scored:
+    return max(items, key=lambda item: item["score"])
+
+
+def test_typed_dict_outputs_and_inputs_are_dicts_at_run_time() -> None:
+    @pipeline(dynamic=True)
+    def p() -> None:
+        _best_of([_make_scored("a"), _make_scored("b")])
+
+    run = p()
+    assert run.status.value == "completed"
+    assert run.steps["_best_of"].outputs["output"][0].load() == {"name": "a", "score": 0.5}

@@ -465,7 +465,7 @@ def _budget_line(run: PipelineRun) -> str | None:
     """``used/limit`` per budget dimension, from the run's config and metadata."""
     used: dict[str, Any] = (run.metadata or {}).get("budget_used") or {}
     limits: dict[str, Any] = (run.config or {}).get("budget") or {}
-    if not used and not limits:
+    if not used and not limits and not (run.metadata or {}).get("spend"):
         return None
     parts = []
     for used_key, limit_key in (("steps", "max_steps"), ("duration_s", "max_duration_s"),
@@ -478,10 +478,19 @@ def _budget_line(run: PipelineRun) -> str | None:
     for key, limit in limits.items():
         if key in ("max_fan_out", "max_depth") and limit is not None:
             parts.append(f"{key} {limit}")
+    spent: dict[str, Any] = (run.metadata or {}).get("spend") or {}
+    spend_limits: dict[str, Any] = limits.get("spend") or {}
+    for key in {**spend_limits, **spent}:
+        limit = spend_limits.get(key)
+        parts.append(f"{key} {_amount(spent.get(key, 0))}" + ("" if limit is None else f"/{_amount(limit)}"))
     for key, value in used.items():
-        if key not in ("steps", "duration_s", "max_parallelism"):
+        if key not in ("steps", "duration_s", "max_parallelism", "spend"):
             parts.append(f"{key} {value}")
     return ", ".join(parts) or None
+
+
+def _amount(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def _cached_origins(client: Client, steps: list[StepRun]) -> dict[str, str]:
@@ -561,7 +570,7 @@ def runs_show(
     budget = _budget_line(run)
     if budget:
         header.add_row("budget", budget)
-    extra = {k: v for k, v in (run.metadata or {}).items() if k not in ("step_counts", "budget_used")}
+    extra = {k: v for k, v in (run.metadata or {}).items() if k not in ("step_counts", "budget_used", "spend")}
     if extra:
         header.add_row("metadata", Text(_json(extra)))
     out.print(header)

@@ -8,7 +8,8 @@ A config file configures one run without touching code::
     run_name: nightly-{date}
     settings: {...}                # free-form
     substitutions: {suffix: v2}    # for {placeholders} in run and artifact names
-    budget: {max_steps: 100, max_fan_out: 10, max_parallelism: 4, max_depth: 2, max_duration_s: 600}
+    budget: {max_steps: 100, max_fan_out: 10, max_parallelism: 4, max_depth: 2, max_duration_s: 600,
+            spend: {tokens: 200000, usd: 0.5}}
     retry: {max_retries: 2, delay: 1.0, backoff: 2.0}
     orchestrator: {type: local, enable_parallel: true}   # see _executors.KNOWN_EXECUTORS
     steps:
@@ -78,6 +79,7 @@ class BudgetSection(_Section):
     max_parallelism: int | None = Field(None, gt=0)
     max_depth: int | None = Field(None, gt=0)
     max_duration_s: float | None = Field(None, gt=0)
+    spend: dict[str, float] | None = None  # checked by Budget (_spend.validate)
 
 
 class StepSection(_Section):

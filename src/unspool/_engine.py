@@ -51,6 +51,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from . import _spend
 from ._errors import (
     BudgetExceeded,
     PipelineError,
@@ -601,14 +602,20 @@ class Run:
         meta: dict[str, Any] = {"step_counts": self.status_counts()}
         if self.config.budget is not None:
             meta["budget_used"] = self.budget_used()
+        spent = _spend.totals(self)
+        if spent:
+            meta["spend"] = spent
         return meta
 
     def budget_used(self) -> dict[str, Any]:
-        return {
+        used = {
             "steps": self.steps_used,
             "duration_s": round(time.time() - self.started, 3),
             "max_parallelism": self.slots,
         }
+        if self.config.budget is not None and self.config.budget.spend:
+            used["spend"] = _spend.totals(self)
+        return used
 
     def budget_remaining(self) -> dict[str, Any] | None:
         budget = self.config.budget
@@ -703,6 +710,7 @@ class Run:
         root_budget = root.config.budget
         if root_budget is not None and root_budget.max_steps is not None and root.steps_used + new_steps > root_budget.max_steps:
             raise BudgetExceeded("max_steps", root_budget.max_steps, root.steps_used, new_steps)
+        _spend.check(self)
 
     def root(self) -> Run:
         run = self
@@ -1173,6 +1181,7 @@ class Run:
             return False
         row, outputs = prev
         if row["status"] in (S.COMPLETED.value, S.CACHED.value) and row["cache_key"] == inv.cache_key:
+            _spend.charge(self, inv.id, (row["step_metadata"] or {}).get("spend"))  # paid before
             inv.step_run_id = row["id"]
             inv.outputs = outputs
             inv.start_time = row["start_time"] or time.time()
@@ -1216,7 +1225,7 @@ class Run:
             outputs=outputs,
             artifact_store_url=self.env.artifact_root,
             logs_uri=base + ".log",
-            budget_remaining=self.budget_remaining(),
+            budget_remaining=_spend.with_remaining(self, self.budget_remaining()),
         )
 
     def _step_row(self, inv: Invocation, status: ExecutionStatus) -> dict[str, Any]:
@@ -1297,6 +1306,7 @@ class Run:
             "error": None if result.ok else {k: v for k, v in (result.error or {}).items() if k != "traceback"},
         }
         inv.attempts.append(attempt_record)
+        spent = _spend.charge(self, inv.id, result.spend)
         retry = inv.step.config.retry or self.config.retry
         if not result.ok and retry is not None and inv.attempt <= retry.max_retries and self.stopping is None:
             delay = retry.delay * (retry.backoff ** (inv.attempt - 1))
@@ -1308,7 +1318,8 @@ class Run:
             "end_time": result.end_time,
             "attempts": list(inv.attempts),
             "logs_uri": result.logs_uri,
-            "step_metadata": {**result.step_metadata, **({"hook_errors": result.hook_errors} if result.hook_errors else {})},
+            "step_metadata": {**result.step_metadata, **({"hook_errors": result.hook_errors} if result.hook_errors else {}),
+                              **({"spend": spent} if spent else {})},
         }
         if result.ok:
             try:

@@ -120,8 +120,10 @@ class BudgetExceeded(UnspoolError):
         self.value = value
         self.used = used
         self.requested = requested
-        super().__init__(
-            f"budget {limit}={value} exceeded: {used} used, this call needs {requested} more"
-            if limit != "max_duration_s"
-            else f"budget max_duration_s={value} exceeded: the run has been going for {used:.1f}s"
-        )
+        if limit.startswith("spend."):
+            message = f"budget {limit}={value} reached: {used} spent by this run and its children"
+        elif limit == "max_duration_s":
+            message = f"budget max_duration_s={value} exceeded: the run has been going for {used:.1f}s"
+        else:
+            message = f"budget {limit}={value} exceeded: {used} used, this call needs {requested} more"
+        super().__init__(message)

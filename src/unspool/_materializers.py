@@ -348,6 +348,8 @@ class PydanticMaterializer(BaseMaterializer):
         self._write("data.json", data.model_dump_json().encode())
 
     def load(self, data_type: type) -> Any:
+        if not hasattr(data_type, "model_validate_json"):  # the model's module is not importable here
+            return json.loads(self._read("data.json"))
         return data_type.model_validate_json(self._read("data.json"))
 
 

@@ -24,16 +24,26 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass(frozen=True)
 class Budget:
-    """Hard limits for one run (children included). ``None`` means unlimited."""
+    """Hard limits for one run (children included). ``None`` means unlimited.
+
+    ``spend`` holds user-named limits that steps charge through
+    ``get_step_context().spend(...)``, e.g. ``{"tokens": 200_000, "usd": 0.5}`` (``_spend.py``).
+    """
 
     max_steps: int | None = None
     max_fan_out: int | None = None
     max_parallelism: int | None = None
     max_depth: int | None = None
     max_duration_s: float | None = None
+    spend: dict[str, float] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
+        from ._spend import validate
+
+        object.__setattr__(self, "spend", validate(self.spend))
         for f in dataclasses.fields(self):
+            if f.name == "spend":
+                continue
             value = getattr(self, f.name)
             if value is not None and (not isinstance(value, (int, float)) or value <= 0):
                 raise ValueError(f"Budget.{f.name} must be a positive number or None, got {value!r}")

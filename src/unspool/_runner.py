@@ -89,6 +89,7 @@ class StepResult:
     step_metadata: dict[str, Any] = field(default_factory=dict)
     hook_errors: list[dict[str, Any]] = field(default_factory=list)
     cpu_time: float | None = None  # CPU seconds of the thread that ran it (in-process only)
+    spend: dict[str, float] = field(default_factory=dict)  # charges (see _spend.py)
 
 
 # -- step context --------------------------------------------------------------------------------
@@ -106,6 +107,25 @@ class StepContext:
     budget_remaining: dict[str, Any] | None
     step_metadata: dict[str, Any] = field(default_factory=dict)
     artifact_metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+    spent: dict[str, float] = field(default_factory=dict)
+
+    def spend(self, **amounts: float) -> None:
+        """Charge this step's use of something counted (``tokens=1200, usd=0.003``).
+
+        Charges are added up per step and per run (children included) by the orchestrator and
+        checked against ``Budget(spend=...)`` before every later step call (``_spend.py``).
+        """
+        from ._spend import add_charges
+
+        add_charges(self.spent, amounts)
+
+    @property
+    def spend_remaining(self) -> dict[str, float] | None:
+        """Per spend limit: what the run had left when this step started, less its own charges."""
+        left = (self.budget_remaining or {}).get("spend")
+        if left is None:
+            return None
+        return {key: value - self.spent.get(key, 0) for key, value in left.items()}
 
 
 _context: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar("unspool_step_context", default=None)
@@ -170,6 +190,8 @@ def load_artifact(store: ArtifactStore, ref: ArtifactRef, annotation: Any = Any)
     stored = resolve_type(ref.data_type)
     stored = stored if isinstance(stored, type) and stored is not Any else None
     wanted = annotation if isinstance(annotation, type) and annotation is not Any else None
+    if wanted is not None and typing.is_typeddict(wanted):
+        wanted = dict  # a TypedDict is a dict at run time; issubclass() refuses it
     if wanted is not None and not (stored is not None and issubclass(stored, wanted)):
         data_type = wanted
     else:
@@ -301,6 +323,7 @@ def run_step(spec: StepSpec, log_sink: Callable[[str], None] | None = None) -> S
     result = StepResult(ok=error is None, start_time=start, end_time=time.time(),
                         cpu_time=time.thread_time() - cpu_start)
     result.step_metadata = ctx.step_metadata
+    result.spend = ctx.spent
     result.hook_errors = holder.get("hook_errors", [])
     if error is None:
         result.outputs = holder["outputs"]

@@ -390,6 +390,8 @@ def _check_type(step_name: str, spec: OutputSpec, value: Any) -> None:
             klass = typing.get_args(option)[0]
         if not isinstance(klass, type):
             return  # Literal, NewType, protocols...: not checked
+        if typing.is_typeddict(klass):
+            klass = dict  # a TypedDict is a dict at run time; isinstance() refuses it
         if isinstance(value, klass):
             return
         if klass is float and isinstance(value, int) and not isinstance(value, bool):
