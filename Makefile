@@ -1,20 +1,26 @@
 # `make demo`  - create .venv, install unspool, run the demo pipeline on the embedded stores.
 # `make test`  - create .venv, install unspool with test extras, lint and run the whole suite.
+# `make examples` - run the three worked examples in examples/ offline (optuna, doc search, RLM).
 # `make bench` - run the benchmark suite (see bench/README.md); `make bench-quick` for a short one.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint bench bench-quick clean
+.PHONY: demo examples test lint bench bench-quick clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,examples]'
 	touch $@
 
 demo: $(VENV)/.installed
 	$(PY) examples/demo.py
+
+examples: $(VENV)/.installed
+	$(VENV)/bin/unspool run examples/optuna_tuning/tuning.py:optuna_tuning --config examples/optuna_tuning/config.yaml
+	$(VENV)/bin/unspool run examples/doc_search_agent/doc_search.py:doc_search --config examples/doc_search_agent/config.yaml
+	$(VENV)/bin/unspool run examples/rlm_analysis/rlm.py:rlm_analysis --config examples/rlm_analysis/config.yaml
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check src tests bench examples

@@ -15,6 +15,7 @@ from unspool import (
     StepRetryConfig,
     get_step_context,
     pipeline,
+    spend_exempt,
     step,
 )
 from unspool._cli import app
@@ -223,3 +224,22 @@ def test_config_file_and_runs_show(tmp_path: Path) -> None:
     assert shown.exit_code == 0, shown.output
     assert "tokens 2000/200000" in shown.output
     assert "usd 0.02/0.5" in shown.output
+
+
+def test_steps_called_in_spend_exempt_still_run_and_still_count() -> None:
+    @pipeline(dynamic=True, budget=Budget(spend={"tokens": 100}))
+    def p() -> None:
+        try:
+            while True:
+                llm_call(60)
+        except BudgetExceeded:
+            pass
+        with spend_exempt():
+            llm_call(5)  # the final report
+        llm_call(1)  # outside the block the limit holds again
+
+    with pytest.raises(BudgetExceeded):
+        p()
+    run = _last_run()
+    assert [s.metadata["spend"]["tokens"] for s in run.steps.values()] == [60, 60, 5]
+    assert run.metadata["spend"]["tokens"] == 125

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     )
     from ._materializers import BaseMaterializer
     from ._runner import StepContext, get_step_context, log_metadata
+    from ._spend import spend_exempt
 
 __version__ = "0.1.0"
 
@@ -53,6 +54,7 @@ _LAZY = {
     "StepRunFuture": "_futures", "ChildRunFuture": "_futures", "unmapped": "_futures",
     "BaseMaterializer": "_materializers",
     "StepContext": "_runner", "get_step_context": "_runner", "log_metadata": "_runner",
+    "spend_exempt": "_spend",
 }
 
 
@@ -108,6 +110,7 @@ __all__ = [
     "get_step_context",
     "log_metadata",
     "pipeline",
+    "spend_exempt",
     "step",
     "unmapped",
 ]

@@ -20,13 +20,37 @@ ledger lives on the run object and is guarded by one lock.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import threading
-from typing import Any
+from typing import Any, Iterator
 
 from ._errors import BudgetExceeded
 
 _lock = threading.Lock()
+_exempt: contextvars.ContextVar[bool] = contextvars.ContextVar("unspool_spend_exempt", default=False)
+
+
+@contextlib.contextmanager
+def spend_exempt() -> Iterator[None]:
+    """Step and child calls in this block are not refused by spend limits.
+
+    For the work that must still happen once a spend limit is reached, typically the step
+    that aggregates and reports what was found. What those steps charge still counts::
+
+        try:
+            explore()
+        except BudgetExceeded:
+            pass
+        with spend_exempt():
+            report(results)
+    """
+    token = _exempt.set(True)
+    try:
+        yield
+    finally:
+        _exempt.reset(token)
 
 
 def validate(spend: Any) -> dict[str, float] | None:
@@ -78,6 +102,8 @@ def charge(run: Any, invocation_id: str, amounts: dict[str, float] | None) -> di
 
 def check(run: Any) -> None:
     """Raise :class:`BudgetExceeded` if the run or an ancestor reached a spend limit."""
+    if _exempt.get():
+        return
     node = run
     while node is not None:
         budget = node.config.budget
