@@ -367,23 +367,30 @@ def html_report(result: Synthesis) -> Annotated[str, ArtifactConfig(name="rlm_re
 
 def analyze_all(emails: ArtifactFuture, chunks: ArtifactFuture, question: str, max_chunk_emails: int,
                 max_iterations: int, evidence_budget: int) -> tuple[list[ArtifactFuture], int]:
-    """Start every chunk at once (a step each, or a child pipeline for a large one), then collect."""
+    """Start every chunk at once (a step each, or a child pipeline for a large one), then collect.
+    The count returned is of chunks that failed or never started."""
     started: list[Any] = []
-    for i, c in enumerate(chunks.load()):
-        if c["hi"] - c["lo"] > max_chunk_emails:
-            try:
-                started.append(analyze_part.submit(question=c["sub_question"], lo=c["lo"], hi=c["hi"],
-                                                   max_chunk_emails=max_chunk_emails, max_iterations=max_iterations,
-                                                   evidence_budget=evidence_budget))
-                continue
-            except BudgetExceeded:  # as deep as Budget(max_depth=...) allows: analyse it whole
-                pass
-        started.append(analyze_chunk.submit(chunks.chunk(i), emails, max_iterations, evidence_budget))
-    findings, failed = [], 0
+    planned = chunks.load()
+    try:
+        for i, c in enumerate(planned):
+            if c["hi"] - c["lo"] > max_chunk_emails:
+                try:
+                    started.append(analyze_part.submit(
+                        question=c["sub_question"], lo=c["lo"], hi=c["hi"], max_chunk_emails=max_chunk_emails,
+                        max_iterations=max_iterations, evidence_budget=evidence_budget))
+                    continue
+                except BudgetExceeded as exc:
+                    if exc.limit != "max_depth":
+                        raise
+                    # as deep as Budget(max_depth=...) allows: analyse it whole
+            started.append(analyze_chunk.submit(chunks.chunk(i), emails, max_iterations, evidence_budget))
+    except BudgetExceeded:  # the spend or step budget is used up: no further chunk starts
+        pass
+    findings, failed = [], len(planned) - len(started)
     for future in started:
         try:
             out = future.result()
-        except (StepFailedError, BudgetExceeded):  # a failed chunk is a failed step; the rest go on
+        except (StepFailedError, BudgetExceeded):  # a failed chunk (or child run); the rest go on
             failed += 1
             continue
         findings.append(out[0] if isinstance(out, tuple) else out)
