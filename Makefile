@@ -1,4 +1,4 @@
-# `make demo`  - create .venv, install unspool, run the demo pipeline on the embedded stores.
+# `make demo`  - create .venv, install unspool, run the e-mail analysis example offline (examples/demo.py).
 # `make test`  - create .venv, install unspool with test extras, lint and run the whole suite.
 # `make examples` - run the three worked examples in examples/ offline (optuna, doc search, RLM).
 # `make bench` - run the benchmark suite (see bench/README.md); `make bench-quick` for a short one.

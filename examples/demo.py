@@ -1,47 +1,46 @@
-"""The demo behind `make demo`: a small dynamic pipeline on the embedded stores."""
+"""The demo behind `make demo`: the recursive e-mail analysis example, offline, in seconds.
+
+A planning step decides how many chunks to analyse; every chunk is a step started at run
+time and all run at once; chunks too large are split again by child pipelines; every model
+call is charged to the run's spend budget. See examples/rlm_analysis/README.md.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from pathlib import Path
 
-from unspool import ArtifactConfig, Client, pipeline, step
+sys.path.insert(0, str(Path(__file__).resolve().parent / "rlm_analysis"))
 
+from rlm import rlm_analysis  # noqa: E402
 
-@step
-def load_documents() -> list[str]:
-    return [
-        "unspool runs ordinary Python functions as tracked steps",
-        "every output is a versioned artifact with lineage",
-        "dynamic pipelines decide their DAG while they run",
-    ]
+from unspool import Client  # noqa: E402
 
 
-@step
-def count_words(document: str) -> int:
-    print(f"counting words of {document[:30]!r}...")
-    return len(document.split())
-
-
-@step
-def total(counts: list[int]) -> Annotated[int, ArtifactConfig(name="total_words", tags=["demo"])]:
-    return sum(counts)
-
-
-@pipeline(dynamic=True)
-def word_count() -> None:
-    docs = load_documents()
-    counts = [count_words(docs.chunk(i)) for i, _ in enumerate(docs.load())]
-    total(counts)
+def main() -> None:
+    run = rlm_analysis()
+    steps = [*run.steps.values(), *(s for child in run.child_runs for s in child.steps.values())]
+    chunks = [s for s in steps if s.name == "analyze_chunk"]
+    limits = run.config["budget"]["spend"]
+    spent = run.metadata.get("spend", {})
+    synthesis = Client().get_artifact_version("rlm_synthesis").load()
+    cli = os.path.relpath(os.path.join(os.path.dirname(sys.executable), "unspool"))
+    print(f"\nrun {run.name}: {run.status.value}")
+    cached = sum(s.status.value == "cached" for s in steps)
+    print(f"  {len(steps)} steps created at run time, {len(run.child_runs)} child pipelines, "
+          f"{len(chunks)} chunk analyses started at once")
+    if cached:
+        print(f"  {cached} of them served from the cache: their model calls are not paid again")
+    print("  spend: " + ", ".join(f"{k} {spent.get(k, 0)}/{v}" for k, v in limits.items()))
+    print(f"  answer (confidence {synthesis.confidence}):")
+    for finding in synthesis.findings:
+        print(f"    - {finding[:110]}")
+    print(f"\nstores: {Client().artifact_root.rsplit(os.sep, 1)[0]}")
+    print(f"look at it with: {cli} runs show {run.id[:8]}     (steps, child runs, budget)")
+    print(f"            and: {cli} runs dag {run.id[:8]}  /  {cli} logs {run.id[:8]} analyze_chunk")
+    print(f"            and: {cli} artifacts show rlm_synthesis")
 
 
 if __name__ == "__main__":
-    run = word_count()
-    result = Client().get_artifact_version("total_words")
-    print(f"\nrun {run.name}: {run.status.value}, {len(run.steps)} steps")
-    print(f"total_words version {result.version} = {result.load()}")
-    cli = os.path.relpath(os.path.join(os.path.dirname(sys.executable), "unspool"))
-    print(f"stores: {Client().artifact_root.rsplit(os.sep, 1)[0]}")
-    print(f"inspect it with: {cli} runs show {run.id}")
-    print(f"           and: {cli} runs dag {run.id}  /  {cli} logs {run.id} count_words_2")
+    main()
