@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +14,20 @@ from typer.testing import CliRunner
 from unspool import Client, ExecutionStatus
 from unspool._cli import app
 
-pytest.importorskip("optuna")
-pytest.importorskip("sklearn")
-pytest.importorskip("pydantic_ai")
+if not os.environ.get("CI"):  # CI installs the examples extra (make test): missing there is a failure
+    pytest.importorskip("optuna")
+    pytest.importorskip("sklearn")
+    pytest.importorskip("pydantic_ai")
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def example_module(folder: str, name: str) -> Any:
+    """The example's module, imported as ``unspool run`` imports it (its folder on sys.path)."""
+    path = str(EXAMPLES / folder)
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    return importlib.import_module(name)
 runner = CliRunner()
 
 
@@ -60,6 +72,18 @@ def test_optuna_sweep_survives_a_crash_keeps_the_best_trial_and_reruns_from_the_
     statuses = {s.invocation_id: s.status for s in again.steps.values()}
     assert statuses.pop("run_trial_3") == ExecutionStatus.FAILED  # failures are never cached
     assert set(statuses.values()) == {ExecutionStatus.CACHED}
+
+
+def test_a_trial_without_a_metric_is_never_the_best() -> None:
+    tuning = example_module("optuna_tuning", "tuning")
+    records = [
+        {"number": 0, "params": {}, "state": "complete", "value": 0.8, "intermediate": {}},
+        {"number": 1, "params": {}, "state": "fail", "value": None, "intermediate": {}},
+        {"number": 2, "params": {}, "state": "complete", "value": float("nan"), "intermediate": {}},
+        {"number": 3, "params": {}, "state": "pruned", "value": 0.99, "intermediate": {"0": 0.99}},
+    ]
+    assert tuning.best_record(records)["number"] == 0
+    assert tuning.best_record(records[1:]) is None
 
 
 def test_optuna_batch_mode_runs_one_round() -> None:
@@ -140,6 +164,20 @@ def test_rlm_analysis_splits_recurses_and_synthesises() -> None:
     assert "180,000 dollars" in text and "contamination" in text
     assert synthesis.chunks == 3 and synthesis.failed_chunks == 0 and 0 < synthesis.confidence <= 1
     assert "Evidence gaps" in Client().get_artifact_version("rlm_report").load()
+
+
+def test_rlm_tools_are_typed_and_a_bad_regex_is_searched_literally() -> None:
+    rlm = example_module("rlm_analysis", "rlm")
+    emails = rlm.load_emails.entrypoint()
+    literal = rlm.run_tool(rlm.RegexSearch(pattern="+6%", thought=""), emails)  # not a valid regex
+    assert [e["subject"] for e in literal] == ["Budget impact of the launch delay"]
+    assert len(rlm.run_tool(rlm.RegexSearch(pattern=r"FW-21\d", thought=""), emails)) == 5
+    assert {e["sender"] for e in rlm.run_tool(rlm.BySender(sender="erin@falcon.example", thought=""), emails)} == {
+        "erin@falcon.example"}
+    received = rlm.run_tool(rlm.ByRecipient(recipient="dan@falcon.example", thought=""), emails)
+    assert received and all("dan@falcon.example" in e["recipients"] for e in received)
+    april = rlm.run_tool(rlm.ByDateRange(start="2024-04-01", end="2024-04-30", thought=""), emails)
+    assert april and all(e["date"].startswith("2024-04") for e in april)
 
 
 def test_rlm_call_budget_is_the_spend_budget(tmp_path: Path) -> None:

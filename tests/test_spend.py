@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -243,3 +244,39 @@ def test_steps_called_in_spend_exempt_still_run_and_still_count() -> None:
     run = _last_run()
     assert [s.metadata["spend"]["tokens"] for s in run.steps.values()] == [60, 60, 5]
     assert run.metadata["spend"]["tokens"] == 125
+
+
+def test_a_resumed_run_keeps_what_its_reused_steps_spent(tmp_path: Path) -> None:
+    flag = tmp_path / "fixed"
+    path = tmp_path / "spender.py"
+    path.write_text(textwrap.dedent(f"""
+        from pathlib import Path
+        from unspool import Budget, get_step_context, pipeline, step
+
+        @step
+        def paid() -> int:
+            get_step_context().spend(tokens=70)
+            return 1
+
+        @step
+        def later(x: int) -> int:
+            get_step_context().spend(tokens=20)
+            if not Path({str(flag)!r}).exists():
+                raise RuntimeError("not yet")
+            return x
+
+        @pipeline(dynamic=True, budget=Budget(spend={{"tokens": 100}}))
+        def spender() -> None:
+            later(paid())
+    """))
+    runner = CliRunner()
+    assert runner.invoke(app, ["run", f"{path}:spender"]).exit_code == 1
+    run = _last_run("spender")
+    assert run.metadata["spend"] == {"tokens": 90}
+    flag.touch()
+    assert runner.invoke(app, ["runs", "resume", run.id]).exit_code == 0
+    resumed = Client().get_pipeline_run(run.id)
+    assert resumed.status.value == "completed"
+    # paid: spent once, reused; later: its failed attempt and its new one both count
+    assert resumed.metadata["spend"] == {"tokens": 110}
+    assert resumed.steps["later"].metadata["spend"] == {"tokens": 40}

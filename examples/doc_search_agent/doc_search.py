@@ -21,7 +21,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, NamedTuple, TypedDict
 
 from pydantic import BaseModel, Field
 from pydantic_ai import Agent, ModelRetry, RunContext
@@ -137,6 +137,7 @@ def offline_model(messages: list[ModelMessage], info: AgentInfo) -> ModelRespons
     links = re.findall(r"^- (\S+) \| (\S+) \| (.*?)( \(explored\))?$", prompt, re.M)
     limit = int(re.search(r"at most (\d+) links", prompt).group(1))  # type: ignore[union-attr]
     wanted = terms(question)
+    notes = [n for n in notes if wanted & terms(n)]
     sentences = [s.strip() for s in re.split(r"(?<=\.)\s+", text) if s.strip()]
     best = max(sentences, key=lambda s: len(wanted & terms(s)), default="")
     covered = wanted & terms(best)
@@ -176,6 +177,21 @@ def keyword_search(query: str, docs: list[Document], top_k: int = 5) -> Annotate
     hits = keyword_scores(query, docs)[:top_k]
     log_metadata({"hits": len(hits)})
     return hits
+
+
+@step
+def pick_seeds(query: str, docs: list[Document], max_agents: int) -> Annotated[list[str], "seeds"]:
+    """The documents whose titles match the question best, hubs (most links) first."""
+    wanted = terms(query)
+    ranked = sorted(docs, key=lambda d: (-len(wanted & terms(d["title"])), -len(d["links"]), d["id"]))
+    return [d["id"] for d in ranked[:max_agents] if wanted & terms(d["title"])]
+
+
+class Todo(NamedTuple):
+    doc_id: str
+    agent: int
+    depth: int
+    notes: list[str]  # what the agents learnt on the way here
 
 
 @step
@@ -255,7 +271,7 @@ def html_report(result: SearchResult) -> Annotated[str, ArtifactConfig(name="doc
 
 @pipeline(
     dynamic=True,
-    depends_on=[traverse_node, keyword_search],
+    depends_on=[traverse_node, keyword_search, pick_seeds],
     budget=Budget(max_steps=60, max_duration_s=300, spend={"tokens": 40_000}),
 )
 def doc_search(
@@ -270,49 +286,45 @@ def doc_search(
     corpus = load_corpus()
     docs: list[Document] = corpus.load()  # for decisions; steps get their document by .chunk()
     index = {d["id"]: i for i, d in enumerate(docs)}
-    titles = {d["id"]: d["title"] for d in docs}
+    titles = {d["id"]: d["title"] for d in docs}  # dangling link targets have none
     kind = classify_query(query).load()
     if kind == "simple":
         hits = keyword_search(query, corpus)
         html_report(aggregate(query, kind, [], hits, 0, [], None))
         return
 
-    wanted = terms(query)  # seeds: the documents whose titles match best, hubs first
-    ranked = sorted(docs, key=lambda d: (-len(wanted & terms(d["title"])), -len(d["links"]), d["id"]))
-    seeds = [d["id"] for d in ranked[:max_agents] if wanted & terms(d["title"])]
+    seeds: list[str] = pick_seeds(query, corpus, max_agents).load()
     visited = set(seeds)  # one visited set for every branch: no document is paid for twice
-    frontier = [(doc_id, agent_id, 0, []) for agent_id, doc_id in enumerate(seeds)]
+    frontier = [Todo(doc_id, agent, 0, []) for agent, doc_id in enumerate(seeds)]
     visits: list[ArtifactFuture] = []
     failed: list[str] = []
     stopped_by = None
     answered = False
     try:
         while frontier and not (stop_on_answer and answered):
-            submitted = [
-                (item, traverse_node.submit(
-                    corpus.chunk(index[item[0]]), query, item[1], item[2], item[3],
-                    {link["target"]: titles.get(link["target"], "(missing)") for link in docs[index[item[0]]]["links"]},
-                    sorted(visited), max_neighbours, item[0] in (fail_nodes or []),
+            started = [  # every node of this level runs at once
+                (todo, traverse_node.submit(
+                    doc=corpus.chunk(index[todo.doc_id]), query=query, agent_id=todo.agent, depth=todo.depth,
+                    notes=todo.notes, link_titles=titles, explored=sorted(visited),
+                    max_neighbours=max_neighbours, fail=todo.doc_id in (fail_nodes or []),
                 ))
-                for item in frontier
-            ]  # every node of this level runs at once
+                for todo in frontier
+            ]
             frontier = []
-            for (doc_id, agent_id, depth, notes), future in submitted:
+            for todo, future in started:
                 try:
-                    visit: NodeVisit = future.load()
+                    decision = future.load().decision
                 except StepFailedError:  # recorded as a failed step; the other branches go on
-                    failed.append(doc_id)
+                    failed.append(todo.doc_id)
                     continue
                 visits.append(future.result())
-                decision = visit.decision
                 answered = answered or decision.has_answer
-                if decision.has_answer or depth + 1 > max_depth:
+                if decision.has_answer or todo.depth >= max_depth:
                     continue
-                note = [*notes, decision.reasoning] if decision.reasoning != "nothing relevant here" else notes
                 for target in decision.traverse_to[:max_neighbours]:  # dangling ids are dropped
                     if target in index and target not in visited:
                         visited.add(target)
-                        frontier.append((target, agent_id, depth + 1, note))
+                        frontier.append(Todo(target, todo.agent, todo.depth + 1, [*todo.notes, decision.reasoning]))
     except BudgetExceeded as exc:  # the framework said stop: report what was found so far
         stopped_by = str(exc)
     with spend_exempt():  # the report costs no tokens: it runs even when the tokens ran out

@@ -36,7 +36,7 @@ STORY = [  # (day offset from 1 March, sender, recipients, subject, body)
     (41, "erin", ["alice", "bob", "carol", "dan"], "Decision: Falcon launch moves to 12 June",
      "I decided to postpone the Falcon launch from 15 May to 12 June because of the Acme chip delay and bug FW-212."),
     (44, "dan", ["erin", "alice"], "Budget impact of the launch delay",
-     "The four week delay costs 180,000 dollars: expedited freight, extra certification and idle line time. The budget overrun is 6 percent."),
+     "The four week delay costs 180,000 dollars: expedited freight, extra certification and idle line time. The budget overrun is +6% against plan."),
     (47, "erin", ["dan"], "Re: Budget impact of the launch delay",
      "Approved. Take the 180,000 dollars from the contingency reserve."),
     (58, "sam", ["bob"], "Order 4411 shipped",

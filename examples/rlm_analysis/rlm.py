@@ -183,8 +183,9 @@ def relevance(email: Email, question: str) -> int:
 # -- the offline model -----------------------------------------------------------------------------
 
 def offline_model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-    """Deterministic stand-in for an LLM: plans by month (or halves), searches the question's
-    words, then its most frequent sender, counts, looks around the latest evidence, stops."""
+    """Deterministic stand-in for an LLM: plans by month (or halves); searches the question's
+    words, then what the most frequent sender of the evidence sent and received, counts delay
+    mentions, looks at the days after the latest evidence, and stops."""
     prompt = "\n".join(p.content for m in messages for p in getattr(m, "parts", [])
                        if isinstance(p, UserPromptPart) and isinstance(p.content, str))
 
@@ -221,9 +222,12 @@ def offline_model(messages: list[ModelMessage], info: AgentInfo) -> ModelRespons
     elif len(done) == 1 and senders:
         top = max(sorted(set(senders)), key=senders.count)
         call = ("BySender", {"sender": top, "thought": f"{top} writes most of the evidence"})
-    elif len(done) == 2 and evidence:
-        call = ("Count", {"pattern": r"\b(delay|slip|postpon)\w*", "thought": "how often is a delay mentioned?"})
+    elif len(done) == 2 and senders:
+        top = max(sorted(set(senders)), key=senders.count)
+        call = ("ByRecipient", {"recipient": top, "thought": f"what did {top} receive?"})
     elif len(done) == 3 and evidence:
+        call = ("Count", {"pattern": r"\b(delay|slip|postpon)\w*", "thought": "how often is a delay mentioned?"})
+    elif len(done) == 4 and evidence:
         last = max(e[1] for e in evidence)
         call = ("ByDateRange", {"start": last, "end": last[:8] + f"{min(int(last[8:]) + 3, 28):02d}",
                                 "thought": "replies right after the latest evidence"})

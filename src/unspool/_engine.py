@@ -1180,8 +1180,8 @@ class Run:
         if prev is None:
             return False
         row, outputs = prev
+        _spend.charge(self, inv.id, (row["step_metadata"] or {}).get("spend"))  # paid before, either way
         if row["status"] in (S.COMPLETED.value, S.CACHED.value) and row["cache_key"] == inv.cache_key:
-            _spend.charge(self, inv.id, (row["step_metadata"] or {}).get("spend"))  # paid before
             inv.step_run_id = row["id"]
             inv.outputs = outputs
             inv.start_time = row["start_time"] or time.time()

@@ -5,7 +5,8 @@ the charges travel back in the step result (also from an isolated worker), and t
 orchestrating process, the single writer of the metadata store, adds them up here:
 
 * per step run, over all its attempts: ``step_metadata["spend"]``;
-* per run, children included: ``run_metadata["spend"]`` (and ``budget_used["spend"]``).
+* per run, children included: ``run_metadata["spend"]`` (and ``budget_used["spend"]``);
+  a resumed run starts from what its earlier execution's steps spent.
 
 ``Budget(spend={"tokens": 200_000, "usd": 0.5})`` limits a run and everything below it. Once
 a total reaches its limit the *next* step or child-pipeline call raises
