@@ -205,3 +205,17 @@ def test_import_unspool_never_imports_the_examples_dependencies() -> None:
             "print(sorted(m for m in ('optuna', 'sklearn', 'pydantic_ai') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_model_named_in_the_environment_runs_the_same_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    # "test" is pydantic-ai's TestModel: schema-valid answers that know nothing of the corpus
+    monkeypatch.setenv("DOC_SEARCH_MODEL", "test")
+    monkeypatch.setenv("RLM_MODEL", "test")
+    search = run_example("doc_search_agent/doc_search.py:doc_search")
+    visits = [s for s in search.steps.values() if s.name == "traverse_node"]
+    assert visits and all(s.metadata["spend"]["tokens"] > 0 for s in visits)
+    rlm = run_example("rlm_analysis/rlm.py:rlm_analysis")
+    assert rlm.steps["plan_chunks"].metadata["valid"] is False  # its plan is refused: even split
+    chunks = [s for s in rlm.steps.values() if s.name == "analyze_chunk"]
+    assert [s.metadata["emails"] for s in chunks] == [15, 15, 15, 15]
+    assert all(s.metadata["stopped_by"] == "iterations" and s.metadata["calls"] == 7 for s in chunks)
