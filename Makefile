@@ -2,11 +2,12 @@
 # `make test`  - create .venv, install unspool with test extras, lint and run the whole suite.
 # `make examples` - run the three worked examples in examples/ offline (optuna, doc search, RLM).
 # `make bench` - run the benchmark suite (see bench/README.md); `make bench-quick` for a short one.
+# `make bench-peers` - the same workloads through plain Python, unspool, Prefect and ZenML (each peer in its own venv).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo examples test lint bench bench-quick clean
+.PHONY: demo examples test lint bench bench-quick bench-peers clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,5 +35,8 @@ bench: $(VENV)/.installed
 bench-quick: $(VENV)/.installed
 	$(PY) bench/run.py --quick
 
+bench-peers: $(VENV)/.installed
+	$(PY) bench/peers.py
+
 clean:
-	rm -rf $(VENV) .unspool .pytest_cache
+	rm -rf $(VENV) .unspool .pytest_cache .bench-venvs
