@@ -141,15 +141,21 @@ def test_failed_child_fails_the_parent_unless_caught() -> None:
         broken()
 
     @pipeline(dynamic=True)
-    def parent():
-        try:
+    def parent(catch: bool):
+        if catch:
+            try:
+                bad_child()
+            except StepFailedError:
+                pass
+        else:
             bad_child()
-        except StepFailedError:
-            pass
         produce_number()
 
-    with pytest.raises(Exception, match="child"):
-        parent()
+    run = parent(True)  # caught: the parent handled it
+    assert run.status.value == "completed"
+    assert run.child_runs[0].status.value == "failed"
+    with pytest.raises(Exception, match="child broke"):
+        parent(False)
     run = Client().list_pipeline_runs(pipeline_name="parent")[0]
     assert run.status.value == "failed"
     assert run.child_runs[0].status.value == "failed"

@@ -214,8 +214,7 @@ def test_unserialisable_output_is_a_clear_materializer_error() -> None:
         except Exception as exc:
             caught.append(exc)
 
-    with pytest.raises(Exception, match="locked"):
-        unpicklable()
+    unpicklable()  # the body handled the failure
     [exc] = caught
     assert isinstance(exc.original_exception, MaterializerError)
     message = str(exc.original_exception)

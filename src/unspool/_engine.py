@@ -70,6 +70,7 @@ from ._futures import (
     unmapped,
 )
 from ._ids import new_id
+from ._outcome import handled_steps, note_seen, unhandled_children, unhandled_steps
 from ._runner import (
     ArtifactRef,
     OutputTarget,
@@ -219,6 +220,7 @@ class Invocation:
         "run", "id", "step", "position", "step_run_id", "params", "inputs", "upstream",
         "status", "finished", "outputs", "error", "exception", "event", "dependents",
         "waiting", "cache_key", "attempt", "attempts", "start_time", "skip_reason", "recorded",
+        "handled",
     )
 
     def __init__(self, run: Run, inv_id: str, step: Step[Any], position: int) -> None:
@@ -244,6 +246,7 @@ class Invocation:
         self.start_time: float | None = None
         self.skip_reason: str | None = None
         self.recorded = False  # its step run row has been written (or queued)
+        self.handled = False  # the body was given its failure (see _outcome)
 
     @property
     def ok(self) -> bool:
@@ -257,6 +260,7 @@ class Invocation:
         if not self.ok:
             if self.exception is not None and not isinstance(self.exception, Exception):
                 raise self.exception  # Ctrl-C (KeyboardInterrupt), SystemExit: stop the body
+            note_seen(self)
             raise self.failure()
 
     def failure(self) -> StepFailedError:
@@ -429,6 +433,7 @@ class Run:
         self.timers: list[threading.Timer] = []
         self.children: list[Run] = []
         self.failed_children: list[Run] = []
+        self.handled = False  # a failure of this (child) run was given to the parent body
         self.done = threading.Event()
         self.outcome: BaseException | None = None
         self.result: Any = None
@@ -572,6 +577,8 @@ class Run:
 
     def _final_status(self, body_error: BaseException | None) -> tuple[ExecutionStatus, dict[str, Any] | None]:
         failed_ids = [inv.id for inv in self.failed]
+        if body_error is None:
+            failed_ids = [inv.id for inv in unhandled_steps(self)]
         if body_error is not None:
             err = describe_error(body_error)
             err["failed_steps"] = failed_ids
@@ -581,10 +588,11 @@ class Run:
                 err["message"] = "interrupted (KeyboardInterrupt)"
                 return S.STOPPED, err
             return S.FAILED, err
-        if self.failed_children and not failed_ids:
-            names = ", ".join(c.invocation_id or c.id for c in self.failed_children)
+        failed_children = unhandled_children(self)
+        if failed_children and not failed_ids:
+            names = ", ".join(c.invocation_id or c.id for c in failed_children)
             return S.FAILED, {"message": f"child run(s) failed: {names}", "failed_steps": [],
-                              "failed_children": [c.id for c in self.failed_children]}
+                              "failed_children": [c.id for c in failed_children]}
         if failed_ids:
             shown = ", ".join(failed_ids[:10]) + (f" and {len(failed_ids) - 10} more" if len(failed_ids) > 10 else "")
             return S.FAILED, {"message": f"step(s) failed: {shown}", "failed_steps": failed_ids}
@@ -599,6 +607,8 @@ class Run:
 
     def _run_metadata(self) -> dict[str, Any]:
         meta: dict[str, Any] = {"step_counts": self.status_counts()}
+        if handled_steps(self):
+            meta["handled_failures"] = handled_steps(self)
         if self.config.budget is not None:
             meta["budget_used"] = self.budget_used()
         return meta
@@ -838,7 +848,11 @@ class Run:
         child = Run(pipeline, params, self.env, parent=self, invocation_id=invocation_id, previous=previous)
         self.children.append(child)
         if mode == "sync":
-            return child.execute_as_child()
+            try:
+                return child.execute_as_child()
+            except BaseException:
+                child.handled = True  # the body gets the child's failure now
+                raise
         with self.lock:
             self.unfinished += 1
 

@@ -260,6 +260,7 @@ class ChildRunFuture:
         """Wait; return the child's outputs (None, an artifact, or a tuple); raise its failure."""
         self._run.done.wait()
         if self._run.outcome is not None:
+            self._run.handled = True  # the body gets the child's failure now
             raise self._run.outcome
         return self._run.result
 
