@@ -440,3 +440,63 @@ def test_a_failed_child_run_nobody_waited_for_fails_the_parent() -> None:
         parent()
     assert _last_run().status.value == "failed"
 
+
+# -- SystemExit and KeyboardInterrupt in a step (issue 12, item 3) ------------------------------------
+
+def test_sys_exit_in_a_step_is_a_step_failure_the_body_can_catch() -> None:
+    import argparse
+
+    @step(enable_cache=False)
+    def exits(code: int) -> int:
+        import sys
+
+        sys.exit(code)
+
+    @step(enable_cache=False)
+    def parses() -> int:
+        parser = argparse.ArgumentParser(prog="tool")
+        parser.add_argument("--n", type=int, required=True)
+        return parser.parse_args([]).n
+
+    seen = []
+
+    @pipeline(dynamic=True)
+    def p():
+        for call in (lambda: exits(3), lambda: exits.submit(4).result(), parses,
+                     lambda: exits.with_options(runtime="isolated")(5)):
+            try:
+                call()
+            except StepFailedError as exc:
+                seen.append(exc.invocation_id)
+        return ok(1)
+
+    run = p()  # the orchestrating process was not stopped, and the body handled every failure
+    assert seen == ["exits", "exits_2", "parses", "exits_3"]
+    assert run.status.value == "completed"
+    steps = run.steps
+    for inv_id in ("exits", "exits_2", "parses", "exits_3"):
+        assert steps[inv_id].status.value == "failed", inv_id
+        assert steps[inv_id].error["type"] == "SystemExit"
+    assert "sys.exit(3)" in steps["exits"].error["message"]
+    assert "required" in steps["parses"].logs  # argparse's own message is in the step's log
+
+
+def test_keyboard_interrupt_in_the_body_thread_stops_the_run_and_records_the_step_stopped() -> None:
+    @step(enable_cache=False)
+    def interrupted() -> int:
+        raise KeyboardInterrupt  # what Ctrl-C does to a step running in the body's thread
+
+    @pipeline(dynamic=True)
+    def p():
+        try:
+            interrupted()
+        except StepFailedError:
+            pass  # not a step failure: never delivered as one
+        ok(1)
+
+    with pytest.raises(KeyboardInterrupt):
+        p()
+    run = _last_run()
+    assert run.status.value == "stopped"
+    assert run.steps["interrupted"].status.value == "stopped"
+    assert "ok" not in run.steps

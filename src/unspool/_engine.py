@@ -258,8 +258,8 @@ class Invocation:
             self.run.ensure_not_compiling("wait for", self.id)
         self.event.wait()
         if not self.ok:
-            if self.exception is not None and not isinstance(self.exception, Exception):
-                raise self.exception  # Ctrl-C (KeyboardInterrupt), SystemExit: stop the body
+            if self.status == S.STOPPED and isinstance(self.exception, KeyboardInterrupt):
+                raise self.exception  # Ctrl-C while it ran in the body's thread: stop the body
             note_seen(self)
             raise self.failure()
 
@@ -1305,14 +1305,15 @@ class Run:
             self._learn_cpu_ratio(result)
         attempt_record = {
             "attempt": inv.attempt,
-            "status": "completed" if result.ok else "failed",
+            "status": "completed" if result.ok else "stopped" if result.interrupted else "failed",
             "start_time": result.start_time,
             "end_time": result.end_time,
             "error": None if result.ok else {k: v for k, v in (result.error or {}).items() if k != "traceback"},
         }
         inv.attempts.append(attempt_record)
         retry = inv.step.config.retry or self.config.retry
-        if not result.ok and retry is not None and inv.attempt <= retry.max_retries and self.stopping is None:
+        if (not result.ok and retry is not None and inv.attempt <= retry.max_retries and self.stopping is None
+                and not result.interrupted):
             delay = retry.delay * (retry.backoff ** (inv.attempt - 1))
             inv.attempt += 1
             store.update_step_run(inv.step_run_id, attempts=list(inv.attempts), logs_uri=result.logs_uri)
@@ -1338,8 +1339,9 @@ class Run:
                 return
         inv.error = result.error
         inv.exception = result.exception
-        store.update_step_run(inv.step_run_id, status=S.FAILED.value, error=result.error, **changes)
-        self._finish(inv, S.FAILED)
+        status = S.STOPPED if result.interrupted else S.FAILED
+        store.update_step_run(inv.step_run_id, status=status.value, error=result.error, **changes)
+        self._finish(inv, status)
 
     def _retry_later(self, inv: Invocation, delay: float) -> None:
         def again() -> None:

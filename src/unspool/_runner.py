@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextvars
 import importlib
 import inspect
+import threading
 import time
 import traceback
 import typing
@@ -89,6 +90,7 @@ class StepResult:
     step_metadata: dict[str, Any] = field(default_factory=dict)
     hook_errors: list[dict[str, Any]] = field(default_factory=list)
     cpu_time: float | None = None  # CPU seconds of the thread that ran it (in-process only)
+    interrupted: bool = False  # Ctrl-C (KeyboardInterrupt in a main thread): stopped, not failed
 
 
 # -- step context --------------------------------------------------------------------------------
@@ -307,6 +309,9 @@ def run_step(spec: StepSpec, log_sink: Callable[[str], None] | None = None) -> S
     else:
         result.exception = error
         result.error = describe_error(error)
+        # SystemExit (sys.exit(), an argparse error) is the step's failure like any other;
+        # only Ctrl-C reaching the thread that runs the body (or a worker's) stops the run.
+        result.interrupted = isinstance(error, KeyboardInterrupt) and threading.current_thread() is threading.main_thread()
     if text:
         if log_sink is None:
             header = f"--- attempt {spec.attempt} ---\n" if spec.attempt > 1 else ""
@@ -336,9 +341,12 @@ def call_hook(hook: Callable[..., Any], exc: BaseException | None) -> None:
 
 
 def describe_error(exc: BaseException) -> dict[str, Any]:
+    message = str(exc)
+    if isinstance(exc, SystemExit):
+        message = f"the step called sys.exit({exc.code!r}) (argparse does on a usage error); it failed with that exit"
     return {
         "type": type(exc).__qualname__,
-        "message": str(exc),
+        "message": message,
         "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
     }
 
