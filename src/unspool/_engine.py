@@ -799,7 +799,7 @@ class Run:
         for inv in invs:
             self._schedule(inv)
         self._pump(run_here=None)
-        return MapResultFuture(futures)
+        return MapResultFuture(futures, [spec.name for spec in configured.outputs])
 
     def _sequence_items(self, step_name: str, arg: str, value: Any) -> list[Any] | None:
         if isinstance(value, MapResultFuture):
