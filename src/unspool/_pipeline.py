@@ -166,6 +166,16 @@ class Pipeline(Generic[F]):
         parent = current_run()
         if parent is not None:
             return parent.call_child(self, args, kwargs, mode="sync")
+        from ._loading import loading
+
+        where = loading()
+        if where is not None:
+            print(
+                f"unspool: not running pipeline {self.name!r}, called while unspool imported {where} "
+                "to find a pipeline (put the call under `if __name__ == \"__main__\":` to silence this)",
+                file=sys.__stderr__,
+            )
+            return None
         return run_pipeline(self, args, kwargs)
 
     def submit(self, *args: Any, **kwargs: Any) -> Any:
