@@ -500,3 +500,71 @@ def test_keyboard_interrupt_in_the_body_thread_stops_the_run_and_records_the_ste
     assert run.status.value == "stopped"
     assert run.steps["interrupted"].status.value == "stopped"
     assert "ok" not in run.steps
+
+
+# -- a timed-out step keeps its logs (issue 12, item 9) ------------------------------------------------
+
+def _wait_until(condition, what: str, limit: float = 30.0) -> None:
+    """Wait for a condition on the stores (a bounded wait, never a fixed sleep)."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} never happened"
+        time.sleep(0.02)
+
+
+def test_a_timed_out_step_keeps_what_it_printed() -> None:
+    release = threading.Event()
+    printed = threading.Event()
+
+    @step(enable_cache=False, timeout=0.5)
+    def hangs() -> int:
+        print("before hanging")
+        printed.set()
+        release.wait(30)
+        print("after release")
+        return 1
+
+    @pipeline(dynamic=True)
+    def p():
+        try:
+            hangs()
+        except StepFailedError:
+            pass
+
+    run = p()
+    step_run = run.steps["hangs"]
+    assert step_run.status.value == "failed" and step_run.error["type"] == "TimeoutError"
+    assert step_run.logs_uri  # recorded at the timeout, not lost
+    assert printed.wait(30)
+    release.set()  # the abandoned thread finishes and adds the rest to the same log
+    _wait_until(lambda: "after release" in Client().get_step_run(step_run.id).logs, "the abandoned step's log")
+    assert Client().get_step_run(step_run.id).logs.splitlines() == ["before hanging", "after release"]
+
+
+def test_a_timed_out_step_has_its_output_so_far_in_the_log_at_once() -> None:
+    release = threading.Event()
+    printed_at: list[float] = []
+
+    @step(enable_cache=False, timeout=1.0)
+    def hangs() -> int:
+        print("before hanging")
+        printed_at.append(time.time())
+        release.wait(30)
+        return 1
+
+    @pipeline(dynamic=True)
+    def p():
+        try:
+            hangs()
+        except StepFailedError:
+            pass
+
+    try:
+        run = p()
+        step_run = run.steps["hangs"]
+        logs = step_run.logs
+    finally:
+        release.set()
+    if not printed_at or printed_at[0] >= step_run.end_time.timestamp():
+        pytest.skip("the machine was too busy for the step to print before its timeout")
+    assert logs == "before hanging\n"  # while its thread still hangs

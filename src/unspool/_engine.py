@@ -82,6 +82,7 @@ from ._runner import (
     in_step,
     load_artifact,
     run_step,
+    timed_out_logs,
 )
 from ._settings import resolve_location
 from ._step import Step
@@ -1120,7 +1121,8 @@ class Run:
             + ("its thread was abandoned and keeps running in the background"
                if self._executor_for(inv) is self.executor else "its worker was stopped")
         )
-        result = StepResult(ok=False, error=describe_error(exc), exception=exc, start_time=inv.start_time or 0, end_time=time.time())
+        result = StepResult(ok=False, error=describe_error(exc), exception=exc, start_time=inv.start_time or 0,
+                            end_time=time.time(), logs_uri=timed_out_logs(spec))
         self._record_result(inv, spec, result)
         self._pump(run_here=None)
 

@@ -299,7 +299,7 @@ def run_step(spec: StepSpec, log_sink: Callable[[str], None] | None = None) -> S
         finally:
             _context.reset(token)
 
-    _, error, text = _logs.capture(spec.invocation_id, body, sink=log_sink)
+    _, error, text = _logs.capture(spec.invocation_id, body, sink=log_sink, key=_log_key(spec))
     result = StepResult(ok=error is None, start_time=start, end_time=time.time(),
                         cpu_time=time.thread_time() - cpu_start)
     result.step_metadata = ctx.step_metadata
@@ -314,10 +314,34 @@ def run_step(spec: StepSpec, log_sink: Callable[[str], None] | None = None) -> S
         result.interrupted = isinstance(error, KeyboardInterrupt) and threading.current_thread() is threading.main_thread()
     if text:
         if log_sink is None:
-            header = f"--- attempt {spec.attempt} ---\n" if spec.attempt > 1 else ""
+            started = _log_key(spec) in _partly_written
+            _partly_written.discard(_log_key(spec))
+            header = f"--- attempt {spec.attempt} ---\n" if spec.attempt > 1 and not started else ""
             store.append_text(spec.logs_uri, header + text)
         result.logs_uri = spec.logs_uri
+    elif store.exists(spec.logs_uri):  # a timed-out attempt wrote its part already
+        result.logs_uri = spec.logs_uri
     return result
+
+
+def _log_key(spec: StepSpec) -> str:
+    return f"{spec.step_run_id}#{spec.attempt}"
+
+
+_partly_written: set[str] = set()  # attempts whose log a timeout began writing
+
+def timed_out_logs(spec: StepSpec) -> str | None:
+    """The log of an attempt that timed out: what it printed so far is written now (its
+    abandoned thread adds the rest when it ends); an isolated worker streamed its own."""
+    store = artifact_store_for(spec.artifact_store_url)
+    text = _logs.take_live(_log_key(spec))
+    if text:
+        header = f"--- attempt {spec.attempt} ---\n" if spec.attempt > 1 else ""
+        store.append_text(spec.logs_uri, header + text)
+        _partly_written.add(_log_key(spec))
+    if text is not None or store.exists(spec.logs_uri):
+        return spec.logs_uri
+    return None
 
 
 def _run_hook(hook: Any, exc: BaseException | None, holder: dict[str, Any]) -> None:
