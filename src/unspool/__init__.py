@@ -28,6 +28,7 @@ from ._step import ArtifactConfig, Step, StepRetryConfig, step
 from ._types import ExecutionMode, ExecutionStatus
 
 if TYPE_CHECKING:
+    from ._cache_keys import CachePolicy
     from ._client import ArtifactVersion, Client, PipelineRun, Snapshot, StepRun
     from ._declarative import PythonTask
     from ._futures import (
@@ -52,6 +53,7 @@ _LAZY = {
     "ArtifactChunk": "_futures", "ArtifactFuture": "_futures", "MapResultFuture": "_futures",
     "StepRunFuture": "_futures", "ChildRunFuture": "_futures", "unmapped": "_futures",
     "BaseMaterializer": "_materializers",
+    "CachePolicy": "_cache_keys",
     "StepContext": "_runner", "get_step_context": "_runner", "log_metadata": "_runner",
 }
 
@@ -79,6 +81,7 @@ __all__ = [
     "BaseMaterializer",
     "Budget",
     "BudgetExceeded",
+    "CachePolicy",
     "ChildRunFuture",
     "Client",
     "ConfigError",

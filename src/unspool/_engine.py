@@ -51,6 +51,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from ._cache_keys import step_cache_key
 from ._errors import (
     BudgetExceeded,
     PipelineError,
@@ -1257,16 +1258,11 @@ class Run:
         }
 
     def _cache_key(self, inv: Invocation, input_ids: list[tuple[str, int, Produced, int | None]]) -> str:
-        step = inv.step
-        h = hashlib.sha256()
-        h.update(source_hash(step.func).encode())
-        h.update(json.dumps(inv.params, sort_keys=True, default=repr).encode())
-        for name, pos, produced, index in input_ids:
-            h.update(f"|{name}:{pos}:{produced.content_hash}:{index}".encode())
-        for spec in step.outputs:
-            h.update(f"|out:{spec.name}:{self._artifact_name(inv, spec)}".encode())
-        h.update(repr(step.config.recorded()["output_materializers"]).encode())
-        return h.hexdigest()
+        return step_cache_key(  # what the key covers: see _cache_keys
+            inv.step, inv.params, [(name, pos, produced.content_hash, index) for name, pos, produced, index in input_ids],
+            [(spec.name, self._artifact_name(inv, spec)) for spec in inv.step.outputs],
+            inv.step.config.recorded()["output_materializers"],
+        )
 
     def _lookup_cache(self, key: str, step_name: str) -> tuple[str, dict[str, Produced]] | None:
         memo = self.env.cache_memo.get(key)

@@ -79,6 +79,7 @@ class StepConfig:
     on_success: Callable[..., Any] | None = None
     timeout: float | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    cache_policy: Any = None  # a CachePolicy (see _cache_keys)
 
     def recorded(self) -> dict[str, Any]:
         """The JSON form stored on each step run (computed and encoded once per config)."""
@@ -98,6 +99,7 @@ class StepConfig:
             "retry": dataclasses.asdict(self.retry) if self.retry else None,
             "timeout": self.timeout,
             "output_materializers": _materializer_names(self.output_materializers),
+            **({"cache_policy": self.cache_policy.recorded()} if self.cache_policy is not None else {}),
         }
 
 
@@ -251,6 +253,14 @@ def _validate_config(options: dict[str, Any]) -> None:
                     "output_materializers takes BaseMaterializer subclasses (one, a list in output "
                     f"order, or a dict by output name), got {m!r}"
                 )
+    policy = options.get("cache_policy")
+    if policy is not None:
+        from ._cache_keys import CachePolicy
+
+        if isinstance(policy, dict):
+            options["cache_policy"] = policy = CachePolicy(**policy)
+        if not isinstance(policy, CachePolicy):
+            raise StepDefinitionError(f"cache_policy must be a CachePolicy, got {policy!r}")
     timeout = options.get("timeout")
     if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
         raise StepDefinitionError(f"timeout must be a positive number of seconds, got {timeout!r}")
@@ -279,6 +289,7 @@ def step(
     on_failure: Callable[..., Any] | None = None,
     on_success: Callable[..., Any] | None = None,
     timeout: float | None = None,
+    cache_policy: Any = None,
 ) -> Callable[[F], Step[F]]: ...
 
 
