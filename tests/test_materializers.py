@@ -6,16 +6,25 @@ import dataclasses
 import enum
 import hashlib
 import json
+import os
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Type
 
 import numpy as np
 import pandas as pd
 import pydantic
 import pytest
 
-from unspool import BaseMaterializer, Client, ExecutionStatus, MaterializerError, pipeline, step
+from unspool import (
+    ArtifactType,
+    BaseMaterializer,
+    Client,
+    ExecutionStatus,
+    MaterializerError,
+    pipeline,
+    step,
+)
 from unspool._artifact_store import ArtifactStore
 from unspool._materializers import SequenceMaterializer
 
@@ -366,3 +375,46 @@ def test_builtin_inputs_convert_to_the_annotation_only_without_loss() -> None:
     assert seen == {"x": 3.0, "y": 2.5}
     assert type(seen["x"]) is float  # 3 -> 3.0 is lossless
     assert type(seen["y"]) is float  # 2.5 is not truncated to 2
+
+
+class MyObj:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class MyMaterializer(BaseMaterializer):
+    """Written as in the ZenML docs: text-mode files through self.artifact_store.open."""
+
+    ASSOCIATED_TYPES = (MyObj,)
+    ASSOCIATED_ARTIFACT_TYPE = ArtifactType.DATA
+
+    def load(self, data_type: Type[MyObj]) -> MyObj:
+        with self.artifact_store.open(os.path.join(self.uri, "data.txt"), "r") as f:
+            name = f.read()
+        return MyObj(name=name)
+
+    def save(self, my_obj: MyObj) -> None:
+        with self.artifact_store.open(os.path.join(self.uri, "data.txt"), "w") as f:
+            f.write(my_obj.name)
+
+
+def test_a_materializer_written_as_in_the_zenml_docs_works_with_text_mode_files() -> None:
+    @step(output_materializers=MyMaterializer)
+    def my_first_step() -> MyObj:
+        return MyObj("my_object ünïcode")
+
+    @step
+    def my_second_step(my_obj: MyObj) -> str:
+        return my_obj.name
+
+    @pipeline(dynamic=True)
+    def first_pipeline() -> None:
+        my_second_step(my_first_step())
+
+    run = first_pipeline()
+    produced = run.steps["my_first_step"].output
+    assert produced.materializer.endswith(":MyMaterializer")
+    assert produced.load().name == "my_object ünïcode"
+    assert run.steps["my_second_step"].output.load() == "my_object ünïcode"
+    assert (Path(produced.uri) / "data.txt").read_text(encoding="utf-8") == "my_object ünïcode"
+    assert first_pipeline().steps["my_first_step"].status.value == "cached"  # content hashed

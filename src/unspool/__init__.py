@@ -25,7 +25,7 @@ from ._errors import (
 )
 from ._pipeline import Budget, Pipeline, pipeline
 from ._step import ArtifactConfig, Step, StepRetryConfig, step
-from ._types import ExecutionMode, ExecutionStatus
+from ._types import ArtifactType, ExecutionMode, ExecutionStatus
 
 if TYPE_CHECKING:
     from ._cache_keys import CachePolicy
@@ -77,6 +77,7 @@ __all__ = [
     "ArtifactChunk",
     "ArtifactConfig",
     "ArtifactFuture",
+    "ArtifactType",
     "ArtifactVersion",
     "BaseMaterializer",
     "Budget",

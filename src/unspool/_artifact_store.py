@@ -16,6 +16,7 @@ each version its content hash and size without reading the data back.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import posixpath
 import uuid
@@ -270,12 +271,12 @@ class TrackingArtifactStore:
         self._tracker = tracker
 
     def open(self, path: str, mode: str = "rb") -> IO[Any]:
+        if "w" in mode and "b" not in mode:  # text, as ZenML's materializer docs write it
+            binary = _HashingWriter(self._store.open(path, mode + "b"), self._tracker, path)
+            return io.TextIOWrapper(binary, encoding="utf-8")  # type: ignore[arg-type]
         inner = self._store.open(path, mode)
-        if "w" in mode and "b" in mode:
-            return _HashingWriter(inner, self._tracker, path)  # type: ignore[return-value]
         if "w" in mode:
-            inner.close()
-            raise ValueError("open artifact files in binary mode ('wb') and encode text yourself")
+            return _HashingWriter(inner, self._tracker, path)  # type: ignore[return-value]
         return inner
 
     def __getattr__(self, name: str) -> Any:
