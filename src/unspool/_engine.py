@@ -72,6 +72,7 @@ from ._futures import (
 )
 from ._ids import new_id
 from ._outcome import handled_steps, note_seen, unhandled_children, unhandled_steps
+from ._parameters import check_values, convert, is_mappable, with_configured
 from ._runner import (
     ArtifactRef,
     OutputTarget,
@@ -817,7 +818,7 @@ class Run:
                     "to pass it whole"
                 )
             return [ArtifactChunk(value, i) for i in range(count)]
-        if isinstance(value, (list, tuple)):
+        if is_mappable(value):  # lists, tuples, ranges, sets, generators and other iterators
             return list(value)
         return None
 
@@ -921,7 +922,7 @@ class Run:
     def _bind(self, step: Step[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         sig = step.signature
         if step.config.parameters:
-            kwargs = {**{k: v for k, v in step.config.parameters.items() if k in sig.parameters}, **kwargs}
+            kwargs = with_configured(step, args, kwargs)  # fill what the call leaves out; conflicts fail
         try:
             bound = sig.bind(*args, **kwargs)
         except TypeError as exc:
@@ -941,8 +942,8 @@ class Run:
                 params[name] = value
             else:
                 inputs[name] = sources
-        _json_check(f"step {step.name!r}", params)
-        return params, inputs
+        check_values(f"step {step.name!r}", params, _is_artifact_like)
+        return convert(f"step {step.name!r}", step.func, sig, params), inputs
 
     def _new_invocation(self, step: Step[Any], params: dict[str, Any], inputs: dict[str, Any]) -> Invocation:
         for _, sources in inputs.values():  # outputs of a child run: wait for that run first
@@ -1512,8 +1513,8 @@ def bind_parameters(pipeline: Pipeline[Any], args: tuple[Any, ...], kwargs: dict
         ) from None
     bound.apply_defaults()
     params = dict(bound.arguments)
-    _json_check(f"pipeline {pipeline.name!r}", params)
-    return params
+    check_values(f"pipeline {pipeline.name!r}", params, _is_artifact_like)
+    return convert(f"pipeline {pipeline.name!r}", pipeline.func, sig, params)
 
 
 def run_pipeline(pipeline: Pipeline[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
