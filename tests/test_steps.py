@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -329,8 +330,8 @@ def test_non_json_parameter_is_a_clear_step_input_error() -> None:
     @step
     def takes(value: Any) -> None: ...
 
-    with pytest.raises(StepInputError, match=r"parameter 'value' of step 'takes' is a set, which is not JSON"):
-        run_dynamic(lambda: takes({1, 2}))
+    with pytest.raises(StepInputError, match=r"parameter 'value' of step 'takes' is a lock, which cannot be recorded"):
+        run_dynamic(lambda: takes(threading.Lock()))
     run = only_run()
     assert run.status == ExecutionStatus.FAILED
     assert run.error["type"] == "StepInputError"

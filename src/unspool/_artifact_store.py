@@ -28,6 +28,21 @@ from ._ids import new_id
 HASH_NAME = "sha256"
 
 
+def _make_root(root: str) -> None:
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise StoreError(
+            f"the artifact store {root} is a file, not a folder; point UNSPOOL_ARTIFACT_STORE (or "
+            "UNSPOOL_HOME) at a folder, or move the file away"
+        )
+    try:
+        os.makedirs(root, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise StoreError(
+            f"the artifact store folder {root} cannot be created ({exc.strerror}: a part of the path "
+            "is a file); point UNSPOOL_ARTIFACT_STORE (or UNSPOOL_HOME) at a folder"
+        ) from exc
+
+
 class ArtifactStore:
     """Thin wrapper over an fsspec filesystem rooted at ``root``."""
 
@@ -38,7 +53,7 @@ class ArtifactStore:
             self.root = os.path.abspath(os.path.expanduser(root.removeprefix("file://")))
             self.is_local = True
             self._fs: Any = None
-            os.makedirs(self.root, exist_ok=True)
+            _make_root(self.root)
             return
         import fsspec
         from fsspec.core import url_to_fs

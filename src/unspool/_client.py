@@ -328,8 +328,17 @@ class Client:
     def get_artifact_version(self, name: str, version: int | str | None = None) -> ArtifactVersion:
         """A version of an artifact by name (the latest when ``version`` is None), or by id."""
         query = sa.select(artifact_versions).where(artifact_versions.c.name == name)
+        if isinstance(version, str) and version.strip().lower() == "latest":
+            version = None
         if version is not None:
-            query = query.where(artifact_versions.c.version == int(version))
+            try:
+                number = int(version)
+            except (TypeError, ValueError):
+                raise NotFoundError(
+                    f"version {version!r} of artifact {name!r} is not a version number; pass an int, "
+                    "'latest' or None (the latest)"
+                ) from None
+            query = query.where(artifact_versions.c.version == number)
         query = query.order_by(artifact_versions.c.version.desc()).limit(1)
         with self.store.read() as conn:
             row = conn.execute(query).mappings().first()

@@ -244,6 +244,26 @@ def _input_annotation(step: Step[Any], name: str, is_list: bool) -> Any:
     return annotation
 
 
+_PLAIN = (str, int, float, bool, bytes)
+_NUMBERS = (int, float, bool)
+
+
+def _check_input(step_name: str, name: str, annotation: Any, value: Any, ref: ArtifactRef) -> None:
+    """An input artifact whose data is not of the annotated type is the step's input error."""
+    from ._errors import StepInputError
+
+    wanted = typing.get_origin(annotation) or annotation
+    if wanted not in _PLAIN or type(value) not in _PLAIN:  # only plain scalars are checked here
+        return
+    if isinstance(value, wanted) or wanted in _NUMBERS and type(value) in _NUMBERS:
+        return  # numbers pass between int and float unchanged (see load_artifact)
+    stored = ref.data_type.rpartition(":")[2] or type(value).__name__
+    raise StepInputError(
+        f"input {name!r} of step {step_name!r} is annotated {wanted.__name__} but receives a "
+        f"{type(value).__name__} artifact (stored as {stored}); pass an artifact of that type or change the annotation"
+    )
+
+
 # -- running ------------------------------------------------------------------------------------------
 
 def run_step(spec: StepSpec, log_sink: Callable[[str], None] | None = None) -> StepResult:
@@ -274,6 +294,8 @@ def run_step(spec: StepSpec, log_sink: Callable[[str], None] | None = None) -> S
             for name, (is_list, refs) in spec.inputs.items():
                 annotation = _input_annotation(spec.step, name, is_list)
                 values = [load_artifact(store, ref, annotation) for ref in refs]
+                for value, ref in zip(values, refs):
+                    _check_input(spec.step.name, name, annotation, value, ref)
                 kwargs[name] = values if is_list else values[0]
             value = spec.step.func(**kwargs)
             outputs = split_outputs(spec.step.name, spec.step.outputs, value)
