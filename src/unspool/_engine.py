@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from ._cache_keys import step_cache_key
+from ._cross_run import upstream_name
 from ._errors import (
     BudgetExceeded,
     PipelineError,
@@ -1247,7 +1248,7 @@ class Run:
             "status": status.value,
             "parameters": inv.params,
             "config": inv.step.config.recorded(),
-            "upstream": [up.id for up in inv.upstream],
+            "upstream": [upstream_name(self, up) for up in inv.upstream],
             "cache_key": inv.cache_key,
             "original_step_run_id": None,
             "error": None,
