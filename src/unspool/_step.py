@@ -212,11 +212,13 @@ class Step(Generic[F]):
 
     def map(self, *args: Any, **kwargs: Any) -> Any:
         """One invocation per element of the sequence inputs (zipped, equal lengths)."""
-        return self._engine_run("map").map_step(self, args, kwargs, product=False)
+        run = self._engine_run("map")
+        return _announce(run, self, run.map_step(self, args, kwargs, product=False))
 
     def product(self, *args: Any, **kwargs: Any) -> Any:
         """One invocation per combination of the sequence inputs (cartesian product)."""
-        return self._engine_run("product").map_step(self, args, kwargs, product=True)
+        run = self._engine_run("product")
+        return _announce(run, self, run.map_step(self, args, kwargs, product=True))
 
     def _engine_run(self, what: str) -> Any:
         from ._engine import current_run
@@ -229,6 +231,17 @@ class Step(Generic[F]):
                 "(a function decorated with @pipeline)"
             )
         return run
+
+
+def _announce(run: Any, step: Step[Any], result: Any) -> Any:
+    """Tell listeners (the console) which invocations one map/product call made."""
+    from ._events import Event, events
+    from ._types import ExecutionStatus
+
+    if events.active:
+        events.emit(Event("map", run.id, ExecutionStatus.RUNNING, step_name=step.name,
+                          members=tuple(f.invocation_id for f in result)))
+    return result
 
 
 def _validate_config(options: dict[str, Any]) -> None:
