@@ -40,6 +40,13 @@ if TYPE_CHECKING:
         unmapped,
     )
     from ._materializers import BaseMaterializer
+    from ._parity import (
+        Model,
+        get_pipeline_context,
+        load_artifact,
+        register_artifact,
+        save_artifact,
+    )
     from ._runner import StepContext, get_step_context, log_metadata
 
 __version__ = "0.1.0"
@@ -54,6 +61,8 @@ _LAZY = {
     "StepRunFuture": "_futures", "ChildRunFuture": "_futures", "unmapped": "_futures",
     "BaseMaterializer": "_materializers",
     "CachePolicy": "_cache_keys",
+    "Model": "_parity", "get_pipeline_context": "_parity", "load_artifact": "_parity",
+    "register_artifact": "_parity", "save_artifact": "_parity",
     "StepContext": "_runner", "get_step_context": "_runner", "log_metadata": "_runner",
 }
 
@@ -90,6 +99,7 @@ __all__ = [
     "ExecutionStatus",
     "MapResultFuture",
     "MaterializerError",
+    "Model",
     "NotFoundError",
     "Pipeline",
     "PipelineError",
@@ -109,9 +119,13 @@ __all__ = [
     "StoreError",
     "UnspoolError",
     "WorkerLostError",
+    "get_pipeline_context",
     "get_step_context",
+    "load_artifact",
     "log_metadata",
     "pipeline",
+    "register_artifact",
+    "save_artifact",
     "step",
     "unmapped",
 ]

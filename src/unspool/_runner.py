@@ -109,6 +109,21 @@ class StepContext:
     step_metadata: dict[str, Any] = field(default_factory=dict)
     artifact_metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    @property
+    def pipeline_run(self) -> Any:
+        """The stored run this step belongs to (a ``PipelineRun``)."""
+        from ._client import Client
+
+        return Client().get_pipeline_run(self.run_id)
+
+    @property
+    def step_run(self) -> Any:
+        """This step run: ``id``, ``name``, ``invocation_id``, ``attempt``, ``pipeline_run_id``."""
+        from types import SimpleNamespace
+
+        return SimpleNamespace(id=self.step_run_id, name=self.step_name, invocation_id=self.invocation_id,
+                               attempt=self.attempt, pipeline_run_id=self.run_id)
+
 
 _context: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar("unspool_step_context", default=None)
 
@@ -123,13 +138,46 @@ def get_step_context() -> StepContext:
     return ctx
 
 
-def log_metadata(metadata: dict[str, Any], *, artifact_name: str | None = None) -> None:
-    """Attach metadata to the current step run, or to one of its outputs by output name."""
-    ctx = get_step_context()
-    if artifact_name is None:
-        ctx.step_metadata.update(metadata)
-    else:
-        ctx.artifact_metadata.setdefault(artifact_name, {}).update(metadata)
+def log_metadata(
+    metadata: dict[str, Any],
+    *,
+    artifact_name: str | None = None,
+    infer_artifact: bool = False,
+    step_name: str | None = None,
+    run_id_name_or_prefix: str | None = None,
+    step_id: str | None = None,
+    artifact_version_id: str | None = None,
+    artifact_version: str | int | None = None,
+    **model_options: Any,
+) -> None:
+    """Attach metadata, as in ZenML.
+
+    Inside a step: to the step run, to one of its outputs (``artifact_name``), or to its only
+    output (``infer_artifact=True``). Anywhere: to a stored step run (``step_name`` with
+    ``run_id_name_or_prefix``, or ``step_id``), an artifact version (``artifact_version_id``,
+    or ``artifact_name`` with ``artifact_version``) or a run (``run_id_name_or_prefix``).
+    Model options (``model_name``, ``infer_model``...) are accepted; unspool has no model
+    store, so that metadata goes to the step run when called in a step.
+    """
+    ctx = _context.get()
+    elsewhere = any(v is not None for v in (step_name, run_id_name_or_prefix, step_id, artifact_version_id,
+                                            artifact_version))
+    if ctx is not None and not elsewhere:
+        if artifact_name is not None:
+            ctx.artifact_metadata.setdefault(artifact_name, {}).update(metadata)
+        elif infer_artifact:
+            ctx.artifact_metadata.setdefault(_INFERRED, {}).update(metadata)
+        else:
+            ctx.step_metadata.update(metadata)
+        return
+    from ._parity import log_metadata_stored
+
+    log_metadata_stored(metadata, step_name=step_name, run=run_id_name_or_prefix, step_id=step_id,
+                        artifact_version_id=artifact_version_id, artifact_name=artifact_name,
+                        artifact_version=artifact_version, in_step=ctx is not None)
+
+
+_INFERRED = "\x00inferred"  # log_metadata(infer_artifact=True): the step's only output
 
 
 def in_step() -> bool:
@@ -312,6 +360,13 @@ def run_step(spec: StepSpec, log_sink: Callable[[str], None] | None = None) -> S
                         f"be saved with {cls.__name__}: {exc}"
                     ) from exc
                 record.metadata.update(ctx.artifact_metadata.get(name, {}))
+                if _INFERRED in ctx.artifact_metadata:
+                    if len(outputs) != 1:
+                        raise StepOutputError(
+                            f"log_metadata(infer_artifact=True) in step {spec.step.name!r} needs one output, "
+                            f"but it has {len(outputs)} ({', '.join(outputs)}); pass artifact_name= instead"
+                        )
+                    record.metadata.update(ctx.artifact_metadata[_INFERRED])
                 records[name] = record
             holder["outputs"] = records
             _run_hook(spec.step.config.on_success, None, holder)
