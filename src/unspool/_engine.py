@@ -1068,6 +1068,8 @@ class Run:
             if spec is None:
                 continue
             here = run_here is True or run_here is inv
+            if run_here is True and self.ready:  # more work is ready: start this one in a thread too
+                here = False
             if here and inv.step.config.timeout is None and self._executor_for(inv) is self.executor:
                 self._record_result(inv, spec, run_step(spec))
                 if run_here is inv:
