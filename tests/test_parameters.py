@@ -130,3 +130,39 @@ def test_cli_params_are_converted_and_a_bad_one_is_one_line(tmp_path: Path) -> N
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "'n'" in lines[0] and "'abc'" in lines[0] and "int" in lines[0]
     assert len(Client().list_pipeline_runs(pipeline_name="typed_flow")) == 1  # nothing ran
+
+
+
+_RESUME: dict[str, object] = {"fixed": False, "seen": []}
+
+
+@step
+def resume_first(day: dt.date) -> str:
+    return day.isoformat()
+
+
+@step
+def resume_second(text: str) -> str:
+    if not _RESUME["fixed"]:
+        raise RuntimeError("not yet")
+    return text
+
+
+@pipeline(dynamic=True)
+def resumable(day: dt.date) -> None:
+    _RESUME["seen"].append(type(day))  # type: ignore[attr-defined]
+    resume_second(resume_first(day))
+
+
+def test_a_resumed_run_gets_its_parameters_back_as_their_types() -> None:
+    _RESUME.update(fixed=False, seen=[])
+    with pytest.raises(Exception, match="not yet"):
+        resumable(dt.date(2024, 1, 31))
+    run = Client().list_pipeline_runs(pipeline_name="resumable")[0]
+    _RESUME["fixed"] = True
+    resumed = Client().resume_pipeline_run(run.id)
+    assert resumed.status.value == "completed"
+    assert _RESUME["seen"] == [dt.date, dt.date]
+    assert resumed.steps["resume_first"].status.value == "completed"
+    assert resumed.steps["resume_first"].id == run.steps["resume_first"].id  # reused, not run again
+    assert resumed.steps["resume_second"].output.load() == "2024-01-31"
