@@ -568,3 +568,34 @@ def test_a_timed_out_step_has_its_output_so_far_in_the_log_at_once() -> None:
     if not printed_at or printed_at[0] >= step_run.end_time.timestamp():
         pytest.skip("the machine was too busy for the step to print before its timeout")
     assert logs == "before hanging\n"  # while its thread still hangs
+
+
+def test_an_isolated_step_that_timed_out_keeps_what_it_printed(tmp_path) -> None:
+    marker = tmp_path / "printed"
+
+    @step(enable_cache=False, timeout=1.0, runtime="isolated")
+    def hangs_in_a_worker() -> int:
+        import pathlib
+        import sys
+        import time as _time
+
+        print("before hanging")
+        sys.stdout.flush()
+        pathlib.Path(str(marker)).touch()
+        _time.sleep(60)
+        return 1
+
+    @pipeline(dynamic=True)
+    def p():
+        try:
+            hangs_in_a_worker()
+        except StepFailedError:
+            pass
+
+    run = p()
+    step_run = run.steps["hangs_in_a_worker"]
+    assert step_run.error["type"] == "TimeoutError"
+    assert step_run.logs_uri
+    if not marker.exists():
+        pytest.skip("the worker did not get to print before its timeout on this busy machine")
+    assert "before hanging" in step_run.logs
