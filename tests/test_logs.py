@@ -229,3 +229,27 @@ def test_output_of_threads_a_step_starts_is_in_its_log() -> None:
         assert f"WARNING helper: helper {i} warns" in lines
     assert len(lines) == 6
     assert run.steps["neighbour"].logs == "neighbour line\n"
+
+
+def test_a_thread_that_outlives_its_step_writes_to_the_console_afterwards(capfd: pytest.CaptureFixture[str]) -> None:
+    go, done = threading.Event(), threading.Event()
+
+    def background() -> None:
+        print("during the step")
+        go.wait(30)
+        print("after the step ended")
+        done.set()
+
+    @step(enable_cache=False)
+    def leaves_a_thread() -> None:
+        threading.Thread(target=background, daemon=True).start()
+
+    @pipeline(dynamic=True)
+    def p() -> None:
+        leaves_a_thread()
+
+    run = p()
+    go.set()
+    assert done.wait(30)
+    assert "after the step ended" not in run.steps["leaves_a_thread"].logs
+    assert "after the step ended" in capfd.readouterr().out

@@ -24,12 +24,13 @@ _echo_sink: Callable[[str], None] | None = None
 class StepLog:
     """The captured text of one step attempt."""
 
-    __slots__ = ("prefix", "parts", "_pending", "echo", "sink", "taken")
+    __slots__ = ("prefix", "parts", "_pending", "echo", "sink", "taken", "closed")
 
     def __init__(self, prefix: str, echo: bool = True, sink: Callable[[str], None] | None = None) -> None:
         self.prefix = prefix
         self.parts: list[str] = []
         self.taken = 0  # parts[:taken] were handed out already (see take())
+        self.closed = False  # the step attempt ended: threads it left behind write to the console
         self._pending: dict[str, str] = {}
         self.echo = echo
         self.sink = sink  # gets every write as it happens (isolated workers stream to the log file)
@@ -81,7 +82,7 @@ class _StreamRouter:
 
     def write(self, text: str) -> int:
         log = _current.get()
-        if log is None:
+        if log is None or log.closed:
             return self._original.write(text)
         log.write(self._name, text, self._original)
         return len(text)
@@ -96,7 +97,7 @@ class _StreamRouter:
 class _StepLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         log = _current.get()
-        if log is None:
+        if log is None or log.closed:
             _outside_step(self, record)
             return
         try:
@@ -224,6 +225,7 @@ def capture(
     finally:
         _current.reset(token)
         log.finish({"stdout": _console("stdout"), "stderr": _console("stderr")})
+        log.closed = True
         if key is not None:
             _live.pop(key, None)
     return value, error, log.take()
