@@ -418,3 +418,45 @@ def test_a_materializer_written_as_in_the_zenml_docs_works_with_text_mode_files(
     assert run.steps["my_second_step"].output.load() == "my_object ünïcode"
     assert (Path(produced.uri) / "data.txt").read_text(encoding="utf-8") == "my_object ünïcode"
     assert first_pipeline().steps["my_first_step"].status.value == "cached"  # content hashed
+
+
+
+class Note:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+class NoteMaterializer(BaseMaterializer):
+    """Written with fileio, as ZenML's docs also show."""
+
+    ASSOCIATED_TYPES = (Note,)
+
+    def save(self, data: Note) -> None:
+        from unspool import fileio
+
+        fileio.makedirs(self.uri)
+        with fileio.open(os.path.join(self.uri, "note.txt"), "w") as f:
+            f.write(data.text)
+
+    def load(self, data_type: type) -> Note:
+        from unspool import fileio
+
+        assert fileio.exists(os.path.join(self.uri, "note.txt"))
+        assert fileio.listdir(self.uri) == ["note.txt"]
+        with fileio.open(os.path.join(self.uri, "note.txt"), "r") as f:
+            return Note(f.read())
+
+
+def test_a_materializer_using_fileio_as_in_the_zenml_docs() -> None:
+    @step(output_materializers=NoteMaterializer)
+    def write_note() -> Note:
+        return Note("hello")
+
+    @pipeline(dynamic=True)
+    def notes() -> None:
+        write_note()
+
+    run = notes()
+    produced = run.steps["write_note"].output
+    assert produced.load().text == "hello"
+    assert produced.size == 5 and produced.content_hash
