@@ -50,6 +50,25 @@ def test_pipeline_options_from_the_zenml_docs_are_accepted_and_recorded() -> Non
     assert seen == {"name": "configured", "extra": {"owner": "me"}, "model": "clf", "run_name": run.name}
 
 
+def test_pipeline_environment_is_set_while_the_run_executes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.delenv("UNSPOOL_TEST_ENV", raising=False)
+
+    @step(enable_cache=False)
+    def reads_env() -> str:
+        return os.environ.get("UNSPOOL_TEST_ENV", "unset")
+
+    @pipeline(dynamic=True, environment={"UNSPOOL_TEST_ENV": "from-pipeline"})
+    def with_env() -> None:
+        reads_env()
+        reads_env.with_options(runtime="isolated")()
+
+    run = with_env()
+    assert [s.output.load() for s in run.steps.values()] == ["from-pipeline", "from-pipeline"]
+    assert "UNSPOOL_TEST_ENV" not in os.environ
+
+
 def test_log_metadata_infers_the_artifact_and_reaches_a_step_from_outside() -> None:
     @pipeline(dynamic=True)
     def p() -> None:

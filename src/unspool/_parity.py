@@ -3,17 +3,19 @@ outside steps (``save_artifact``, ``load_artifact``, ``register_artifact``).
 
 Options that cannot mean anything on one machine are accepted and recorded, never rejected:
 ``@pipeline(model=Model(...))`` records the model's fields in the run's configuration (there
-is no model control plane), ``environment=`` is recorded (steps run in this process's
-environment), ``enable_step_logs=`` is recorded (logs are always captured), ``tags=`` and
+is no model control plane), ``environment=`` is set in this process while the run executes
+(isolated workers inherit it; Ray tasks do not), ``enable_step_logs=`` is recorded (logs are always captured), ``tags=`` and
 ``extra=`` are recorded and readable (``PipelineRun.tags``, ``get_pipeline_context().extra``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from ._errors import NotFoundError, PipelineError, StepInputError
 
@@ -216,3 +218,21 @@ def log_metadata_stored(metadata: dict[str, Any], *, step_name: str | None, run:
             "step_id=, artifact_version_id=, artifact_name= with artifact_version=, or run_id_name_or_prefix="
         )
     store.flush()
+
+
+@contextlib.contextmanager
+def run_environment(environment: dict[str, Any] | None) -> Iterator[None]:
+    """``@pipeline(environment={...})``: the variables are set while the run executes."""
+    if not environment:
+        yield
+        return
+    saved = {key: os.environ.get(key) for key in environment}
+    os.environ.update({str(k): str(v) for k, v in environment.items()})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -193,7 +193,10 @@ class Pipeline(Generic[F]):
                 file=sys.__stderr__,
             )
             return None
-        return run_pipeline(self, args, kwargs)
+        from ._parity import run_environment
+
+        with run_environment(self.config.environment):
+            return run_pipeline(self, args, kwargs)
 
     def submit(self, *args: Any, **kwargs: Any) -> Any:
         """Run as a child pipeline concurrently (inside a dynamic pipeline body)."""
