@@ -141,15 +141,21 @@ def test_failed_child_fails_the_parent_unless_caught() -> None:
         broken()
 
     @pipeline(dynamic=True)
-    def parent():
-        try:
+    def parent(catch: bool):
+        if catch:
+            try:
+                bad_child()
+            except StepFailedError:
+                pass
+        else:
             bad_child()
-        except StepFailedError:
-            pass
         produce_number()
 
-    with pytest.raises(Exception, match="child"):
-        parent()
+    run = parent(True)  # caught: the parent handled it
+    assert run.status.value == "completed"
+    assert run.child_runs[0].status.value == "failed"
+    with pytest.raises(Exception, match="child broke"):
+        parent(False)
     run = Client().list_pipeline_runs(pipeline_name="parent")[0]
     assert run.status.value == "failed"
     assert run.child_runs[0].status.value == "failed"
@@ -170,3 +176,33 @@ def test_max_depth_budget_limits_nesting() -> None:
 
     with pytest.raises(BudgetExceeded, match="max_depth=1"):
         top()
+
+
+def test_a_step_fed_by_a_child_runs_output_records_a_cross_run_upstream() -> None:
+    from typer.testing import CliRunner
+
+    from unspool._cli import app
+
+    @step
+    def consume_number(value: int) -> int:
+        return value + 1
+
+    @pipeline(dynamic=True)
+    def child_pipeline():
+        return produce_number()
+
+    @pipeline(dynamic=True)
+    def parent_pipeline():
+        local = produce_number()  # a step of the parent with the same invocation id as the child's
+        consume_number(child_pipeline())
+        consume_number(local)
+
+    run = parent_pipeline()
+    assert run.steps["consume_number"].upstream == ["pipeline:child_pipeline/produce_number"]
+    assert run.steps["consume_number_2"].upstream == ["produce_number"]
+    result = CliRunner().invoke(app, ["runs", "dag", run.id, "--format", "text"])
+    assert result.exit_code == 0, result.output
+    edges = set(result.output.split("\n"))
+    assert "pipeline:child_pipeline/produce_number -> consume_number" in edges
+    assert "produce_number -> consume_number_2" in edges
+    assert "produce_number -> consume_number" not in edges

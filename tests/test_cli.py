@@ -517,3 +517,48 @@ def test_python_dash_m_unspool_end_to_end(flows: Path, home: Path) -> None:
     assert missing.stderr.startswith("error: no pipeline run with id or name 'deadbeef'")
 
     assert _unspool("--help", cwd=flows.parent).returncode == 0
+
+
+def test_loading_a_file_without_a_main_guard_never_starts_a_run(tmp_path: Path, home: Path) -> None:
+    """The README's first example calls its pipeline at module level: commands that load the
+    file to find the pipeline must not run that call too."""
+    effects = tmp_path / "effects.txt"
+    script = tmp_path / "unguarded.py"
+    script.write_text(textwrap.dedent(f"""
+        from unspool import pipeline, step
+
+        @step(enable_cache=False)
+        def touch(tag: str) -> str:
+            with open({str(effects)!r}, "a") as f:
+                f.write(tag + "\\n")
+            return tag
+
+        @pipeline(dynamic=True)
+        def unguarded(tag: str = "module-level") -> None:
+            touch(tag)
+
+        unguarded()
+    """))
+    env_home = {"UNSPOOL_HOME": str(home)}
+    plain = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, **env_home})
+    assert plain.returncode == 0, plain.stderr  # run as a script, the call runs: one run
+    assert effects.read_text().split() == ["module-level"]
+
+    done = _unspool("run", f"{script}:unguarded", "--param", "tag=cli", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert effects.read_text().split() == ["module-level", "cli"]
+    [cli_run] = Client().list_pipeline_runs(limit=1)
+    assert cli_run.parameters == {"tag": "cli"}
+
+    done = _unspool("runs", "resume", cli_run.id, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    done = _unspool("snapshots", "create", f"{script}:unguarded", "--name", "unguarded-snap", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    done = _unspool("snapshots", "trigger", "unguarded-snap", "--param", "tag=trigger", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+
+    assert effects.read_text().split() == ["module-level", "cli", "trigger"]
+    runs = Client().list_pipeline_runs(pipeline_name="unguarded")
+    assert sorted(r.parameters["tag"] for r in runs) == ["cli", "module-level", "trigger"]
+    assert {r.status.value for r in runs} == {"completed"}

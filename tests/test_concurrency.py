@@ -160,3 +160,32 @@ def test_two_processes_run_pipelines_on_one_store_at_once(tmp_path: Path, home: 
     with sqlite3.connect(home / "unspool.db") as conn:
         versions = [v for (v,) in conn.execute("SELECT version FROM artifact_versions WHERE name = 'shared_name'")]
     assert sorted(versions) == list(range(1, 21))
+
+
+def test_static_branches_that_share_an_upstream_run_at_the_same_time() -> None:
+    """left and right only finish if they run concurrently: each waits for the other at a barrier."""
+    meet = threading.Barrier(2, timeout=60)
+
+    @step(enable_cache=False)
+    def source() -> int:
+        return 1
+
+    @step(enable_cache=False)
+    def left(x: int) -> int:
+        meet.wait()
+        return x
+
+    @step(enable_cache=False)
+    def right(x: int) -> int:
+        meet.wait()
+        return x
+
+    @pipeline
+    def branches() -> None:
+        s = source()
+        left(s)
+        right(s)
+
+    run = branches()
+    assert {k: v.status.value for k, v in run.steps.items()} == {
+        "source": "completed", "left": "completed", "right": "completed"}

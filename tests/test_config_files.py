@@ -470,3 +470,54 @@ def test_failing_run_configured_from_a_file_still_records_the_file(tmp_path: Pat
     [run] = Client().list_pipeline_runs("failing")
     assert run.config["config_path"] == str(path.resolve())
     assert run.config["execution_mode"] == "STOP_ON_FAILURE"
+
+
+# -- config-file parameters against the code's (issue 12, item 4) ------------------------------------
+
+def test_a_config_parameter_fills_what_the_code_leaves_out_and_a_conflict_is_an_error(tmp_path: Path) -> None:
+    @step
+    def some_step(arg: int, other: int = 0) -> int:
+        return arg + other
+
+    @pipeline(dynamic=True, depends_on=[some_step])
+    def filled() -> None:
+        some_step(other=1)  # arg from the file
+
+    @pipeline(dynamic=True, depends_on=[some_step])
+    def agrees() -> None:
+        some_step(3)  # passes the file's value: fine
+
+    @pipeline(dynamic=True, depends_on=[some_step])
+    def conflicts() -> None:
+        some_step(arg=2)
+
+    path = write(tmp_path, "steps:\n  some_step:\n    parameters: {arg: 3}\n")
+    run = filled.with_options(config_path=str(path))()
+    assert run.steps["some_step"].parameters == {"arg": 3, "other": 1}
+    assert agrees.with_options(config_path=str(path))().steps["some_step"].parameters == {"arg": 3, "other": 0}
+
+    with pytest.raises(ConfigError) as info:
+        conflicts.with_options(config_path=str(path))()
+    message = str(info.value)
+    assert "some_step" in message and "'arg'" in message and "3" in message and "2" in message
+    assert "\n" not in message
+    failed = Client().list_pipeline_runs(pipeline_name="conflicts")[0]
+    assert failed.status.value == "failed" and "some_step" not in failed.steps  # nothing ran
+
+
+def test_declarative_tasks_take_config_parameters_instead_of_their_defaults(tmp_path: Path) -> None:
+    from unspool import Pipeline, PythonTask
+
+    def load(n: int = 2) -> list[int]:
+        return list(range(n))
+
+    def scale(load: list[int], factor: float = 2.0) -> float:
+        return sum(load) * factor
+
+    pipe = Pipeline(steps=[PythonTask(function=load, name="load"), PythonTask(function=scale, name="scale")],
+                    name="declared")
+    path = write(tmp_path, "steps:\n  scale:\n    parameters: {factor: 10}\n")
+    run = pipe.execute(config=path)
+    assert run.steps["scale"].output.load() == 10.0  # 0 + 1, times the file's factor
+    assert run.steps["scale"].parameters == {"factor": 10}
+    assert pipe.execute().steps["scale"].output.load() == 2.0  # the default without the file

@@ -272,3 +272,28 @@ def test_ten_thousand_way_fan_out_is_ordinary_small_version(home) -> None:
     assert run.status.value == "completed"
     assert len(run.steps) == 502
     assert run.steps["reducer"].output.load() == 2 * sum(range(500))
+
+
+def test_unpack_on_an_empty_map_gives_one_empty_list_per_output() -> None:
+    @step
+    def nothing() -> list[int]:
+        return []
+
+    @step
+    def compute(a: int) -> tuple[int, int]:
+        return a * 2, a * 3
+
+    got = {}
+
+    @pipeline(dynamic=True)
+    def empty_map():
+        results = compute.map(a=nothing())
+        double, triple = results.unpack()
+        got["lists"] = (double, triple)
+        got["from_a_list"] = compute.map(a=[]).unpack()
+        reducer(double)
+
+    run = empty_map()
+    assert got["lists"] == ([], []) and got["from_a_list"] == ([], [])
+    assert run.status.value == "completed"
+    assert run.steps["reducer"].output.load() == 0

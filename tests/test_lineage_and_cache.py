@@ -372,3 +372,126 @@ def test_failed_steps_are_never_cache_hits() -> None:
     assert second.steps["sometimes"].status == COMPLETED
     assert third.steps["sometimes"].status == CACHED
     assert third.steps["sometimes"].original_step_run_id == second.steps["sometimes"].id
+
+
+# -- what the cache key tells apart (issue 12, item 5) -------------------------------------------------
+
+def test_steps_made_by_a_factory_do_not_share_cache_entries() -> None:
+    def make(factor: int, name: str):
+        @step(name=name)
+        def scale(x: int) -> int:
+            return x * factor
+
+        return scale
+
+    double, triple = make(2, "double"), make(3, "triple")
+    same_name_a, same_name_b = make(4, "scale"), make(5, "scale")
+
+    @pipeline(dynamic=True)
+    def factory() -> None:
+        double(5)
+        triple(5)
+        same_name_a(5)
+        same_name_b(5)
+
+    run = factory()
+    assert [s.output.load() for s in run.steps.values()] == [10, 15, 20, 25]
+    assert all(s.status == COMPLETED for s in run.steps.values())
+    assert factory().steps["triple"].status == CACHED  # the same closure value again: a hit
+
+
+def test_parameters_of_different_types_have_different_keys() -> None:
+    calls: list[Any] = []
+
+    @step
+    def echo(value: Any) -> str:
+        calls.append(value)
+        return repr(value)
+
+    @pipeline(dynamic=True)
+    def typed() -> None:
+        echo((1, 2))
+        echo([1, 2])
+        echo({1: "a"})
+        echo({"1": "a"})
+        echo(1)
+        echo(1.0)
+        echo(True)
+        echo([1, 2])  # a hit
+
+    run = typed()
+    statuses = [s.status for s in run.steps.values()]
+    assert statuses == [COMPLETED] * 7 + [CACHED]
+    assert [s.output.load() for s in run.steps.values()] == [
+        "(1, 2)", "[1, 2]", "{1: 'a'}", "{'1': 'a'}", "1", "1.0", "True", "[1, 2]"]
+
+
+def test_function_defaults_are_part_of_the_key() -> None:
+    def make(offset: int):
+        def shifted(x: int, *, by: int = offset) -> int:
+            return x + by
+        return step(name="shifted")(shifted)
+
+    @pipeline(dynamic=True)
+    def defaults(offset: int) -> None:
+        make(offset)(1)
+
+    defaults(1)
+    run = defaults(2)
+    assert run.steps["shifted"].status == COMPLETED
+    assert run.steps["shifted"].output.load() == 3
+
+
+def test_users_add_their_own_key_material_with_a_cache_policy(tmp_path: Path) -> None:
+    from unspool import CachePolicy
+
+    version = {"value": "v1"}
+    calls: list[str] = []
+
+    @step(cache_policy=CachePolicy(cache_func=lambda: version["value"]))
+    def reads_outside_data() -> str:
+        calls.append(version["value"])
+        return version["value"]
+
+    @pipeline(dynamic=True)
+    def external() -> None:
+        reads_outside_data()
+
+    external()
+    assert external().steps["reads_outside_data"].status == CACHED
+    version["value"] = "v2"
+    run = external()
+    assert run.steps["reads_outside_data"].status == COMPLETED
+    assert calls == ["v1", "v2"]
+
+
+def test_source_dependencies_bring_helper_code_into_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+    import sys
+    import textwrap
+
+    from unspool import CachePolicy
+
+    helpers = tmp_path / "cache_helpers_mod.py"
+    helpers.write_text("def helper(x):\n    return x + 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import cache_helpers_mod  # type: ignore[import-not-found]
+
+    @step(cache_policy=CachePolicy(source_dependencies=[cache_helpers_mod.helper]))
+    def uses_helper(x: int) -> int:
+        return sys.modules["cache_helpers_mod"].helper(x)
+
+    @pipeline(dynamic=True)
+    def with_helper() -> None:
+        uses_helper(1)
+
+    with_helper()
+    assert with_helper().steps["uses_helper"].status == CACHED
+    helpers.write_text(textwrap.dedent("""
+        def helper(x):
+            return x + 100
+    """))
+    importlib.reload(cache_helpers_mod)
+    run = with_helper()
+    assert run.steps["uses_helper"].status == COMPLETED
+    assert run.steps["uses_helper"].output.load() == 101

@@ -64,8 +64,7 @@ def test_a_failing_step_keeps_what_it_printed() -> None:
         except StepFailedError:
             pass
 
-    with pytest.raises(Exception, match="crash"):
-        crashing()
+    crashing()  # the body handled the failure
     [run] = Client().list_pipeline_runs()
     logs = run.steps["crash"].logs
     assert logs.splitlines() == ["about to fail", "ERROR worker: giving up"]
@@ -156,3 +155,101 @@ def test_concurrent_echo_keeps_whole_lines(capfd: pytest.CaptureFixture[str]) ->
         invocation = prefix[1:]
         tag = int(text[1 : text.index("-")])
         assert invocation == ("spam" if tag == 0 else f"spam_{tag + 1}")
+
+
+def test_logging_outside_steps_reaches_the_console_as_without_unspool(tmp_path: Path, home: Path) -> None:
+    """Python's last-resort handler prints WARNING and above when nothing is configured; a
+    body or script logging after a step ran must still be seen, and never in a step's log."""
+    import os
+    import subprocess
+    import textwrap
+
+    script = tmp_path / "logs_outside.py"
+    script.write_text(textwrap.dedent("""
+        import logging
+        from unspool import pipeline, step
+
+        @step
+        def quiet_step() -> int:
+            logging.getLogger("in.step").warning("inside the step")
+            return 1
+
+        @pipeline(dynamic=True)
+        def body_logs() -> None:
+            quiet_step()
+            logging.getLogger("in.body").warning("from the body after a step")
+            logging.getLogger("in.body").info("info is below the last resort's level")
+
+        if __name__ == "__main__":
+            body_logs()
+            logging.getLogger("in.script").error("from the script after the run")
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "UNSPOOL_HOME": str(home), "UNSPOOL_PROGRESS": "off"})
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert "from the body after a step" in lines
+    assert "from the script after the run" in lines
+    assert not any("info is below" in line for line in lines)
+    [run] = Client().list_pipeline_runs()
+    assert run.steps["quiet_step"].logs == "WARNING in.step: inside the step\n"
+
+
+def test_output_of_threads_a_step_starts_is_in_its_log() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def helper(i: int) -> int:
+        print(f"helper {i} says hi")
+        logging.getLogger("helper").warning("helper %d warns", i)
+        return i
+
+    @step(enable_cache=False)
+    def spawns(n: int) -> int:
+        t = threading.Thread(target=helper, args=(0,))
+        t.start()
+        t.join()
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            return sum(pool.map(helper, range(1, n + 1)))
+
+    @step(enable_cache=False)
+    def neighbour() -> None:
+        print("neighbour line")
+
+    @pipeline(dynamic=True)
+    def threaded() -> None:
+        a = spawns.submit(2)
+        b = neighbour.submit()
+        a.wait()
+        b.wait()
+
+    run = threaded()
+    lines = run.steps["spawns"].logs.splitlines()
+    for i in range(3):
+        assert f"helper {i} says hi" in lines
+        assert f"WARNING helper: helper {i} warns" in lines
+    assert len(lines) == 6
+    assert run.steps["neighbour"].logs == "neighbour line\n"
+
+
+def test_a_thread_that_outlives_its_step_writes_to_the_console_afterwards(capfd: pytest.CaptureFixture[str]) -> None:
+    go, done = threading.Event(), threading.Event()
+
+    def background() -> None:
+        print("during the step")
+        go.wait(30)
+        print("after the step ended")
+        done.set()
+
+    @step(enable_cache=False)
+    def leaves_a_thread() -> None:
+        threading.Thread(target=background, daemon=True).start()
+
+    @pipeline(dynamic=True)
+    def p() -> None:
+        leaves_a_thread()
+
+    run = p()
+    go.set()
+    assert done.wait(30)
+    assert "after the step ended" not in run.steps["leaves_a_thread"].logs
+    assert "after the step ended" in capfd.readouterr().out

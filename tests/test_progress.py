@@ -52,17 +52,73 @@ def test_terminal_gets_a_live_view_with_step_output_above_it(tmp_path: Path, hom
     assert "unspool: step work" not in screen  # no plain lines in a terminal
 
 
-def test_a_pipe_gets_one_plain_line_per_finished_step(tmp_path: Path, home: Path) -> None:
+def test_a_pipe_gets_failures_and_a_line_per_finished_map(tmp_path: Path, home: Path) -> None:
     flow = _write_flow(tmp_path)
     env = {**os.environ, "UNSPOOL_PROGRESS": "auto"}
     result = subprocess.run([sys.executable, "-m", "unspool", "run", f"{flow}:flow"], env=env,
                             capture_output=True, text=True, timeout=120)
     lines = result.stderr.splitlines()
-    assert sorted(line for line in lines if line.startswith("unspool: step")) == [
-        "unspool: step work completed",
-        "unspool: step work_2 completed",
-        "unspool: step work_3 failed: two is bad",
-        "unspool: step work_4 completed",
-    ]
+    assert [line for line in lines if line.startswith("unspool: step")] == ["unspool: step work_3 failed: two is bad"]
+    assert "unspool: map work: 4 steps finished (3 completed, 1 failed)" in lines
     assert "[work_3] working on 2" in result.stdout
     assert "\x1b[" not in result.stderr
+
+
+BIG_FLOW = '''
+from unspool import pipeline, step
+
+@step(enable_cache=False)
+def work(i: int) -> int:
+    if i % 100 == 7:
+        raise ValueError(f"{i} is bad")
+    return i
+
+@pipeline(dynamic=True)
+def big():
+    work.map(range(300))
+'''
+
+
+def test_a_big_map_outside_a_terminal_prints_failures_and_a_summary_not_a_line_per_step(
+    tmp_path: Path, home: Path
+) -> None:
+    flow = tmp_path / "big.py"
+    flow.write_text(BIG_FLOW)
+    env = {**os.environ, "UNSPOOL_PROGRESS": "auto"}
+    result = subprocess.run([sys.executable, "-m", "unspool", "run", f"{flow}:big"], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr  # three steps failed and nobody handled them
+    lines = result.stderr.splitlines()
+    assert not [line for line in lines if line.endswith(" completed")]
+    assert sorted(line for line in lines if line.startswith("unspool: step")) == [
+        "unspool: step work_108 failed: 107 is bad",
+        "unspool: step work_208 failed: 207 is bad",
+        "unspool: step work_8 failed: 7 is bad",
+    ]
+    assert "unspool: map work: 300 steps finished (297 completed, 3 failed)" in lines
+    progress = [line for line in lines if line.startswith("unspool: progress")]
+    assert all(re.fullmatch(r"unspool: progress: \d+/\d+ steps finished \(.*\), \d+ running", p) for p in progress)
+    assert len(lines) < 20 + len(progress)
+
+    verbose = subprocess.run([sys.executable, "-m", "unspool", "run", "--verbose", f"{flow}:big"], env=env,
+                             capture_output=True, text=True, timeout=300)
+    per_step = [line for line in verbose.stderr.splitlines() if line.startswith("unspool: step")]
+    assert len(per_step) == 300
+
+
+def test_the_periodic_progress_line_counts_by_status_and_only_when_something_finished() -> None:
+    import io
+    from types import SimpleNamespace
+
+    from unspool._events import Event
+    from unspool._progress import _PlainView
+    from unspool._types import ExecutionStatus as S
+
+    out = io.StringIO()
+    view = _PlainView(SimpleNamespace(id="r"), out, per_step=False)  # type: ignore[arg-type]
+    for inv, status in [("a", S.RUNNING), ("b", S.RUNNING), ("c", S.RUNNING), ("a", S.COMPLETED), ("b", S.FAILED)]:
+        view.on_event(Event("step", "r", status, invocation_id=inv, detail="bad" if status == S.FAILED else None))
+    view.on_event(Event("step", "other-run", S.COMPLETED, invocation_id="x"))
+    assert view.progress_line() == "unspool: progress: 2/3 steps finished (1 completed, 1 failed), 1 running\n"
+    assert view.progress_line() is None  # nothing finished since
+    assert out.getvalue() == "unspool: step b failed: bad\n"

@@ -25,9 +25,10 @@ from ._errors import (
 )
 from ._pipeline import Budget, Pipeline, pipeline
 from ._step import ArtifactConfig, Step, StepRetryConfig, step
-from ._types import ExecutionMode, ExecutionStatus
+from ._types import ArtifactType, ExecutionMode, ExecutionStatus
 
 if TYPE_CHECKING:
+    from ._cache_keys import CachePolicy
     from ._client import ArtifactVersion, Client, PipelineRun, Snapshot, StepRun
     from ._declarative import PythonTask
     from ._futures import (
@@ -39,6 +40,13 @@ if TYPE_CHECKING:
         unmapped,
     )
     from ._materializers import BaseMaterializer
+    from ._parity import (
+        Model,
+        get_pipeline_context,
+        load_artifact,
+        register_artifact,
+        save_artifact,
+    )
     from ._runner import StepContext, get_step_context, log_metadata
     from ._spend import spend_exempt
 
@@ -53,6 +61,9 @@ _LAZY = {
     "ArtifactChunk": "_futures", "ArtifactFuture": "_futures", "MapResultFuture": "_futures",
     "StepRunFuture": "_futures", "ChildRunFuture": "_futures", "unmapped": "_futures",
     "BaseMaterializer": "_materializers",
+    "CachePolicy": "_cache_keys",
+    "Model": "_parity", "get_pipeline_context": "_parity", "load_artifact": "_parity",
+    "register_artifact": "_parity", "save_artifact": "_parity",
     "StepContext": "_runner", "get_step_context": "_runner", "log_metadata": "_runner",
     "spend_exempt": "_spend",
 }
@@ -77,10 +88,12 @@ __all__ = [
     "ArtifactChunk",
     "ArtifactConfig",
     "ArtifactFuture",
+    "ArtifactType",
     "ArtifactVersion",
     "BaseMaterializer",
     "Budget",
     "BudgetExceeded",
+    "CachePolicy",
     "ChildRunFuture",
     "Client",
     "ConfigError",
@@ -88,6 +101,7 @@ __all__ = [
     "ExecutionStatus",
     "MapResultFuture",
     "MaterializerError",
+    "Model",
     "NotFoundError",
     "Pipeline",
     "PipelineError",
@@ -107,9 +121,13 @@ __all__ = [
     "StoreError",
     "UnspoolError",
     "WorkerLostError",
+    "get_pipeline_context",
     "get_step_context",
+    "load_artifact",
     "log_metadata",
     "pipeline",
+    "register_artifact",
+    "save_artifact",
     "spend_exempt",
     "step",
     "unmapped",

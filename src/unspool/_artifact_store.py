@@ -16,6 +16,7 @@ each version its content hash and size without reading the data back.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import posixpath
 import uuid
@@ -25,6 +26,21 @@ from ._errors import StoreError
 from ._ids import new_id
 
 HASH_NAME = "sha256"
+
+
+def _make_root(root: str) -> None:
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise StoreError(
+            f"the artifact store {root} is a file, not a folder; point UNSPOOL_ARTIFACT_STORE (or "
+            "UNSPOOL_HOME) at a folder, or move the file away"
+        )
+    try:
+        os.makedirs(root, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise StoreError(
+            f"the artifact store folder {root} cannot be created ({exc.strerror}: a part of the path "
+            "is a file); point UNSPOOL_ARTIFACT_STORE (or UNSPOOL_HOME) at a folder"
+        ) from exc
 
 
 class ArtifactStore:
@@ -37,7 +53,7 @@ class ArtifactStore:
             self.root = os.path.abspath(os.path.expanduser(root.removeprefix("file://")))
             self.is_local = True
             self._fs: Any = None
-            os.makedirs(self.root, exist_ok=True)
+            _make_root(self.root)
             return
         import fsspec
         from fsspec.core import url_to_fs
@@ -270,12 +286,12 @@ class TrackingArtifactStore:
         self._tracker = tracker
 
     def open(self, path: str, mode: str = "rb") -> IO[Any]:
+        if "w" in mode and "b" not in mode:  # text, as ZenML's materializer docs write it
+            binary = _HashingWriter(self._store.open(path, mode + "b"), self._tracker, path)
+            return io.TextIOWrapper(binary, encoding="utf-8")  # type: ignore[arg-type]
         inner = self._store.open(path, mode)
-        if "w" in mode and "b" in mode:
-            return _HashingWriter(inner, self._tracker, path)  # type: ignore[return-value]
         if "w" in mode:
-            inner.close()
-            raise ValueError("open artifact files in binary mode ('wb') and encode text yourself")
+            return _HashingWriter(inner, self._tracker, path)  # type: ignore[return-value]
         return inner
 
     def __getattr__(self, name: str) -> Any:

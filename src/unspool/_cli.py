@@ -376,8 +376,13 @@ def run(
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="A YAML run configuration file.")
     ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Outside a terminal, print a line for every finished step.")
+    ] = False,
 ) -> None:
     """Run a pipeline defined in a Python file. Exit code 0: completed, 1: failed."""
+    if verbose and os.environ.get("UNSPOOL_PROGRESS", "auto").lower() not in ("off", "0", "false", "no"):
+        os.environ["UNSPOOL_PROGRESS"] = "steps"
     params = _parse_params(param or [])
     pipe = _load_pipeline(target)
     if config is not None:

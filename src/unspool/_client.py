@@ -17,6 +17,7 @@ from ._metadata_store import (
     MetadataStore,
     artifact_versions,
     pipeline_runs,
+    pipelines,
     step_run_artifacts,
     step_runs,
 )
@@ -197,6 +198,10 @@ class PipelineRun:
         return self._steps
 
     @property
+    def tags(self) -> list[str]:
+        return list((self.config or {}).get("tags") or [])
+
+    @property
     def failed_steps(self) -> list[str]:
         return [s.invocation_id for s in self.steps.values() if s.status == ExecutionStatus.FAILED]
 
@@ -212,6 +217,67 @@ class PipelineRun:
 
     def __repr__(self) -> str:
         return f"<PipelineRun {self.name} {self.status.value}>"
+
+
+class Pipeline:
+    """A pipeline as the store knows it: its name and its runs."""
+
+    def __init__(self, client: Client, row: Any) -> None:
+        self._client = client
+        self.name: str = row["name"]
+        self.created = _ts(row["created_at"])
+
+    @property
+    def runs(self) -> list[PipelineRun]:
+        return self._client.list_pipeline_runs(pipeline_name=self.name)
+
+    @property
+    def last_run(self) -> PipelineRun:
+        runs = self._client.list_pipeline_runs(pipeline_name=self.name, limit=1)
+        if not runs:
+            raise NotFoundError(f"pipeline {self.name!r} has no runs")
+        return runs[0]
+
+    def __repr__(self) -> str:
+        return f"<Pipeline {self.name}>"
+
+
+class Artifact:
+    """An artifact by name: all its versions, oldest first."""
+
+    def __init__(self, name: str, versions: list[ArtifactVersion]) -> None:
+        self.name = name
+        self.versions = versions
+
+    @property
+    def latest_version(self) -> ArtifactVersion:
+        return self.versions[-1]
+
+    def __repr__(self) -> str:
+        return f"<Artifact {self.name} ({len(self.versions)} versions)>"
+
+
+def _order(table: Any, sort_by: str, default: str) -> Any:
+    """``"desc:created"``, ``"asc:name"``...: ZenML's sort_by, on a column of ``table``."""
+    direction, _, field = (sort_by or "").partition(":")
+    if not field:
+        direction, field = "desc", direction or default
+    column = {"created": "created_at", "updated": "created_at", "start_time": "start_time"}.get(field, field)
+    if direction not in ("asc", "desc") or column not in table.c:
+        choices = ", ".join(sorted(c.name for c in table.c))
+        raise ValueError(f"sort_by {sort_by!r}: expected 'asc:FIELD' or 'desc:FIELD' with FIELD one of created, {choices}")
+    col = table.c[column]
+    return col.asc() if direction == "asc" else col.desc()
+
+
+def _page(query: Any, limit: int | None, page: int | None, size: int | None) -> Any:
+    if page is not None or size is not None:
+        size = size or 50
+        page = page or 1
+        if page < 1 or size < 1:
+            raise ValueError(f"page and size must be >= 1, got page={page}, size={size}")
+        return query.limit(size).offset((page - 1) * size)
+    return query.limit(limit) if limit is not None else query
 
 
 class Client:
@@ -261,9 +327,12 @@ class Client:
         *,
         parent_run_id: str | None = None,
         limit: int | None = None,
+        sort_by: str = "desc:created",
+        page: int | None = None,
+        size: int | None = None,
     ) -> list[PipelineRun]:
-        """Runs, newest first."""
-        query = sa.select(pipeline_runs).order_by(pipeline_runs.c.created_at.desc())
+        """Runs, newest first (``sort_by="asc:created"`` oldest first; ``page``/``size`` page them)."""
+        query = sa.select(pipeline_runs).order_by(_order(pipeline_runs, sort_by, "created_at"))
         if pipeline_name is not None:
             query = query.where(pipeline_runs.c.pipeline_name == pipeline_name)
         if status is not None:
@@ -272,10 +341,29 @@ class Client:
             query = query.where(pipeline_runs.c.parent_run_id == parent_run_id).order_by(None).order_by(
                 pipeline_runs.c.created_at
             )
-        if limit is not None:
-            query = query.limit(limit)
+        query = _page(query, limit, page, size)
         with self.store.read() as conn:
             return [PipelineRun(self, r) for r in conn.execute(query).mappings()]
+
+    def get_pipeline(self, name: str) -> Pipeline:
+        """A pipeline by name (it exists once it has run)."""
+        with self.store.read() as conn:
+            row = conn.execute(sa.select(pipelines).where(pipelines.c.name == name)).mappings().first()
+        if row is None:
+            raise NotFoundError(f"no pipeline named {name!r} has run here; `unspool runs list` shows the runs")
+        return Pipeline(self, row)
+
+    def list_pipelines(self, sort_by: str = "asc:name", page: int | None = None, size: int | None = None) -> list[Pipeline]:
+        query = _page(sa.select(pipelines).order_by(_order(pipelines, sort_by, "name")), None, page, size)
+        with self.store.read() as conn:
+            return [Pipeline(self, r) for r in conn.execute(query).mappings()]
+
+    def delete_pipeline_run(self, id_or_name: str) -> None:
+        """Delete a run, its step runs and child runs, and the files of its artifact versions
+        that no other run uses (a cached step of a later run keeps the original's files)."""
+        from ._deletion import delete_run
+
+        delete_run(self, self.get_pipeline_run(id_or_name).id)
 
     # -- steps ------------------------------------------------------------------------------------
     def get_step_run(self, step_run_id: str) -> StepRun:
@@ -328,8 +416,17 @@ class Client:
     def get_artifact_version(self, name: str, version: int | str | None = None) -> ArtifactVersion:
         """A version of an artifact by name (the latest when ``version`` is None), or by id."""
         query = sa.select(artifact_versions).where(artifact_versions.c.name == name)
+        if isinstance(version, str) and version.strip().lower() == "latest":
+            version = None
         if version is not None:
-            query = query.where(artifact_versions.c.version == int(version))
+            try:
+                number = int(version)
+            except (TypeError, ValueError):
+                raise NotFoundError(
+                    f"version {version!r} of artifact {name!r} is not a version number; pass an int, "
+                    "'latest' or None (the latest)"
+                ) from None
+            query = query.where(artifact_versions.c.version == number)
         query = query.order_by(artifact_versions.c.version.desc()).limit(1)
         with self.store.read() as conn:
             row = conn.execute(query).mappings().first()
@@ -342,15 +439,16 @@ class Client:
             )
         return ArtifactVersion(self, row)
 
-    def list_artifact_versions(self, name: str | None = None, *, limit: int | None = None) -> list[ArtifactVersion]:
-        """Artifact versions, newest first."""
+    def list_artifact_versions(self, name: str | None = None, *, limit: int | None = None,
+                               sort_by: str = "desc:created", page: int | None = None,
+                               size: int | None = None) -> list[ArtifactVersion]:
+        """Artifact versions, newest first (``sort_by``, ``page`` and ``size`` as for runs)."""
         query = sa.select(artifact_versions).order_by(
-            artifact_versions.c.created_at.desc(), artifact_versions.c.version.desc()
+            _order(artifact_versions, sort_by, "created_at"), artifact_versions.c.version.desc()
         )
         if name is not None:
             query = query.where(artifact_versions.c.name == name)
-        if limit is not None:
-            query = query.limit(limit)
+        query = _page(query, limit, page, size)
         with self.store.read() as conn:
             return [ArtifactVersion(self, r) for r in conn.execute(query).mappings()]
 
@@ -381,6 +479,13 @@ class Client:
         if not target:
             raise TypeError("trigger_pipeline() needs a snapshot: a name or id, or snapshot_id=...")
         return _snapshots.trigger(self, target, run_configuration, wait=wait)
+
+    def get_artifact(self, name: str) -> Artifact:
+        """An artifact by name, with its versions (oldest first)."""
+        versions = sorted(self.list_artifact_versions(name), key=lambda v: v.version)
+        if not versions:
+            raise NotFoundError(f"no artifact named {name!r}; `unspool artifacts list` shows the known artifacts")
+        return Artifact(name, versions)
 
     def list_artifacts(self) -> list[dict[str, Any]]:
         """Artifact names with their number of versions and latest version."""

@@ -182,6 +182,13 @@ def _signature(function: Callable[..., Any]) -> inspect.Signature:
         return inspect.signature(function)
 
 
+def _same_value(a: Any, b: Any) -> bool:
+    try:
+        return type(a) is type(b) and bool(a == b)
+    except Exception:
+        return False
+
+
 def build_pipeline(tasks: list[Any], *, name: str | None, module: str) -> tuple[Callable[..., Any], Any]:
     """The generated body and the configuration of a declarative pipeline."""
     from ._pipeline import PipelineConfig
@@ -216,10 +223,12 @@ def build_pipeline(tasks: list[Any], *, name: str | None, module: str) -> tuple[
         previous = None
         for task, step in zip(tasks, steps):
             kwargs = {}
-            for pname in step.signature.parameters:
+            for pname, param in step.signature.parameters.items():
                 if pname in values:
                     kwargs[pname] = values[pname]
-                elif pname in params:
+                elif pname in params and not (
+                    param.default is not inspect.Parameter.empty and _same_value(params[pname], param.default)
+                ):  # the task's own default is not forwarded: a config file's value may fill it
                     kwargs[pname] = params[pname]
             invocation = step.submit(**kwargs)._inv
             if previous is not None and previous not in invocation.upstream:

@@ -52,6 +52,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import _spend
+from ._cache_keys import step_cache_key
+from ._cross_run import upstream_name
 from ._errors import (
     BudgetExceeded,
     PipelineError,
@@ -71,6 +73,8 @@ from ._futures import (
     unmapped,
 )
 from ._ids import new_id
+from ._outcome import handled_steps, note_seen, unhandled_children, unhandled_steps
+from ._parameters import check_values, convert, is_mappable, with_configured
 from ._runner import (
     ArtifactRef,
     OutputTarget,
@@ -82,6 +86,7 @@ from ._runner import (
     in_step,
     load_artifact,
     run_step,
+    timed_out_logs,
 )
 from ._settings import resolve_location
 from ._step import Step
@@ -220,6 +225,7 @@ class Invocation:
         "run", "id", "step", "position", "step_run_id", "params", "inputs", "upstream",
         "status", "finished", "outputs", "error", "exception", "event", "dependents",
         "waiting", "cache_key", "attempt", "attempts", "start_time", "skip_reason", "recorded",
+        "handled",
     )
 
     def __init__(self, run: Run, inv_id: str, step: Step[Any], position: int) -> None:
@@ -245,6 +251,7 @@ class Invocation:
         self.start_time: float | None = None
         self.skip_reason: str | None = None
         self.recorded = False  # its step run row has been written (or queued)
+        self.handled = False  # the body was given its failure (see _outcome)
 
     @property
     def ok(self) -> bool:
@@ -256,8 +263,9 @@ class Invocation:
             self.run.ensure_not_compiling("wait for", self.id)
         self.event.wait()
         if not self.ok:
-            if self.exception is not None and not isinstance(self.exception, Exception):
-                raise self.exception  # Ctrl-C (KeyboardInterrupt), SystemExit: stop the body
+            if self.status == S.STOPPED and isinstance(self.exception, KeyboardInterrupt):
+                raise self.exception  # Ctrl-C while it ran in the body's thread: stop the body
+            note_seen(self)
             raise self.failure()
 
     def failure(self) -> StepFailedError:
@@ -430,6 +438,7 @@ class Run:
         self.timers: list[threading.Timer] = []
         self.children: list[Run] = []
         self.failed_children: list[Run] = []
+        self.handled = False  # a failure of this (child) run was given to the parent body
         self.done = threading.Event()
         self.outcome: BaseException | None = None
         self.result: Any = None
@@ -573,6 +582,8 @@ class Run:
 
     def _final_status(self, body_error: BaseException | None) -> tuple[ExecutionStatus, dict[str, Any] | None]:
         failed_ids = [inv.id for inv in self.failed]
+        if body_error is None:
+            failed_ids = [inv.id for inv in unhandled_steps(self)]
         if body_error is not None:
             err = describe_error(body_error)
             err["failed_steps"] = failed_ids
@@ -582,10 +593,11 @@ class Run:
                 err["message"] = "interrupted (KeyboardInterrupt)"
                 return S.STOPPED, err
             return S.FAILED, err
-        if self.failed_children and not failed_ids:
-            names = ", ".join(c.invocation_id or c.id for c in self.failed_children)
+        failed_children = unhandled_children(self)
+        if failed_children and not failed_ids:
+            names = ", ".join(c.invocation_id or c.id for c in failed_children)
             return S.FAILED, {"message": f"child run(s) failed: {names}", "failed_steps": [],
-                              "failed_children": [c.id for c in self.failed_children]}
+                              "failed_children": [c.id for c in failed_children]}
         if failed_ids:
             shown = ", ".join(failed_ids[:10]) + (f" and {len(failed_ids) - 10} more" if len(failed_ids) > 10 else "")
             return S.FAILED, {"message": f"step(s) failed: {shown}", "failed_steps": failed_ids}
@@ -600,6 +612,8 @@ class Run:
 
     def _run_metadata(self) -> dict[str, Any]:
         meta: dict[str, Any] = {"step_counts": self.status_counts()}
+        if handled_steps(self):
+            meta["handled_failures"] = handled_steps(self)
         if self.config.budget is not None:
             meta["budget_used"] = self.budget_used()
         spent = _spend.totals(self)
@@ -797,7 +811,7 @@ class Run:
         for inv in invs:
             self._schedule(inv)
         self._pump(run_here=None)
-        return MapResultFuture(futures)
+        return MapResultFuture(futures, [spec.name for spec in configured.outputs])
 
     def _sequence_items(self, step_name: str, arg: str, value: Any) -> list[Any] | None:
         if isinstance(value, MapResultFuture):
@@ -813,7 +827,7 @@ class Run:
                     "to pass it whole"
                 )
             return [ArtifactChunk(value, i) for i in range(count)]
-        if isinstance(value, (list, tuple)):
+        if is_mappable(value):  # lists, tuples, ranges, sets, generators and other iterators
             return list(value)
         return None
 
@@ -846,7 +860,11 @@ class Run:
         child = Run(pipeline, params, self.env, parent=self, invocation_id=invocation_id, previous=previous)
         self.children.append(child)
         if mode == "sync":
-            return child.execute_as_child()
+            try:
+                return child.execute_as_child()
+            except BaseException:
+                child.handled = True  # the body gets the child's failure now
+                raise
         with self.lock:
             self.unfinished += 1
 
@@ -913,7 +931,7 @@ class Run:
     def _bind(self, step: Step[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         sig = step.signature
         if step.config.parameters:
-            kwargs = {**{k: v for k, v in step.config.parameters.items() if k in sig.parameters}, **kwargs}
+            kwargs = with_configured(step, args, kwargs)  # fill what the call leaves out; conflicts fail
         try:
             bound = sig.bind(*args, **kwargs)
         except TypeError as exc:
@@ -933,8 +951,8 @@ class Run:
                 params[name] = value
             else:
                 inputs[name] = sources
-        _json_check(f"step {step.name!r}", params)
-        return params, inputs
+        check_values(f"step {step.name!r}", params, _is_artifact_like)
+        return convert(f"step {step.name!r}", step.func, sig, params), inputs
 
     def _new_invocation(self, step: Step[Any], params: dict[str, Any], inputs: dict[str, Any]) -> Invocation:
         for _, sources in inputs.values():  # outputs of a child run: wait for that run first
@@ -1058,6 +1076,8 @@ class Run:
             if spec is None:
                 continue
             here = run_here is True or run_here is inv
+            if run_here is True and self.ready:  # more work is ready: start this one in a thread too
+                here = False
             if here and inv.step.config.timeout is None and self._executor_for(inv) is self.executor:
                 self._record_result(inv, spec, run_step(spec))
                 if run_here is inv:
@@ -1114,7 +1134,8 @@ class Run:
             + ("its thread was abandoned and keeps running in the background"
                if self._executor_for(inv) is self.executor else "its worker was stopped")
         )
-        result = StepResult(ok=False, error=describe_error(exc), exception=exc, start_time=inv.start_time or 0, end_time=time.time())
+        result = StepResult(ok=False, error=describe_error(exc), exception=exc, start_time=inv.start_time or 0,
+                            end_time=time.time(), logs_uri=timed_out_logs(spec))
         self._record_result(inv, spec, result)
         self._pump(run_here=None)
 
@@ -1238,7 +1259,7 @@ class Run:
             "status": status.value,
             "parameters": inv.params,
             "config": inv.step.config.recorded(),
-            "upstream": [up.id for up in inv.upstream],
+            "upstream": [upstream_name(self, up) for up in inv.upstream],
             "cache_key": inv.cache_key,
             "original_step_run_id": None,
             "error": None,
@@ -1250,16 +1271,11 @@ class Run:
         }
 
     def _cache_key(self, inv: Invocation, input_ids: list[tuple[str, int, Produced, int | None]]) -> str:
-        step = inv.step
-        h = hashlib.sha256()
-        h.update(source_hash(step.func).encode())
-        h.update(json.dumps(inv.params, sort_keys=True, default=repr).encode())
-        for name, pos, produced, index in input_ids:
-            h.update(f"|{name}:{pos}:{produced.content_hash}:{index}".encode())
-        for spec in step.outputs:
-            h.update(f"|out:{spec.name}:{self._artifact_name(inv, spec)}".encode())
-        h.update(repr(step.config.recorded()["output_materializers"]).encode())
-        return h.hexdigest()
+        return step_cache_key(  # what the key covers: see _cache_keys
+            inv.step, inv.params, [(name, pos, produced.content_hash, index) for name, pos, produced, index in input_ids],
+            [(spec.name, self._artifact_name(inv, spec)) for spec in inv.step.outputs],
+            inv.step.config.recorded()["output_materializers"],
+        )
 
     def _lookup_cache(self, key: str, step_name: str) -> tuple[str, dict[str, Produced]] | None:
         memo = self.env.cache_memo.get(key)
@@ -1300,7 +1316,7 @@ class Run:
             self._learn_cpu_ratio(result)
         attempt_record = {
             "attempt": inv.attempt,
-            "status": "completed" if result.ok else "failed",
+            "status": "completed" if result.ok else "stopped" if result.interrupted else "failed",
             "start_time": result.start_time,
             "end_time": result.end_time,
             "error": None if result.ok else {k: v for k, v in (result.error or {}).items() if k != "traceback"},
@@ -1308,7 +1324,8 @@ class Run:
         inv.attempts.append(attempt_record)
         spent = _spend.charge(self, inv.id, result.spend)
         retry = inv.step.config.retry or self.config.retry
-        if not result.ok and retry is not None and inv.attempt <= retry.max_retries and self.stopping is None:
+        if (not result.ok and retry is not None and inv.attempt <= retry.max_retries and self.stopping is None
+                and not result.interrupted):
             delay = retry.delay * (retry.backoff ** (inv.attempt - 1))
             inv.attempt += 1
             store.update_step_run(inv.step_run_id, attempts=list(inv.attempts), logs_uri=result.logs_uri)
@@ -1335,8 +1352,9 @@ class Run:
                 return
         inv.error = result.error
         inv.exception = result.exception
-        store.update_step_run(inv.step_run_id, status=S.FAILED.value, error=result.error, **changes)
-        self._finish(inv, S.FAILED)
+        status = S.STOPPED if result.interrupted else S.FAILED
+        store.update_step_run(inv.step_run_id, status=status.value, error=result.error, **changes)
+        self._finish(inv, status)
 
     def _retry_later(self, inv: Invocation, delay: float) -> None:
         def again() -> None:
@@ -1509,8 +1527,8 @@ def bind_parameters(pipeline: Pipeline[Any], args: tuple[Any, ...], kwargs: dict
         ) from None
     bound.apply_defaults()
     params = dict(bound.arguments)
-    _json_check(f"pipeline {pipeline.name!r}", params)
-    return params
+    check_values(f"pipeline {pipeline.name!r}", params, _is_artifact_like)
+    return convert(f"pipeline {pipeline.name!r}", pipeline.func, sig, params)
 
 
 def run_pipeline(pipeline: Pipeline[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -26,6 +26,7 @@ class Event:
     step_run_id: str | None = None
     detail: str | None = None
     time: float = field(default_factory=time.time)
+    members: tuple[str, ...] = ()  # kind "map": the invocation ids one map/product call made
 
 
 Subscriber = Callable[[Event], None]

@@ -197,10 +197,12 @@ class StepRunFuture:
 class MapResultFuture:
     """The invocations created by one ``map``/``product`` call, in creation order."""
 
-    __slots__ = ("futures",)
+    __slots__ = ("futures", "output_names")
 
-    def __init__(self, futures: list[StepRunFuture]) -> None:
+    def __init__(self, futures: list[StepRunFuture], output_names: list[str] | None = None) -> None:
         self.futures = futures
+        # the mapped step's outputs, so an empty map still unpacks into one list per output
+        self.output_names = output_names
 
     def __len__(self) -> int:
         return len(self.futures)
@@ -222,13 +224,12 @@ class MapResultFuture:
             f.wait()
 
     def unpack(self) -> tuple[list[ArtifactFuture], ...]:
-        """One list per output, each aligned with the invocations."""
-        if not self.futures:
-            return ()
-        specs = self.futures[0]._inv.step.outputs
-        return tuple(
-            [ArtifactFuture(f._inv, spec.name) for f in self.futures] for spec in specs
-        )
+        """One list per output, each aligned with the invocations (empty lists for an empty map)."""
+        if self.futures:
+            names = [spec.name for spec in self.futures[0]._inv.step.outputs]
+        else:
+            names = list(self.output_names or [])
+        return tuple([ArtifactFuture(f._inv, name) for f in self.futures] for name in names)
 
     def __repr__(self) -> str:
         return f"<MapResultFuture of {len(self.futures)} invocations>"
@@ -260,6 +261,7 @@ class ChildRunFuture:
         """Wait; return the child's outputs (None, an artifact, or a tuple); raise its failure."""
         self._run.done.wait()
         if self._run.outcome is not None:
+            self._run.handled = True  # the body gets the child's failure now
             raise self._run.outcome
         return self._run.result
 

@@ -14,6 +14,8 @@ Files are imported under their stem (``flows/train.py`` -> ``train``) with their
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib
 import importlib.util
 import os
@@ -28,6 +30,25 @@ if TYPE_CHECKING:
     from ._pipeline import Pipeline
 
 _FILE_MARKERS = ("_unspool_file_loaded", "_unspool_cli_loaded")
+
+# The file or module unspool is importing to find a pipeline in (None otherwise). A pipeline
+# called at the top level of that module (a script without ``if __name__ == "__main__":``)
+# does not run: loading a file never starts a run.
+_loading: contextvars.ContextVar[str | None] = contextvars.ContextVar("unspool_loading", default=None)
+
+
+def loading() -> str | None:
+    """What unspool is importing right now to find a pipeline, if anything."""
+    return _loading.get()
+
+
+@contextlib.contextmanager
+def _importing(what: str) -> Any:
+    token = _loading.set(what)
+    try:
+        yield
+    finally:
+        _loading.reset(token)
 
 
 def locate(pipeline: Pipeline[Any]) -> tuple[str, str, str | None]:
@@ -87,7 +108,8 @@ def load_file(path: str | Path) -> ModuleType:
         sys.path.insert(0, str(file.parent))
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        with _importing(str(file)):
+            spec.loader.exec_module(module)
     except BaseException:
         sys.modules.pop(name, None)
         raise
@@ -99,7 +121,8 @@ def load_module(source: str, source_file: str | None = None) -> ModuleType:
     if source.endswith(".py") or os.sep in source or "/" in source:
         return load_file(source)
     try:
-        return importlib.import_module(source)
+        with _importing(source):
+            return importlib.import_module(source)
     except ModuleNotFoundError as exc:
         missing = exc.name or ""
         if not (source == missing or source.startswith(missing + ".")):
@@ -117,7 +140,8 @@ def load_module(source: str, source_file: str | None = None) -> ModuleType:
         if root not in sys.path:
             sys.path.insert(0, root)
         importlib.invalidate_caches()
-        return importlib.import_module(source)
+        with _importing(source):
+            return importlib.import_module(source)
     return load_file(path)
 
 

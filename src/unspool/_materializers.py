@@ -121,6 +121,20 @@ class BaseMaterializer:
             return f.read()
 
 
+class PathMaterializer(BaseMaterializer):
+    """A file or folder registered in place (``register_artifact``): loading gives its path."""
+
+    SKIP_REGISTRATION = True
+
+    def save(self, data: Any) -> None:
+        raise MaterializerError("PathMaterializer only loads paths registered with register_artifact()")
+
+    def load(self, data_type: type) -> Any:
+        from pathlib import Path
+
+        return Path(self.uri)
+
+
 class NoneMaterializer(BaseMaterializer):
     ASSOCIATED_TYPES = (type(None),)
 

@@ -201,7 +201,12 @@ def _json_default(value: Any) -> Any:
             pass
     if isinstance(value, (set, frozenset)):
         return sorted(value, key=repr)
-    return repr(value)
+    try:  # pydantic models, enums, dates, UUIDs, paths, dataclasses: their JSON form
+        from pydantic_core import to_jsonable_python
+
+        return to_jsonable_python(value)
+    except Exception:
+        return repr(value)
 
 
 def _dumps_strict(value: Any) -> str:

@@ -70,6 +70,12 @@ class PipelineConfig:
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     max_parallelism: int | None = None
     orchestrator: dict[str, Any] = field(default_factory=dict)
+    # ZenML options recorded with the run (see _parity for what each means locally)
+    tags: tuple[str, ...] = ()
+    enable_step_logs: bool | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    model: Any = None
 
     def recorded(self) -> dict[str, Any]:
         from ._step import _jsonable
@@ -84,7 +90,18 @@ class PipelineConfig:
             "budget": dataclasses.asdict(self.budget) if self.budget else None,
             "config_path": self.config_path,
             "orchestrator": _jsonable(self.orchestrator),
+            **({"tags": list(self.tags)} if self.tags else {}),
+            **({"enable_step_logs": self.enable_step_logs} if self.enable_step_logs is not None else {}),
+            **({"environment": _jsonable(self.environment)} if self.environment else {}),
+            **({"extra": _jsonable(self.extra)} if self.extra else {}),
+            **({"model": _recorded_model(self.model)} if self.model is not None else {}),
         }
+
+
+def _recorded_model(model: Any) -> Any:
+    from ._parity import recorded_model
+
+    return recorded_model(model)
 
 
 _PIPELINE_OPTIONS = {f.name for f in dataclasses.fields(PipelineConfig)} - {"name"} | {"name"}
@@ -148,7 +165,7 @@ class Pipeline(Generic[F]):
 
             overrides = options_from_file(self, overrides)
         merged = _normalise(dict(overrides))
-        for key in ("settings", "substitutions", "parameters"):
+        for key in ("settings", "substitutions", "parameters", "environment", "extra"):
             if key in merged:
                 merged[key] = {**getattr(self.config, key), **merged[key]}
         return Pipeline(self.func, dataclasses.replace(self.config, **merged))
@@ -176,7 +193,20 @@ class Pipeline(Generic[F]):
         parent = current_run()
         if parent is not None:
             return parent.call_child(self, args, kwargs, mode="sync")
-        return run_pipeline(self, args, kwargs)
+        from ._loading import loading
+
+        where = loading()
+        if where is not None:
+            print(
+                f"unspool: not running pipeline {self.name!r}, called while unspool imported {where} "
+                "to find a pipeline (put the call under `if __name__ == \"__main__\":` to silence this)",
+                file=sys.__stderr__,
+            )
+            return None
+        from ._parity import run_environment
+
+        with run_environment(self.config.environment):
+            return run_pipeline(self, args, kwargs)
 
     def submit(self, *args: Any, **kwargs: Any) -> Any:
         """Run as a child pipeline concurrently (inside a dynamic pipeline body)."""
@@ -206,9 +236,17 @@ def _normalise(options: dict[str, Any]) -> dict[str, Any]:
     budget = options.get("budget")
     if isinstance(budget, dict):
         options["budget"] = Budget(**budget)
+    tags = options.get("tags")
+    if tags is not None:
+        if isinstance(tags, str) or not all(isinstance(t, str) for t in tags):
+            raise StepDefinitionError(f"tags must be a list of strings, got {tags!r}")
+        options["tags"] = tuple(tags)
+    for key in ("environment", "extra"):
+        if key in options and options[key] is not None and not isinstance(options[key], dict):
+            raise StepDefinitionError(f"{key} must be a dict, got {type(options[key]).__name__}")
     if "depends_on" in options and options["depends_on"] is not None:
         options["depends_on"] = tuple(options["depends_on"])
-    for key in ("settings", "substitutions", "parameters", "steps", "orchestrator"):
+    for key in ("settings", "substitutions", "parameters", "steps", "orchestrator", "environment", "extra"):
         if key in options and options[key] is None:
             options[key] = {}
     if options.get("orchestrator"):
@@ -245,6 +283,11 @@ def pipeline(
     on_cleanup: Callable[..., Any] | None = None,
     depends_on: list[Any] | None = None,
     max_parallelism: int | None = None,
+    tags: list[str] | None = None,
+    enable_step_logs: bool | None = None,
+    environment: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    model: Any = None,
 ) -> Callable[[F], Pipeline[F]]: ...
 
 

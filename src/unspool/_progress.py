@@ -1,8 +1,12 @@
 """What a run shows on the console while it executes.
 
-In a terminal: a live rich view (progress bar, running steps, failures). Elsewhere: one
-plain line per finished step. ``UNSPOOL_PROGRESS=off`` silences both (the run summary
-line stays). Nested runs share the top-level run's view.
+In a terminal: a live rich view (progress bar, running steps, failures). Elsewhere (a pipe,
+a log file, CI) plain lines a person can read at any scale: each failed step when it fails,
+a line when a map or product finishes (its steps counted by status), and a progress line
+every ``UNSPOOL_PROGRESS_INTERVAL`` seconds (default 5) while steps finish. One line per
+finished step only with ``UNSPOOL_PROGRESS=steps`` (``unspool run --verbose``).
+``UNSPOOL_PROGRESS=off`` silences all of it (the run summary line stays). Nested runs share
+the top-level run's view.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ def _mode() -> str:
     setting = os.environ.get("UNSPOOL_PROGRESS", "auto").lower()
     if setting in ("off", "0", "false", "no"):
         return "off"
+    if setting in ("steps", "verbose"):
+        return "steps"
     if setting == "plain":
         return "plain"
     stream = sys.__stderr__
@@ -42,8 +48,10 @@ def console_progress(run: Run) -> Iterator[None]:
     started = time.time()
     view: Any = None
     unsubscribe = None
-    if mode == "plain":
-        unsubscribe = events.subscribe(lambda e: _plain_line(run, e, out))
+    if mode in ("plain", "steps"):
+        view = _PlainView(run, out, per_step=mode == "steps")
+        unsubscribe = events.subscribe(view.on_event)
+        view.start()
     elif mode == "live":
         view = _LiveView(run)
         unsubscribe = events.subscribe(view.on_event)
@@ -58,13 +66,107 @@ def console_progress(run: Run) -> Iterator[None]:
         _summary(run, time.time() - started, out)
 
 
-def _plain_line(run: Run, event: Event, out: Any) -> None:
-    if event.kind != "step" or not event.status.is_finished:
-        return
-    if event.run_id != run.id:
-        return
+def _step_line(event: Event) -> str:
     detail = f": {event.detail}" if event.detail and event.status != ExecutionStatus.COMPLETED else ""
-    out.write(f"unspool: step {event.invocation_id} {event.status.value}{detail}\n")
+    return f"unspool: step {event.invocation_id} {event.status.value}{detail}\n"
+
+
+def _counts(statuses: Any) -> str:
+    counts: dict[str, int] = {}
+    for status in statuses:
+        counts[status.value] = counts.get(status.value, 0) + 1
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+
+
+class _PlainView:
+    """Plain lines for a pipe: failures at once, maps when they finish, progress periodically."""
+
+    def __init__(self, run: Run, out: Any, per_step: bool) -> None:
+        self.run_id = run.id
+        self.out = out
+        self.per_step = per_step
+        self.lock = threading.Lock()
+        self.status: dict[str, ExecutionStatus] = {}  # invocation id -> latest status
+        self.finished = 0
+        self.maps: list[tuple[str, list[str], list[int]]] = []  # (step, members, [finished count])
+        self.member_of: dict[str, int] = {}
+        self.changed = False
+        self.stopping = threading.Event()
+        self.thread: threading.Thread | None = None
+        try:
+            self.interval = float(os.environ.get("UNSPOOL_PROGRESS_INTERVAL", "5"))
+        except ValueError:
+            self.interval = 5.0
+
+    def on_event(self, event: Event) -> None:
+        if event.run_id != self.run_id:
+            return
+        lines: list[str] = []
+        with self.lock:
+            if event.kind == "map":
+                self._add_map(event, lines)
+            elif event.kind == "step" and event.invocation_id is not None:
+                key = event.invocation_id
+                before = self.status.get(key)
+                self.status[key] = event.status
+                if event.status.is_finished and (before is None or not before.is_finished):
+                    self.finished += 1
+                    self.changed = True
+                    if self.per_step or event.status == ExecutionStatus.FAILED:
+                        lines.append(_step_line(event))
+                    index = self.member_of.get(key)
+                    if index is not None:
+                        self._count(index, lines)
+        for line in lines:
+            self.out.write(line)
+
+    def _add_map(self, event: Event, lines: list[str]) -> None:
+        members = list(event.members)
+        if not members:
+            return
+        index = len(self.maps)
+        self.maps.append((event.step_name or "?", members, [0]))
+        done = 0
+        for key in members:
+            self.member_of[key] = index
+            status = self.status.get(key)
+            if status is not None and status.is_finished:
+                done += 1
+        self.maps[index][2][0] = done - 1
+        self._count(index, lines)
+
+    def _count(self, index: int, lines: list[str]) -> None:
+        name, members, done = self.maps[index]
+        done[0] += 1
+        if done[0] == len(members) and not self.per_step:
+            counts = _counts(self.status[k] for k in members)
+            lines.append(f"unspool: map {name}: {len(members)} steps finished ({counts})\n")
+
+    def progress_line(self) -> str | None:
+        with self.lock:
+            if not self.changed:
+                return None
+            self.changed = False
+            finished = [s for s in self.status.values() if s.is_finished]
+            running = sum(1 for s in self.status.values() if s == ExecutionStatus.RUNNING)
+            return (f"unspool: progress: {len(finished)}/{len(self.status)} steps finished "
+                    f"({_counts(finished)}), {running} running\n")
+
+    def start(self) -> None:
+        if self.per_step or self.interval <= 0:
+            return
+
+        def tick() -> None:
+            while not self.stopping.wait(self.interval):
+                line = self.progress_line()
+                if line:
+                    self.out.write(line)
+
+        self.thread = threading.Thread(target=tick, name="unspool-progress", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
 
 
 def _summary(run: Run, elapsed: float, out: Any) -> None:

@@ -130,7 +130,11 @@ def resume_run(run_id_or_name: str) -> str:
         pass
     _remove_staging(artifact_store_for(env.artifact_root), env.artifact_root, row["id"])
     previous = load_previous(env, row["id"])
-    run = Run(pipeline, dict(row["parameters"]), env, previous=previous)
+    from ._parameters import convert
+
+    # the recorded parameters are JSON: give the body the types its signature names again
+    params = convert(f"pipeline {pipeline.name!r}", pipeline.func, pipeline.signature, dict(row["parameters"]))
+    run = Run(pipeline, params, env, previous=previous)
     with console_progress(run):
         run.execute()
     return run.id

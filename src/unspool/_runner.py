@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextvars
 import importlib
 import inspect
+import threading
 import time
 import traceback
 import typing
@@ -90,6 +91,7 @@ class StepResult:
     hook_errors: list[dict[str, Any]] = field(default_factory=list)
     cpu_time: float | None = None  # CPU seconds of the thread that ran it (in-process only)
     spend: dict[str, float] = field(default_factory=dict)  # charges (see _spend.py)
+    interrupted: bool = False  # Ctrl-C (KeyboardInterrupt in a main thread): stopped, not failed
 
 
 # -- step context --------------------------------------------------------------------------------
@@ -127,6 +129,21 @@ class StepContext:
             return None
         return {key: value - self.spent.get(key, 0) for key, value in left.items()}
 
+    @property
+    def pipeline_run(self) -> Any:
+        """The stored run this step belongs to (a ``PipelineRun``)."""
+        from ._client import Client
+
+        return Client().get_pipeline_run(self.run_id)
+
+    @property
+    def step_run(self) -> Any:
+        """This step run: ``id``, ``name``, ``invocation_id``, ``attempt``, ``pipeline_run_id``."""
+        from types import SimpleNamespace
+
+        return SimpleNamespace(id=self.step_run_id, name=self.step_name, invocation_id=self.invocation_id,
+                               attempt=self.attempt, pipeline_run_id=self.run_id)
+
 
 _context: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar("unspool_step_context", default=None)
 
@@ -141,13 +158,46 @@ def get_step_context() -> StepContext:
     return ctx
 
 
-def log_metadata(metadata: dict[str, Any], *, artifact_name: str | None = None) -> None:
-    """Attach metadata to the current step run, or to one of its outputs by output name."""
-    ctx = get_step_context()
-    if artifact_name is None:
-        ctx.step_metadata.update(metadata)
-    else:
-        ctx.artifact_metadata.setdefault(artifact_name, {}).update(metadata)
+def log_metadata(
+    metadata: dict[str, Any],
+    *,
+    artifact_name: str | None = None,
+    infer_artifact: bool = False,
+    step_name: str | None = None,
+    run_id_name_or_prefix: str | None = None,
+    step_id: str | None = None,
+    artifact_version_id: str | None = None,
+    artifact_version: str | int | None = None,
+    **model_options: Any,
+) -> None:
+    """Attach metadata, as in ZenML.
+
+    Inside a step: to the step run, to one of its outputs (``artifact_name``), or to its only
+    output (``infer_artifact=True``). Anywhere: to a stored step run (``step_name`` with
+    ``run_id_name_or_prefix``, or ``step_id``), an artifact version (``artifact_version_id``,
+    or ``artifact_name`` with ``artifact_version``) or a run (``run_id_name_or_prefix``).
+    Model options (``model_name``, ``infer_model``...) are accepted; unspool has no model
+    store, so that metadata goes to the step run when called in a step.
+    """
+    ctx = _context.get()
+    elsewhere = any(v is not None for v in (step_name, run_id_name_or_prefix, step_id, artifact_version_id,
+                                            artifact_version))
+    if ctx is not None and not elsewhere:
+        if artifact_name is not None:
+            ctx.artifact_metadata.setdefault(artifact_name, {}).update(metadata)
+        elif infer_artifact:
+            ctx.artifact_metadata.setdefault(_INFERRED, {}).update(metadata)
+        else:
+            ctx.step_metadata.update(metadata)
+        return
+    from ._parity import log_metadata_stored
+
+    log_metadata_stored(metadata, step_name=step_name, run=run_id_name_or_prefix, step_id=step_id,
+                        artifact_version_id=artifact_version_id, artifact_name=artifact_name,
+                        artifact_version=artifact_version, in_step=ctx is not None)
+
+
+_INFERRED = "\x00inferred"  # log_metadata(infer_artifact=True): the step's only output
 
 
 def in_step() -> bool:
@@ -264,6 +314,26 @@ def _input_annotation(step: Step[Any], name: str, is_list: bool) -> Any:
     return annotation
 
 
+_PLAIN = (str, int, float, bool, bytes)
+_NUMBERS = (int, float, bool)
+
+
+def _check_input(step_name: str, name: str, annotation: Any, value: Any, ref: ArtifactRef) -> None:
+    """An input artifact whose data is not of the annotated type is the step's input error."""
+    from ._errors import StepInputError
+
+    wanted = typing.get_origin(annotation) or annotation
+    if wanted not in _PLAIN or type(value) not in _PLAIN:  # only plain scalars are checked here
+        return
+    if isinstance(value, wanted) or wanted in _NUMBERS and type(value) in _NUMBERS:
+        return  # numbers pass between int and float unchanged (see load_artifact)
+    stored = ref.data_type.rpartition(":")[2] or type(value).__name__
+    raise StepInputError(
+        f"input {name!r} of step {step_name!r} is annotated {wanted.__name__} but receives a "
+        f"{type(value).__name__} artifact (stored as {stored}); pass an artifact of that type or change the annotation"
+    )
+
+
 # -- running ------------------------------------------------------------------------------------------
 
 def run_step(spec: StepSpec, log_sink: Callable[[str], None] | None = None) -> StepResult:
@@ -294,6 +364,8 @@ def run_step(spec: StepSpec, log_sink: Callable[[str], None] | None = None) -> S
             for name, (is_list, refs) in spec.inputs.items():
                 annotation = _input_annotation(spec.step, name, is_list)
                 values = [load_artifact(store, ref, annotation) for ref in refs]
+                for value, ref in zip(values, refs):
+                    _check_input(spec.step.name, name, annotation, value, ref)
                 kwargs[name] = values if is_list else values[0]
             value = spec.step.func(**kwargs)
             outputs = split_outputs(spec.step.name, spec.step.outputs, value)
@@ -310,6 +382,13 @@ def run_step(spec: StepSpec, log_sink: Callable[[str], None] | None = None) -> S
                         f"be saved with {cls.__name__}: {exc}"
                     ) from exc
                 record.metadata.update(ctx.artifact_metadata.get(name, {}))
+                if _INFERRED in ctx.artifact_metadata:
+                    if len(outputs) != 1:
+                        raise StepOutputError(
+                            f"log_metadata(infer_artifact=True) in step {spec.step.name!r} needs one output, "
+                            f"but it has {len(outputs)} ({', '.join(outputs)}); pass artifact_name= instead"
+                        )
+                    record.metadata.update(ctx.artifact_metadata[_INFERRED])
                 records[name] = record
             holder["outputs"] = records
             _run_hook(spec.step.config.on_success, None, holder)
@@ -319,7 +398,7 @@ def run_step(spec: StepSpec, log_sink: Callable[[str], None] | None = None) -> S
         finally:
             _context.reset(token)
 
-    _, error, text = _logs.capture(spec.invocation_id, body, sink=log_sink)
+    _, error, text = _logs.capture(spec.invocation_id, body, sink=log_sink, key=_log_key(spec))
     result = StepResult(ok=error is None, start_time=start, end_time=time.time(),
                         cpu_time=time.thread_time() - cpu_start)
     result.step_metadata = ctx.step_metadata
@@ -330,12 +409,39 @@ def run_step(spec: StepSpec, log_sink: Callable[[str], None] | None = None) -> S
     else:
         result.exception = error
         result.error = describe_error(error)
+        # SystemExit (sys.exit(), an argparse error) is the step's failure like any other;
+        # only Ctrl-C reaching the thread that runs the body (or a worker's) stops the run.
+        result.interrupted = isinstance(error, KeyboardInterrupt) and threading.current_thread() is threading.main_thread()
     if text:
         if log_sink is None:
-            header = f"--- attempt {spec.attempt} ---\n" if spec.attempt > 1 else ""
+            started = _log_key(spec) in _partly_written
+            _partly_written.discard(_log_key(spec))
+            header = f"--- attempt {spec.attempt} ---\n" if spec.attempt > 1 and not started else ""
             store.append_text(spec.logs_uri, header + text)
         result.logs_uri = spec.logs_uri
+    elif store.exists(spec.logs_uri):  # a timed-out attempt wrote its part already
+        result.logs_uri = spec.logs_uri
     return result
+
+
+def _log_key(spec: StepSpec) -> str:
+    return f"{spec.step_run_id}#{spec.attempt}"
+
+
+_partly_written: set[str] = set()  # attempts whose log a timeout began writing
+
+def timed_out_logs(spec: StepSpec) -> str | None:
+    """The log of an attempt that timed out: what it printed so far is written now (its
+    abandoned thread adds the rest when it ends); an isolated worker streamed its own."""
+    store = artifact_store_for(spec.artifact_store_url)
+    text = _logs.take_live(_log_key(spec))
+    if text:
+        header = f"--- attempt {spec.attempt} ---\n" if spec.attempt > 1 else ""
+        store.append_text(spec.logs_uri, header + text)
+        _partly_written.add(_log_key(spec))
+    if text is not None or store.exists(spec.logs_uri):
+        return spec.logs_uri
+    return None
 
 
 def _run_hook(hook: Any, exc: BaseException | None, holder: dict[str, Any]) -> None:
@@ -359,9 +465,12 @@ def call_hook(hook: Callable[..., Any], exc: BaseException | None) -> None:
 
 
 def describe_error(exc: BaseException) -> dict[str, Any]:
+    message = str(exc)
+    if isinstance(exc, SystemExit):
+        message = f"the step called sys.exit({exc.code!r}) (argparse does on a usage error); it failed with that exit"
     return {
         "type": type(exc).__qualname__,
-        "message": str(exc),
+        "message": message,
         "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
     }
 

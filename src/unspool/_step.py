@@ -79,6 +79,7 @@ class StepConfig:
     on_success: Callable[..., Any] | None = None
     timeout: float | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    cache_policy: Any = None  # a CachePolicy (see _cache_keys)
 
     def recorded(self) -> dict[str, Any]:
         """The JSON form stored on each step run (computed and encoded once per config)."""
@@ -98,6 +99,7 @@ class StepConfig:
             "retry": dataclasses.asdict(self.retry) if self.retry else None,
             "timeout": self.timeout,
             "output_materializers": _materializer_names(self.output_materializers),
+            **({"cache_policy": self.cache_policy.recorded()} if self.cache_policy is not None else {}),
         }
 
 
@@ -184,6 +186,8 @@ class Step(Generic[F]):
                 value = {**current, **value}
             merged[key] = value
         _validate_config(merged)
+        if "name" in merged:
+            _check_name_length(merged["name"])
         clone = Step(self.func, dataclasses.replace(self.config, **merged))
         clone._outputs = self._outputs if "name" not in merged else None
         clone._signature = self._signature
@@ -208,11 +212,13 @@ class Step(Generic[F]):
 
     def map(self, *args: Any, **kwargs: Any) -> Any:
         """One invocation per element of the sequence inputs (zipped, equal lengths)."""
-        return self._engine_run("map").map_step(self, args, kwargs, product=False)
+        run = self._engine_run("map")
+        return _announce(run, self, run.map_step(self, args, kwargs, product=False))
 
     def product(self, *args: Any, **kwargs: Any) -> Any:
         """One invocation per combination of the sequence inputs (cartesian product)."""
-        return self._engine_run("product").map_step(self, args, kwargs, product=True)
+        run = self._engine_run("product")
+        return _announce(run, self, run.map_step(self, args, kwargs, product=True))
 
     def _engine_run(self, what: str) -> Any:
         from ._engine import current_run
@@ -225,6 +231,17 @@ class Step(Generic[F]):
                 "(a function decorated with @pipeline)"
             )
         return run
+
+
+def _announce(run: Any, step: Step[Any], result: Any) -> Any:
+    """Tell listeners (the console) which invocations one map/product call made."""
+    from ._events import Event, events
+    from ._types import ExecutionStatus
+
+    if events.active:
+        events.emit(Event("map", run.id, ExecutionStatus.RUNNING, step_name=step.name,
+                          members=tuple(f.invocation_id for f in result)))
+    return result
 
 
 def _validate_config(options: dict[str, Any]) -> None:
@@ -251,6 +268,14 @@ def _validate_config(options: dict[str, Any]) -> None:
                     "output_materializers takes BaseMaterializer subclasses (one, a list in output "
                     f"order, or a dict by output name), got {m!r}"
                 )
+    policy = options.get("cache_policy")
+    if policy is not None:
+        from ._cache_keys import CachePolicy
+
+        if isinstance(policy, dict):
+            options["cache_policy"] = policy = CachePolicy(**policy)
+        if not isinstance(policy, CachePolicy):
+            raise StepDefinitionError(f"cache_policy must be a CachePolicy, got {policy!r}")
     timeout = options.get("timeout")
     if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
         raise StepDefinitionError(f"timeout must be a positive number of seconds, got {timeout!r}")
@@ -279,6 +304,7 @@ def step(
     on_failure: Callable[..., Any] | None = None,
     on_success: Callable[..., Any] | None = None,
     timeout: float | None = None,
+    cache_policy: Any = None,
 ) -> Callable[[F], Step[F]]: ...
 
 
@@ -294,11 +320,62 @@ def step(func: Any = None, /, **options: Any) -> Any:
         if unknown:
             raise StepDefinitionError(f"@step got unknown option(s) {sorted(unknown)}")
         _validate_config(opts)
+        _check_definition(f, name)
         return Step(f, StepConfig(name=name, **opts))
 
     if func is not None:
         return wrap(func)
     return wrap
+
+
+# Files are named after a step's invocation id and output name (plus a suffix for attempts
+# and a staging prefix); most filesystems allow 255 bytes per file name.
+MAX_NAME_BYTES = 200
+
+
+def _check_name_length(name: str, output: str = "") -> None:
+    used = len(name.encode()) + len(output.encode())
+    if used > MAX_NAME_BYTES:
+        what = f"step name {name[:20]!r}... and output name {output[:20]!r}..." if output else f"step name {name[:30]!r}..."
+        raise StepDefinitionError(
+            f"{what} take {used} bytes; artifact files are named after them and filesystems allow 255 "
+            f"bytes per file name, so unspool allows {MAX_NAME_BYTES} (step and output name together): "
+            "use a shorter name"
+        )
+
+
+def _check_definition(func: Callable[..., Any], name: str) -> None:
+    """What makes a function unusable as a step, said when it is decorated."""
+    _check_name_length(name)
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return
+    positional = [p.name for p in params if p.kind is inspect.Parameter.POSITIONAL_ONLY]
+    if positional:
+        names = ", ".join(repr(n) for n in positional)
+        raise StepDefinitionError(
+            f"step {name!r} has positional-only parameter(s) {names} (declared before '/'); unspool "
+            "passes step inputs and parameters by name, so remove the '/' from its signature"
+        )
+
+
+def _check_placeholders(template: str, step_name: str) -> None:
+    import string
+
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise StepDefinitionError(
+            f"artifact name {template!r} of step {step_name!r} is not a valid name template ({exc}); "
+            "write placeholders as {suffix} and literal braces as {{ and }}"
+        ) from None
+    for field_name in fields:
+        if not field_name.isidentifier():
+            raise StepDefinitionError(
+                f"artifact name {template!r} of step {step_name!r} has the placeholder {{{field_name}}}; "
+                "placeholders are names, e.g. {suffix}, filled from substitutions (or write {{ }} for braces)"
+            )
 
 
 # -- outputs from annotations ----------------------------------------------------------------
@@ -317,7 +394,7 @@ def parse_outputs(func: Callable[..., Any], step_name: str) -> tuple[OutputSpec,
         return ()
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
-        return (_annotated_output(annotation, "output", step_name),)
+        return _checked((_annotated_output(annotation, "output", step_name),), step_name)
     if origin is tuple:
         items = typing.get_args(annotation)
         if not items or (len(items) == 2 and items[1] is Ellipsis):
@@ -326,8 +403,16 @@ def parse_outputs(func: Callable[..., Any], step_name: str) -> tuple[OutputSpec,
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise StepDefinitionError(f"step {step_name!r} has duplicate output names {names}")
-        return tuple(specs)
+        return _checked(tuple(specs), step_name)
     return (OutputSpec("output", annotation, None),)
+
+
+def _checked(specs: tuple[OutputSpec, ...], step_name: str) -> tuple[OutputSpec, ...]:
+    for spec in specs:
+        _check_name_length(step_name, spec.name)
+        if spec.artifact_name and "{" in spec.artifact_name:
+            _check_placeholders(spec.artifact_name, step_name)
+    return specs
 
 
 def _annotated_output(annotation: Any, default_name: str, step_name: str) -> OutputSpec:

@@ -48,3 +48,18 @@ class ExecutionMode(str, Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+class ArtifactType(str, Enum):
+    """The kinds of artifact ZenML names (``BaseMaterializer.ASSOCIATED_ARTIFACT_TYPE``)."""
+
+    DATA = "DataArtifact"
+    MODEL = "ModelArtifact"
+    DATA_ANALYSIS = "DataAnalysisArtifact"
+    SCHEMA = "SchemaArtifact"
+    STATISTICS = "StatisticsArtifact"
+    SERVICE = "ServiceArtifact"
+    BASE = "BaseArtifact"
+
+    def __str__(self) -> str:
+        return self.value

@@ -1,0 +1,238 @@
+"""ZenML APIs with a local meaning: ``Model``, ``get_pipeline_context()``, and artifacts made
+outside steps (``save_artifact``, ``load_artifact``, ``register_artifact``).
+
+Options that cannot mean anything on one machine are accepted and recorded, never rejected:
+``@pipeline(model=Model(...))`` records the model's fields in the run's configuration (there
+is no model control plane), ``environment=`` is set in this process while the run executes
+(isolated workers inherit it; Ray tasks do not), ``enable_step_logs=`` is recorded (logs are always captured), ``tags=`` and
+``extra=`` are recorded and readable (``PipelineRun.tags``, ``get_pipeline_context().extra``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from ._errors import NotFoundError, PipelineError, StepInputError
+
+
+@dataclass
+class Model:
+    """A ZenML model reference, recorded on the runs that name it."""
+
+    name: str
+    version: str | int | None = None
+    description: str | None = None
+    tags: list[str] | None = None
+    license: str | None = None
+    audience: str | None = None
+    use_cases: str | None = None
+    limitations: str | None = None
+    trade_offs: str | None = None
+    ethics: str | None = None
+    save_models_to_registry: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def recorded(self) -> dict[str, Any]:
+        from ._step import _jsonable
+
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(self).items()}
+
+
+def recorded_model(model: Any) -> Any:
+    if model is None:
+        return None
+    if hasattr(model, "recorded"):
+        return model.recorded()
+    if isinstance(model, dict):
+        return model
+    return {"name": getattr(model, "name", repr(model)), "version": getattr(model, "version", None)}
+
+
+@dataclass(frozen=True)
+class PipelineContext:
+    """What a pipeline body can know about its run (``get_pipeline_context()``)."""
+
+    name: str
+    run_name: str
+    run_id: str
+    parameters: dict[str, Any]
+    extra: dict[str, Any]
+    model: Any
+    tags: list[str]
+    enable_cache: bool
+
+
+def get_pipeline_context() -> PipelineContext:
+    """The context of the pipeline body running in this thread; an error elsewhere."""
+    from ._engine import current_run
+
+    run = current_run()
+    if run is None:
+        raise PipelineError("get_pipeline_context() can only be called inside a running pipeline body")
+    config = run.config
+    return PipelineContext(
+        name=config.name, run_name=run.name, run_id=run.id, parameters=dict(run.parameters),
+        extra=dict(getattr(config, "extra", {}) or {}), model=getattr(config, "model", None),
+        tags=list(getattr(config, "tags", ()) or ()), enable_cache=config.enable_cache,
+    )
+
+
+# -- artifacts made outside steps --------------------------------------------------------------------------
+
+def _store_version(name: str, uri: str, materializer: str, data_type: str, content_hash: str, size: int,
+                   item_count: int | None, tags: list[str] | None, metadata: dict[str, Any] | None) -> Any:
+    from ._client import Client
+    from ._engine import Produced, get_environment
+    from ._ids import new_id
+
+    if not name or "{" in name:
+        raise StepInputError(f"artifact name {name!r} must be a non-empty name without {{placeholders}}")
+    env = get_environment()
+    produced = Produced(id=new_id(), name=name, uri=uri, materializer=materializer, data_type=data_type,
+                        content_hash=content_hash, size=size, item_count=item_count, producer_step_run_id=None)
+    env.metadata.insert_artifact_version(
+        {
+            "id": produced.id, "name": name, "uri": uri, "data_type": data_type, "materializer": materializer,
+            "content_hash": content_hash, "size": size, "item_count": item_count, "producer_step_run_id": None,
+            "run_id": None, "tags": list(tags or ()), "artifact_metadata": dict(metadata or {}),
+            "created_at": time.time(),
+        },
+        produced,
+    )
+    env.metadata.flush()
+    return Client().get_artifact_version(produced.id)
+
+
+def save_artifact(data: Any, name: str, version: Any = None, tags: list[str] | None = None,
+                  materializer: Any = None, uri: str | None = None, artifact_metadata: dict[str, Any] | None = None,
+                  **_ignored: Any) -> Any:
+    """Store ``data`` as a new version of artifact ``name`` (outside any step); returns it.
+
+    Versions are numbered by unspool (``version`` is accepted and ignored, as are ZenML's
+    other options); ``materializer`` chooses how it is written.
+    """
+    from ._engine import get_environment
+    from ._ids import new_id
+    from ._materializers import materializer_from_path, materializer_registry
+    from ._runner import save_artifact as write
+
+    env = get_environment()
+    if isinstance(materializer, str):
+        materializer = materializer_from_path(materializer)
+    cls = materializer or materializer_registry.for_type(type(data))
+    target = uri or env.artifacts.join("external", f"{name}-{new_id()[-12:]}")
+    record = write(env.artifacts, target, data, cls)
+    return _store_version(name, record.uri, record.materializer, record.data_type, record.content_hash,
+                          record.size, record.item_count, tags, {**record.metadata, **(artifact_metadata or {})})
+
+
+def load_artifact(name_or_id: str, version: int | str | None = None) -> Any:
+    """The data of a version of an artifact (the latest by default)."""
+    from ._client import Client
+
+    return Client().get_artifact_version(name_or_id, version).load()
+
+
+def register_artifact(folder_or_file_uri: str, name: str, version: Any = None, tags: list[str] | None = None,
+                      artifact_metadata: dict[str, Any] | None = None, **_ignored: Any) -> Any:
+    """Record an existing file or folder as a version of artifact ``name`` without copying it;
+    loading it gives its path."""
+    import hashlib
+    import os
+
+    path = os.path.abspath(os.path.expanduser(folder_or_file_uri)) if "://" not in folder_or_file_uri \
+        else folder_or_file_uri
+    if "://" not in path and not os.path.exists(path):
+        raise NotFoundError(f"cannot register {path} as artifact {name!r}: it does not exist")
+    digest, size = hashlib.sha256(path.encode()), 0
+    if os.path.isdir(path):
+        for root, _, files in sorted(os.walk(path)):
+            for f in sorted(files):
+                full = os.path.join(root, f)
+                digest.update(os.path.relpath(full, path).encode())
+                with open(full, "rb") as fh:
+                    content = fh.read()
+                digest.update(content)
+                size += len(content)
+    elif os.path.isfile(path):
+        with open(path, "rb") as fh:
+            content = fh.read()
+        digest.update(content)
+        size = len(content)
+    from ._materializers import PathMaterializer, materializer_path
+
+    return _store_version(name, path, materializer_path(PathMaterializer), "pathlib:Path", digest.hexdigest(),
+                          size, None, tags, artifact_metadata)
+
+
+def log_metadata_stored(metadata: dict[str, Any], *, step_name: str | None, run: str | None, step_id: str | None,
+                        artifact_version_id: str | None, artifact_name: str | None,
+                        artifact_version: str | int | None, in_step: bool) -> None:
+    """``log_metadata`` aimed at something already stored (see ``_runner.log_metadata``)."""
+    import sqlalchemy as sa
+
+    from ._client import Client
+    from ._engine import get_environment
+    from ._errors import UnspoolError
+    from ._metadata_store import artifact_versions
+
+    client = Client()
+    store = get_environment().metadata
+    if step_id is not None or step_name is not None:
+        if step_id is not None:
+            step_run = client.get_step_run(step_id)
+        else:
+            if run is None:
+                if not in_step:
+                    raise UnspoolError(
+                        f"log_metadata(step_name={step_name!r}) outside a step also needs "
+                        "run_id_name_or_prefix= (the run the step belongs to)"
+                    )
+                from ._runner import get_step_context
+
+                run = get_step_context().run_id
+            steps = client.get_pipeline_run(run).steps
+            step_run = steps.get(step_name) or next(
+                (s for s in steps.values() if s.name == step_name), None)  # type: ignore[arg-type]
+            if step_run is None:
+                raise NotFoundError(f"run {run!r} has no step {step_name!r}; its steps are {sorted(steps)}")
+        store.update_step_run(step_run.id, step_metadata={**step_run.metadata, **metadata})
+    elif artifact_version_id is not None or artifact_name is not None:
+        version = client.get_artifact_version(artifact_version_id or artifact_name or "",
+                                              None if artifact_version_id else artifact_version)
+        store.flush()
+        with store.write() as conn:
+            conn.execute(sa.update(artifact_versions).where(artifact_versions.c.id == version.id)
+                         .values(artifact_metadata={**version.metadata, **metadata}))
+    elif run is not None:
+        stored = client.get_pipeline_run(run)
+        store.update_run(stored.id, run_metadata={**stored.metadata, **metadata})
+    else:
+        raise UnspoolError(
+            "log_metadata() outside a step needs a target: step_name= with run_id_name_or_prefix=, "
+            "step_id=, artifact_version_id=, artifact_name= with artifact_version=, or run_id_name_or_prefix="
+        )
+    store.flush()
+
+
+@contextlib.contextmanager
+def run_environment(environment: dict[str, Any] | None) -> Iterator[None]:
+    """``@pipeline(environment={...})``: the variables are set while the run executes."""
+    if not environment:
+        yield
+        return
+    saved = {key: os.environ.get(key) for key in environment}
+    os.environ.update({str(k): str(v) for k, v in environment.items()})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
