@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import re
 import uuid
 from typing import IO, Any
 
@@ -25,6 +26,26 @@ from ._errors import StoreError
 from ._ids import new_id
 
 HASH_NAME = "sha256"
+
+# A name is used as one path segment as it is only when it is short, lower case and made of
+# letters, digits, "_" and "-": no dot, no separator, nothing a case-insensitive filesystem
+# would fold. Any other name is stored as a slug of it plus a hash of the whole name.
+_PLAIN_SEGMENT = re.compile(r"[a-z0-9_][a-z0-9_-]{0,79}")
+_SLUG_JUNK = re.compile(r"[^a-z0-9_-]+")
+
+
+def path_segment(name: str) -> str:
+    """One path segment for any name: never empty, ``.``/``..``, a separator or too long.
+
+    Injective: a plain name maps to itself; every other name to ``slug~hash``, and ``~``
+    never occurs in a plain name. Segments never contain a dot, so a suffix after a dot
+    (``.log``, ``.attempt2``) cannot make two locations equal.
+    """
+    if _PLAIN_SEGMENT.fullmatch(name):
+        return name
+    slug = _SLUG_JUNK.sub("_", name.lower()).strip("_-")[:40]
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    return f"{slug}~{digest}"
 
 
 class ArtifactStore:
@@ -109,6 +130,20 @@ class ArtifactStore:
     # -- paths ---------------------------------------------------------------------------
     def join(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts) if not self.is_local else os.path.join(self.root, *parts)
+
+    def location(self, run_id: str, invocation_id: str, output: str | None = None, attempt: int = 1) -> str:
+        """Where a step's output version (or, with ``output=None``, its log file) lives.
+
+        The only place names become paths, for every kind of store: ``RUN/INV/OUTPUT`` (a
+        later attempt: ``OUTPUT.attemptN``), the log ``RUN/INV.log``. Each name is one
+        :func:`path_segment`, so no name escapes the root, two names never share a location
+        and no segment exceeds a filesystem's limit on name length.
+        """
+        run, inv = path_segment(run_id), path_segment(invocation_id)
+        if output is None:
+            return self.join(run, f"{inv}.log")
+        out = path_segment(output)
+        return self.join(run, inv, out if attempt == 1 else f"{out}.attempt{attempt}")
 
     # -- primitives ------------------------------------------------------------------------
     def open(self, path: str, mode: str = "rb") -> IO[Any]:

@@ -1185,8 +1185,6 @@ class Run:
 
     def _spec(self, inv: Invocation, refs: dict[str, tuple[bool, list[ArtifactRef]]]) -> StepSpec:
         root = self.env.artifacts
-        base = root.join(self.id, inv.id)
-        suffix = "" if inv.attempt == 1 else f".attempt{inv.attempt}"
         outputs = []
         materializers = inv.step.config.output_materializers
         for i, spec in enumerate(inv.step.outputs):
@@ -1200,7 +1198,7 @@ class Run:
             outputs.append(
                 OutputTarget(
                     spec.name,
-                    root.join(self.id, f"{inv.id}.{spec.name}{suffix}"),
+                    root.location(self.id, inv.id, spec.name, inv.attempt),
                     f"{override.__module__}:{override.__qualname__}" if override else None,
                 )
             )
@@ -1215,7 +1213,7 @@ class Run:
             inputs=refs,
             outputs=outputs,
             artifact_store_url=self.env.artifact_root,
-            logs_uri=base + ".log",
+            logs_uri=root.location(self.id, inv.id),
             budget_remaining=self.budget_remaining(),
         )
 
