@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
+
 from unspool import ArtifactConfig, Client, pipeline, step
 from unspool._artifact_store import ArtifactStore, path_segment
 
@@ -120,3 +122,131 @@ def test_one_function_maps_names_to_locations_for_every_store() -> None:
     assert path_segment("train") == "train"
     assert path_segment("Train") != path_segment("train")  # case-insensitive filesystems
     assert len(path_segment("x" * 10_000)) < 80
+
+
+# -- 7. pickle is said out loud ---------------------------------------------------------------------
+
+M = "unspool._materializers:"
+
+
+class Trap:
+    """Unpickling it creates the file ``path``: proof that stored code ran."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return (open, (self.path, "w"))
+
+
+def test_pickled_values_are_recorded_as_pickled_and_json_records_never_unpickle(tmp_path: Path) -> None:
+    import json
+    import pickle
+
+    import pytest
+
+    from unspool import MaterializerError
+
+    @step
+    def int_keys() -> Annotated[dict, "int_keys"]:
+        return {1: "a"}
+
+    @step
+    def tuples() -> Annotated[list, "tuples"]:
+        return [(1, 2), (3, 4)]
+
+    @step
+    def plain() -> Annotated[dict, "plain"]:
+        return {"a": 1}
+
+    @step
+    def plain_list() -> Annotated[list, "plain_list"]:
+        return [1, 2]
+
+    @step
+    def first(pair: tuple) -> int:
+        return pair[0]
+
+    @pipeline(dynamic=True)
+    def pickles() -> None:
+        int_keys()
+        first.map(tuples())
+        plain()
+        plain_list()
+
+    run = pickles()
+    client = Client()
+    versions = {n: client.get_artifact_version(n) for n in ("int_keys", "tuples", "plain", "plain_list")}
+    assert versions["int_keys"].materializer == M + "CloudpickleMaterializer"
+    assert versions["tuples"].materializer == M + "PickledSequenceMaterializer"
+    assert versions["plain"].materializer == M + "DictMaterializer"
+    assert versions["plain_list"].materializer == M + "SequenceMaterializer"
+    assert [versions[n].stored_format for n in versions] == ["pickle", "pickle", "json", "json"]
+    assert versions["int_keys"].load() == {1: "a"}
+    assert sorted(s.output.load() for s in run.steps.values() if s.name == "first") == [1, 3]
+
+    # a version recorded as JSON whose files were replaced by pickles is never unpickled
+    marker = tmp_path / "unpickled"
+    plain_dir = Path(versions["plain"].uri)
+    (plain_dir / "data.json").unlink()
+    (plain_dir / "data.pkl").write_bytes(pickle.dumps(Trap(str(marker))))
+    with pytest.raises(MaterializerError, match="not loaded"):
+        versions["plain"].load()
+    list_dir = Path(versions["plain_list"].uri)
+    blob = pickle.dumps(Trap(str(marker)))
+    (list_dir / "items.bin").write_bytes(blob + blob)
+    (list_dir / "offsets.bin").write_bytes(b"".join(o.to_bytes(8, "little") for o in (0, len(blob), 2 * len(blob))))
+    (list_dir / "meta.json").write_text(json.dumps({"codec": "pickle", "count": 2, "container": "list"}))
+    with pytest.raises(MaterializerError, match="not unpickled"):
+        versions["plain_list"].load()
+    with pytest.raises(MaterializerError, match="not unpickled"):
+        versions["plain_list"].chunk(0).load()
+    assert not marker.exists()
+
+
+def test_numpy_object_arrays_are_recorded_as_pickled() -> None:
+    @step
+    def objects() -> Annotated[np.ndarray, "objects"]:
+        return np.array([{"a": 1}, None], dtype=object)
+
+    @step
+    def floats() -> Annotated[np.ndarray, "floats"]:
+        return np.arange(3.0)
+
+    @pipeline
+    def arrays() -> None:
+        objects()
+        floats()
+
+    arrays()
+    client = Client()
+    assert client.get_artifact_version("objects").materializer == M + "CloudpickleMaterializer"
+    assert client.get_artifact_version("objects").load().tolist() == [{"a": 1}, None]
+    assert client.get_artifact_version("floats").materializer == M + "NumpyMaterializer"
+    assert client.get_artifact_version("floats").stored_format == "npy"
+
+
+def test_artifacts_show_loads_pickled_data_only_with_load(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from unspool._cli import app
+
+    marker = tmp_path / "unpickled"
+
+    @step
+    def trapped() -> Annotated[dict, "trapped"]:
+        return {1: Trap(str(marker))}
+
+    @pipeline
+    def trap_flow() -> None:
+        trapped()
+
+    trap_flow()
+    runner = CliRunner()
+    shown = runner.invoke(app, ["artifacts", "show", "trapped"])
+    assert shown.exit_code == 0, shown.output
+    assert not marker.exists()
+    assert "CloudpickleMaterializer" in shown.output and "--load" in shown.output
+    loaded = runner.invoke(app, ["artifacts", "show", "trapped", "--load"])
+    assert loaded.exit_code == 0, loaded.output
+    assert marker.exists()

@@ -868,6 +868,9 @@ def _describe_step_run(client: Client, step: StepRun, run_names: dict[str, str])
     return f"{step.invocation_id} ({step.status.value}) in run {run_names[step.run_id]} [{step.run_id[:8]}]"
 
 
+_DATA_FORMATS = ("none", "json", "bytes", "npy")  # formats whose loading runs no stored code
+
+
 def _preview(version: ArtifactVersion) -> tuple[str, str]:
     """A truncated repr of the loaded value, or why it could not be loaded."""
     try:
@@ -885,8 +888,14 @@ def _preview(version: ArtifactVersion) -> tuple[str, str]:
 def artifacts_show(
     ref: Annotated[str, typer.Argument(metavar="NAME[:VERSION]", help="Artifact name, optionally with a version.")],
     preview: Annotated[bool, typer.Option("--preview/--no-preview", help="Load the value and show its repr.")] = True,
+    load: Annotated[bool, typer.Option(
+        "--load", help="Also load a pickled value (or one with a materializer unspool does not know) to "
+        "show it: unpickling runs code from whoever could write the artifact store.")] = False,
 ) -> None:
-    """Show one artifact version (the latest unless VERSION is given)."""
+    """Show one artifact version (the latest unless VERSION is given).
+
+    The value is previewed only when it is stored as data (JSON, bytes, npy); pickled values
+    are loaded only with --load."""
     from rich.table import Table
     from rich.text import Text
 
@@ -904,6 +913,11 @@ def artifacts_show(
     grid.add_row("uri", Text(av.uri))
     grid.add_row("type", Text(av.data_type))
     grid.add_row("materializer", Text(av.materializer))
+    stored = av.stored_format
+    grid.add_row("format", Text(
+        f"{stored} (loading it runs code from whoever could write the artifact store)" if stored == "pickle"
+        else stored or "unknown (a materializer unspool does not know)"
+    ))
     grid.add_row("hash", av.content_hash)
     grid.add_row("size", f"{_fmt_size(av.size)} ({av.size} bytes)")
     if av.item_count is not None:
@@ -915,7 +929,10 @@ def artifacts_show(
     grid.add_row("producer", Text(_describe_step_run(client, producer, run_names) if producer else "-"))
     consumers = av.consumers
     grid.add_row("consumers", Text("\n".join(_describe_step_run(client, c, run_names) for c in consumers) or "-"))
-    if preview:
+    if preview and (load or stored in _DATA_FORMATS):
         text, style = _preview(av)
         grid.add_row("value", Text(text, style=style))
+    elif preview:
+        grid.add_row("value", Text(f"not loaded: it is stored as {stored or 'an unknown format'}; "
+                                   "pass --load to load it", style="yellow"))
     _out().print(grid)

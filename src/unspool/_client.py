@@ -71,6 +71,14 @@ class ArtifactVersion:
             ).scalars().all()
         return [self._client.get_step_run(i) for i in ids]
 
+    @property
+    def stored_format(self) -> str | None:
+        """How the value is stored: "json", "bytes", "npy", "none" or "pickle" (loading a pickle
+        runs code from whoever could write the store); None for a materializer of your own."""
+        from ._materializers import stored_format
+
+        return stored_format(self.materializer)
+
     def load(self) -> Any:
         from ._runner import ArtifactRef, artifact_store_for, load_artifact
 

@@ -194,7 +194,7 @@ def save_artifact(
         raise
     return OutputRecord(
         uri=uri,
-        materializer=materializer_path(materializer_cls),
+        materializer=materializer_path(getattr(materializer, "stored_with", materializer_cls)),
         data_type=type_path(type(value)),
         content_hash=content_hash,
         size=size,
