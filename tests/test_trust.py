@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 
@@ -139,6 +139,15 @@ class Trap:
         return (open, (self.path, "w"))
 
 
+def _load_as_recorded(version: Any, index: int | None = None) -> Any:
+    """Load through the recorded materializer without the size check (a planted file of the
+    recorded size would pass it): the materializer itself must refuse to unpickle."""
+    from unspool._runner import ArtifactRef, artifact_store_for, load_artifact
+
+    ref = ArtifactRef(version.uri, version.materializer, version.data_type, index)
+    return load_artifact(artifact_store_for(version.artifact_store_url), ref)
+
+
 def test_pickled_values_are_recorded_as_pickled_and_json_records_never_unpickle(tmp_path: Path) -> None:
     import json
     import pickle
@@ -191,16 +200,16 @@ def test_pickled_values_are_recorded_as_pickled_and_json_records_never_unpickle(
     (plain_dir / "data.json").unlink()
     (plain_dir / "data.pkl").write_bytes(pickle.dumps(Trap(str(marker))))
     with pytest.raises(MaterializerError, match="not loaded"):
-        versions["plain"].load()
+        _load_as_recorded(versions["plain"])
     list_dir = Path(versions["plain_list"].uri)
     blob = pickle.dumps(Trap(str(marker)))
     (list_dir / "items.bin").write_bytes(blob + blob)
     (list_dir / "offsets.bin").write_bytes(b"".join(o.to_bytes(8, "little") for o in (0, len(blob), 2 * len(blob))))
     (list_dir / "meta.json").write_text(json.dumps({"codec": "pickle", "count": 2, "container": "list"}))
     with pytest.raises(MaterializerError, match="not unpickled"):
-        versions["plain_list"].load()
+        _load_as_recorded(versions["plain_list"])
     with pytest.raises(MaterializerError, match="not unpickled"):
-        versions["plain_list"].chunk(0).load()
+        _load_as_recorded(versions["plain_list"], 0)
     assert not marker.exists()
 
 
@@ -250,3 +259,100 @@ def test_artifacts_show_loads_pickled_data_only_with_load(tmp_path: Path) -> Non
     loaded = runner.invoke(app, ["artifacts", "show", "trapped", "--load"])
     assert loaded.exit_code == 0, loaded.output
     assert marker.exists()
+
+
+# -- 6. deleted or altered artifacts ----------------------------------------------------------------
+
+
+@step
+def source_numbers() -> Annotated[list, "numbers"]:
+    return [1, 2, 3]
+
+
+@step
+def total(values: list) -> Annotated[int, "total"]:
+    return sum(values)
+
+
+@pipeline
+def summed() -> None:
+    total(source_numbers())
+
+
+def test_a_cache_hit_whose_files_are_gone_runs_the_step_again() -> None:
+    import shutil
+
+    summed()
+    first = Client().get_artifact_version("numbers")
+    shutil.rmtree(first.uri)
+
+    summed()
+    run = Client().list_pipeline_runs(pipeline_name="summed")[0]
+    assert {s.name: s.status.value for s in run.steps.values()} == {"source_numbers": "completed", "total": "cached"}
+    again = Client().get_artifact_version("numbers")
+    assert again.version == 2 and Path(again.uri).is_dir() and again.load() == [1, 2, 3]
+    assert run.steps["total"].output.load() == 6
+
+
+def test_a_load_of_an_artifact_whose_size_changed_names_it(tmp_path: Path) -> None:
+    import pytest
+
+    from unspool import ArtifactDamagedError
+
+    summed()
+    version = Client().get_artifact_version("total")
+    with open(Path(version.uri) / "data.json", "ab") as f:
+        f.write(b"0")  # 60: still valid JSON, silently wrong without the check
+    with pytest.raises(ArtifactDamagedError, match=r"artifact 'total:1' is damaged: it holds 2 bytes but 1 were"):
+        version.load()
+
+    numbers = Client().get_artifact_version("numbers")
+    (Path(numbers.uri) / "items.bin").write_bytes(b"")
+    with pytest.raises(ArtifactDamagedError, match="'numbers:1' is damaged"):
+        numbers.chunk(0).load()
+
+
+def test_artifacts_verify_rehashes_against_the_recorded_content_hash() -> None:
+    from typer.testing import CliRunner
+
+    from unspool._cli import app
+
+    summed()
+    runner = CliRunner()
+    clean = runner.invoke(app, ["artifacts", "verify"])
+    assert clean.exit_code == 0, clean.output
+    assert "2 artifact versions checked, 0 damaged" in clean.output
+
+    version = Client().get_artifact_version("total")
+    (Path(version.uri) / "data.json").write_bytes(b"7")  # same size, other content
+    damaged = runner.invoke(app, ["artifacts", "verify"])
+    assert damaged.exit_code == 1
+    assert "damaged: total:1" in damaged.output and "content hashes to" in damaged.output
+    assert "numbers:1" not in damaged.output
+    only_numbers = runner.invoke(app, ["artifacts", "verify", "numbers"])
+    assert only_numbers.exit_code == 0 and "1 artifact versions checked, 0 damaged" in only_numbers.output
+    assert Client().get_artifact_version("total").verify() is not None
+
+
+def test_damaged_artifacts_are_found_on_s3_too(s3_store: Any) -> None:
+    import pytest
+
+    from unspool import ArtifactDamagedError
+
+    summed()
+    numbers = Client().get_artifact_version("numbers")
+    client = s3_store.server.client()
+    prefix = numbers.uri.split("/", 1)[1] + "/"
+    doomed = [k for k in s3_store.object_keys() if k.startswith(prefix)]
+    assert doomed
+    for key in doomed:
+        client.delete_object(Bucket=s3_store.bucket, Key=key)
+    with pytest.raises(ArtifactDamagedError, match="'numbers:1' is damaged: its files are gone"):
+        numbers.load()
+
+    summed()
+    run = Client().list_pipeline_runs(pipeline_name="summed")[0]
+    assert run.steps["source_numbers"].status.value == "completed"
+    again = Client().get_artifact_version("numbers")
+    assert again.version == 2 and again.load() == [1, 2, 3] and again.verify() is None
+

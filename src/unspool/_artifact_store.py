@@ -188,6 +188,38 @@ class ArtifactStore:
         old = self.read_bytes(path).decode() if self.exists(path) else ""
         self.write_bytes_atomic(path, (old + text).encode())
 
+    def damage(self, uri: str, size: int) -> str | None:
+        """What is wrong with the files of an artifact recorded with ``size`` bytes, or None.
+
+        Costs one listing (a directory scan, or one LIST on an object store), no reads.
+        """
+        total, found = 0, False
+        if self.is_local:
+            stack = [uri]
+            try:
+                while stack:
+                    with os.scandir(stack.pop()) as entries:
+                        found = True
+                        for entry in entries:
+                            if entry.is_dir(follow_symlinks=False):
+                                stack.append(entry.path)
+                            else:
+                                total += entry.stat(follow_symlinks=False).st_size
+            except (FileNotFoundError, NotADirectoryError):
+                if not found:
+                    return "its folder is gone"
+        else:
+            try:
+                sizes = self.fs.du(uri, total=False)
+            except FileNotFoundError:
+                sizes = {}
+            found, total = bool(sizes), sum(sizes.values())
+            if not found and size:
+                return "its files are gone"
+        if total != size:
+            return f"it holds {total} bytes but {size} were recorded"
+        return None
+
     def remove(self, path: str) -> None:
         if self.is_local:
             import shutil

@@ -850,6 +850,37 @@ def artifacts_list(
     out.print(table)
 
 
+@artifacts_app.command("verify")
+@_friendly_errors
+def artifacts_verify(
+    ref: Annotated[str | None, typer.Argument(
+        metavar="[NAME[:VERSION]]", help="Check only this artifact (all its versions, or one).")] = None,
+) -> None:
+    """Re-hash artifact versions and compare them with their recorded content hash and size.
+
+    Prints one line per damaged version; exits with 1 when any is damaged."""
+    from ._client import Client
+
+    client = Client()
+    if ref is None:
+        versions = client.list_artifact_versions()
+    else:
+        name, version = _split_ref(ref)
+        versions = [client.get_artifact_version(name, version)] if version is not None else (
+            client.list_artifact_versions(name))
+        if not versions:
+            raise NotFoundError(f"no artifact named {name!r}; `unspool artifacts list` shows the known artifacts")
+    damaged = 0
+    for av in versions:
+        problem = av.verify()
+        if problem is not None:
+            damaged += 1
+            print(f"damaged: {av.name}:{av.version} at {av.uri}: {problem}")
+    print(f"{len(versions)} artifact versions checked, {damaged} damaged")
+    if damaged:
+        raise typer.Exit(1)
+
+
 def _split_ref(ref: str) -> tuple[str, int | None]:
     name, sep, version = ref.rpartition(":")
     if sep and name and version.isdigit():

@@ -684,7 +684,7 @@ class Run:
             )
 
     def load_produced(self, produced: Produced, item_index: int | None = None) -> Any:
-        ref = ArtifactRef(produced.uri, produced.materializer, produced.data_type, item_index)
+        ref = ArtifactRef(produced.uri, produced.materializer, produced.data_type, item_index, produced.size, produced.name)
         return load_artifact(self.env.artifacts, ref)
 
     def version_of(self, produced: Produced) -> int:
@@ -1121,7 +1121,7 @@ class Run:
             lst = []
             for pos, (source, index) in enumerate(sources):
                 produced = source._inv.outputs[source.output_name] if isinstance(source, ArtifactFuture) else source
-                lst.append(ArtifactRef(produced.uri, produced.materializer, produced.data_type, index))
+                lst.append(ArtifactRef(produced.uri, produced.materializer, produced.data_type, index, produced.size, produced.name))
                 input_ids.append((name, pos, produced, index))
             refs[name] = (is_list, lst)
         inv.cache_key = self._cache_key(inv, input_ids)
@@ -1172,7 +1172,8 @@ class Run:
         if prev is None:
             return False
         row, outputs = prev
-        if row["status"] in (S.COMPLETED.value, S.CACHED.value) and row["cache_key"] == inv.cache_key:
+        if (row["status"] in (S.COMPLETED.value, S.CACHED.value) and row["cache_key"] == inv.cache_key
+                and self._outputs_intact(outputs)):
             inv.step_run_id = row["id"]
             inv.outputs = outputs
             inv.start_time = row["start_time"] or time.time()
@@ -1251,10 +1252,13 @@ class Run:
         return h.hexdigest()
 
     def _lookup_cache(self, key: str, step_name: str) -> tuple[str, dict[str, Produced]] | None:
-        memo = self.env.cache_memo.get(key)
-        if memo is not None:
-            return memo
-        return self.env.cached_outputs(step_name).get(key)
+        hit = self.env.cache_memo.get(key) or self.env.cached_outputs(step_name).get(key)
+        if hit is not None and not self._outputs_intact(hit[1]):
+            return None  # its files were deleted or changed: run the step again
+        return hit
+
+    def _outputs_intact(self, outputs: dict[str, Produced]) -> bool:
+        return all(self.env.artifacts.damage(p.uri, p.size) is None for p in outputs.values())
 
     def _record_cached(self, inv: Invocation, input_ids: list[Any], original_id: str, outputs: dict[str, Produced]) -> None:
         now = time.time()

@@ -33,6 +33,10 @@ class StoreError(UnspoolError):
     """The metadata or artifact store is misconfigured or unreachable."""
 
 
+class ArtifactDamagedError(MaterializerError):
+    """An artifact's files are gone or no longer what was recorded (size or content hash)."""
+
+
 class ConfigError(UnspoolError, ValueError):
     """A configuration is invalid: a YAML config file, a run configuration, an orchestrator.
 

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from . import _logs
 from ._artifact_store import ArtifactStore, SaveTracker, TrackingArtifactStore, directory_digest
-from ._errors import MaterializerError, StepOutputError
+from ._errors import ArtifactDamagedError, MaterializerError, StepOutputError
 from ._materializers import (
     BaseMaterializer,
     materializer_from_path,
@@ -40,6 +40,8 @@ class ArtifactRef:
     materializer: str
     data_type: str
     item_index: int | None = None
+    size: int | None = None  # as recorded: a load checks the files still hold that many bytes
+    name: str | None = None  # the artifact's name, for errors
 
 
 @dataclass
@@ -162,6 +164,14 @@ def resolve_type(path: str) -> Any:
 
 
 def load_artifact(store: ArtifactStore, ref: ArtifactRef, annotation: Any = Any) -> Any:
+    if ref.size is not None:
+        problem = store.damage(ref.uri, ref.size)
+        if problem is not None:
+            raise ArtifactDamagedError(
+                f"artifact {ref.name or ref.uri!r} is damaged: {problem} (at {ref.uri}); run its "
+                "pipeline again (a cached step whose output is damaged runs again), and see "
+                "`unspool artifacts verify` for other damaged versions"
+            )
     materializer = materializer_from_path(ref.materializer)(ref.uri, store)
     if ref.item_index is not None:
         return materializer.load_item(ref.item_index)
