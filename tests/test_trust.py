@@ -356,3 +356,89 @@ def test_damaged_artifacts_are_found_on_s3_too(s3_store: Any) -> None:
     again = Client().get_artifact_version("numbers")
     assert again.version == 2 and again.load() == [1, 2, 3] and again.verify() is None
 
+
+# -- 8. a local Ray instance listens on loopback only -------------------------------------------------
+
+OWN_RAY = '''
+import ipaddress, json, os, sys
+from unspool import pipeline, step
+
+@step(runtime="isolated", enable_cache=False)
+def remote_pid() -> int:
+    return os.getpid()
+
+@pipeline(dynamic=True, orchestrator={"type": "ray", "num_cpus": 1})
+def own_ray():
+    assert remote_pid().load() != os.getpid()
+
+def descendants(root):
+    children = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        children.setdefault(ppid, []).append(int(pid))
+    found, todo = {root}, [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+def listening(pids):
+    """(process name, address) of every listening TCP socket the processes hold."""
+    owner = {}
+    for pid in pids:
+        try:
+            name = open(f"/proc/{pid}/comm").read().strip()
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:["):
+                    owner[link[8:-1]] = name
+        except OSError:
+            continue
+    out = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in open(table).read().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A" or fields[9] not in owner:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(fields[1].split(":")[0])
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            address = ipaddress.ip_address(raw)
+            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+                address = address.ipv4_mapped
+            out.append((owner[fields[9]], str(address)))
+    return out
+
+if __name__ == "__main__":
+    assert own_ray().status.value == "completed"
+    with open(sys.argv[1], "w") as f:
+        json.dump(listening(descendants(os.getpid())), f)
+'''
+
+
+def test_a_local_ray_instance_unspool_starts_listens_on_loopback_only(tmp_path: Path, home: Path) -> None:
+    import ipaddress
+    import json
+    import subprocess
+    import sys
+
+    from _ray_support import import_ray
+
+    import_ray()
+    script = tmp_path / "own_ray.py"
+    script.write_text(OWN_RAY)
+    report = tmp_path / "listening.json"
+    env = {**os.environ, "UNSPOOL_HOME": str(home), "UNSPOOL_PROGRESS": "off"}
+    proc = subprocess.run([sys.executable, str(script), str(report)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sockets = json.loads(report.read_text())
+    names = {name for name, _ in sockets}
+    assert "gcs_server" in names and "raylet" in names, sockets
+    exposed = [(name, address) for name, address in sockets if not ipaddress.ip_address(address).is_loopback]
+    assert not exposed, f"listening beyond loopback: {exposed}"
+
