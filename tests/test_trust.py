@@ -442,3 +442,107 @@ def test_a_local_ray_instance_unspool_starts_listens_on_loopback_only(tmp_path: 
     exposed = [(name, address) for name, address in sockets if not ipaddress.ip_address(address).is_loopback]
     assert not exposed, f"listening beyond loopback: {exposed}"
 
+
+# -- 9. secrets in output -----------------------------------------------------------------------------
+
+
+def test_store_passwords_are_masked_in_init_and_in_the_newer_schema_error(pg_url: str) -> None:
+    import sqlalchemy as sa
+    from typer.testing import CliRunner
+
+    from _servers import PG_PASSWORD
+    from unspool._cli import app
+    from unspool._engine import close_all
+
+    runner = CliRunner()
+    init = runner.invoke(app, ["init"])
+    assert init.exit_code == 0, init.output
+    assert PG_PASSWORD not in init.output and "metadata store: postgresql+psycopg://unspool:***@" in init.output
+    close_all()
+
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO schema_version (version, applied_at) VALUES (999, 0)"))
+    engine.dispose()
+    listed = runner.invoke(app, ["runs", "list"])
+    assert listed.exit_code == 2
+    assert "schema version 999" in listed.output and PG_PASSWORD not in listed.output
+    from unspool import StoreError
+    from unspool._metadata_store import MetadataStore
+
+    try:
+        MetadataStore(pg_url)
+    except StoreError as exc:
+        assert "schema version 999" in str(exc) and PG_PASSWORD not in str(exc)
+    else:
+        raise AssertionError("a store with a newer schema opened")
+
+
+def test_every_cli_error_line_masks_url_passwords(monkeypatch: Any) -> None:
+    from typer.testing import CliRunner
+
+    from unspool._cli import app
+    from unspool._errors import mask_secrets
+
+    assert mask_secrets("at s3://AKIA:se/cret@b and postgresql://u:p%40ss@h:5/db") == (
+        "at s3://AKIA:***@b and postgresql://u:***@h:5/db"
+    )
+    assert mask_secrets("redis://:hunter2@h/0 x://a:b@c") == "redis://:***@h/0 x://a:***@c"
+    monkeypatch.setenv("UNSPOOL_STORE_URL", "mysql://admin:hunter2@127.0.0.1:1/db")
+    failed = CliRunner().invoke(app, ["runs", "list"])
+    assert failed.exit_code == 2 and "hunter2" not in failed.output and "admin:***@" in failed.output
+
+
+def test_trigger_passes_the_run_configuration_privately(tmp_path: Path, home: Path, monkeypatch: Any) -> None:
+    import importlib
+    import sys
+
+    from unspool import _snapshots
+
+    gate = tmp_path / "gate"
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "secret_flows.py").write_text(
+        "import os, time\n"
+        "from unspool import pipeline, step\n\n"
+        "@step(enable_cache=False)\n"
+        "def wait_for(gate: str, token: str) -> int:\n"
+        "    while not os.path.exists(gate):\n"
+        "        time.sleep(0.01)\n"
+        "    return len(token)\n\n"
+        "@pipeline\n"
+        "def guarded(gate: str, token: str) -> None:\n"
+        "    wait_for(gate, token)\n"
+    )
+    monkeypatch.syspath_prepend(str(project))
+    flows = importlib.import_module("secret_flows")
+    try:
+        flows.guarded.create_snapshot("guarded")
+        secret = "tok-3f9c1a2b-never-on-a-command-line"
+        run = Client().trigger_pipeline(
+            "guarded", run_configuration={"parameters": {"gate": str(gate), "token": secret}}, wait=False
+        )
+        [proc] = [p for p in _snapshots._background if p.poll() is None]
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        assert b"unspool._trigger" in cmdline and secret.encode() not in cmdline
+        leftovers = [p for p in (home / "triggers").iterdir() if secret in p.read_text(errors="replace")]
+        assert not leftovers, leftovers
+        gate.touch()
+        assert proc.wait(timeout=120) == 0
+        assert Client().get_pipeline_run(run.id).steps["wait_for"].output.load() == len(secret)
+    finally:
+        gate.touch()
+        sys.modules.pop("secret_flows", None)
+
+
+def test_new_stores_are_readable_by_their_owner_only(home: Path) -> None:
+    import stat
+
+    assert not home.exists()
+    summed()
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (home, home / "artifacts", home / "unspool.db")}
+    assert modes == {home.name: 0o700, "artifacts": 0o700, "unspool.db": 0o600}
+    wal = home / "unspool.db-wal"
+    if wal.exists():
+        assert stat.S_IMODE(wal.stat().st_mode) == 0o600
+

@@ -22,7 +22,7 @@ import re
 import uuid
 from typing import IO, Any
 
-from ._errors import StoreError
+from ._errors import StoreError, mask_secrets
 from ._ids import new_id
 
 HASH_NAME = "sha256"
@@ -58,7 +58,7 @@ class ArtifactStore:
             self.root = os.path.abspath(os.path.expanduser(root.removeprefix("file://")))
             self.is_local = True
             self._fs: Any = None
-            os.makedirs(self.root, exist_ok=True)
+            os.makedirs(self.root, mode=0o700, exist_ok=True)  # a new store: its owner's only
             return
         import fsspec
         from fsspec.core import url_to_fs
@@ -70,12 +70,12 @@ class ArtifactStore:
         except (ImportError, ValueError) as exc:
             hint = " (for S3: pip install 'unspool[s3]')" if root.startswith("s3") else ""
             raise StoreError(
-                f"cannot open artifact store {root!r} ({exc}); set UNSPOOL_ARTIFACT_STORE to a "
+                f"cannot open artifact store {mask_secrets(root)!r} ({exc}); set UNSPOOL_ARTIFACT_STORE to a "
                 f"local path or an fsspec URL whose filesystem package is installed{hint}"
             ) from exc
         self.is_local = isinstance(self._fs, fsspec.implementations.local.LocalFileSystem)
         if self.is_local:
-            os.makedirs(self.root, exist_ok=True)
+            os.makedirs(self.root, mode=0o700, exist_ok=True)
         elif "s3" in _protocols(self._fs):
             self._check_s3()
 
@@ -93,7 +93,7 @@ class ArtifactStore:
         from ._settings import S3_ENDPOINT_ENV
 
         bucket, _, prefix = self.root.partition("/")
-        where = f"artifact store {self.url!r}"
+        where = f"artifact store {mask_secrets(self.url)!r}"
         endpoint = (
             getattr(self.fs, "endpoint_url", None) or os.environ.get("AWS_ENDPOINT_URL_S3")
             or os.environ.get("AWS_ENDPOINT_URL") or "the default AWS endpoint"

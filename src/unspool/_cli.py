@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, TypeVar
 
 import typer
 
-from ._errors import NotFoundError, UnspoolError
+from ._errors import NotFoundError, UnspoolError, mask_secrets
 from ._types import ExecutionStatus
 
 if TYPE_CHECKING:
@@ -147,7 +147,8 @@ def _err() -> Console:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    """One line of text for the terminal, with the password of any URL in it masked."""
+    return mask_secrets(" ".join(str(text).split()))
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -269,6 +270,7 @@ def _root(
 def init() -> None:
     """Create the unspool home (.unspool/: metadata and artifact stores) and say where it is."""
     from ._engine import get_environment
+    from ._metadata_store import redact
     from ._settings import find_home, resolve_location
 
     existed = find_home(create=False).is_dir()
@@ -278,7 +280,7 @@ def init() -> None:
     out = _out()
     verb = "found existing" if existed else "created"
     out.print(f"{verb} unspool home at {location.home}", markup=False)
-    out.print(f"  metadata store: {location.store_url}", markup=False)
+    out.print(f"  metadata store: {redact(location.store_url)}", markup=False)
     out.print(f"  artifact store: {location.artifact_root}", markup=False)
     if os.environ.get("UNSPOOL_HOME"):
         out.print("  (chosen by UNSPOOL_HOME)", style="dim")
