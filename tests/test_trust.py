@@ -546,3 +546,31 @@ def test_new_stores_are_readable_by_their_owner_only(home: Path) -> None:
     if wal.exists():
         assert stat.S_IMODE(wal.stat().st_mode) == 0o600
 
+
+# -- 10. readers never wait behind writers --------------------------------------------------------------
+
+
+def test_opening_an_up_to_date_store_takes_no_write_lock(home: Path) -> None:
+    import sqlite3
+    import subprocess
+    import sys
+
+    from unspool._engine import close_all
+
+    summed()
+    run = Client().list_pipeline_runs(pipeline_name="summed")[0]
+    close_all()
+    writer = sqlite3.connect(home / "unspool.db", isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # another process's write transaction, held open
+        writer.execute("UPDATE pipeline_runs SET name = name")
+        env = {**os.environ, "UNSPOOL_HOME": str(home), "UNSPOOL_PROGRESS": "off"}
+        listed = subprocess.run([sys.executable, "-m", "unspool", "runs", "list"], env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert listed.returncode == 0, listed.stderr
+        assert run.name in listed.stdout
+        assert writer.in_transaction
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+

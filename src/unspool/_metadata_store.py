@@ -347,19 +347,16 @@ class MetadataStore:
     # -- schema ----------------------------------------------------------------------------
     def _migrate(self) -> None:
         try:
+            # A store that is up to date is only read: opening it never waits for (or blocks)
+            # a writer. The write transaction below is taken only when there is a migration.
+            with self.read() as conn:
+                if self._schema_version(conn) == SCHEMA_VERSION:
+                    return
             with self.write() as conn:
                 if conn.dialect.name == "postgresql":
                     # Processes opening a new store at once: one migrates, the others wait.
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(7164528)"))
-                inspector = sa.inspect(conn)
-                current = 0
-                if inspector.has_table("schema_version"):
-                    current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
-                if current > SCHEMA_VERSION:
-                    raise StoreError(
-                        f"the metadata store at {redact(self.url)} has schema version {current}, newer than "
-                        f"this unspool ({SCHEMA_VERSION}); upgrade unspool"
-                    )
+                current = self._schema_version(conn)
                 for version in range(current + 1, SCHEMA_VERSION + 1):
                     MIGRATIONS[version](conn)
                     conn.execute(schema_version.insert().values(version=version, applied_at=time.time()))
@@ -368,6 +365,17 @@ class MetadataStore:
                 f"cannot open the metadata store at {redact(self.url)}: {_one_line(exc.orig)}. Check "
                 "UNSPOOL_STORE_URL (or UNSPOOL_HOME) and that the server is reachable"
             ) from exc
+
+    def _schema_version(self, conn: sa.Connection) -> int:
+        current = 0
+        if sa.inspect(conn).has_table("schema_version"):
+            current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"the metadata store at {redact(self.url)} has schema version {current}, newer than "
+                f"this unspool ({SCHEMA_VERSION}); upgrade unspool"
+            )
+        return current
 
     def write(self) -> Any:
         """A connection in a write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
