@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
+import pytest
 
 from unspool import ArtifactConfig, Client, pipeline, step
 from unspool._artifact_store import ArtifactStore, path_segment
@@ -574,3 +575,95 @@ def test_opening_an_up_to_date_store_takes_no_write_lock(home: Path) -> None:
         writer.execute("ROLLBACK")
         writer.close()
 
+
+# -- 4. bookkeeping that fails never leaves a run waiting ------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_a_log_that_cannot_be_written_fails_its_step_and_the_run_ends(monkeypatch: Any) -> None:
+    from unspool import UnspoolError
+    from unspool._artifact_store import ArtifactStore as Store
+
+    def full(self: Any, path: str, text: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    @step(enable_cache=False)
+    def chatty() -> int:
+        print("a line for the log")
+        return 1
+
+    @step(enable_cache=False)
+    def after(x: int) -> int:
+        return x + 1
+
+    @pipeline(dynamic=True)
+    def logged() -> None:
+        after(chatty()).load()  # the body thread runs chatty itself: it used to wait forever
+
+    monkeypatch.setattr(Store, "append_text", full)
+    with pytest.raises(UnspoolError, match="could not be written"):
+        logged()
+    run = Client().list_pipeline_runs(pipeline_name="logged")[0]
+    assert run.status.value == "failed"
+    assert run.steps["chatty"].status.value == "failed"
+    assert all(s.status.value in ("failed", "skipped") for s in run.steps.values())
+    assert "could not be written" in run.steps["chatty"].error["message"]
+    assert "No space left on device" in run.steps["chatty"].error["message"]
+
+
+def test_an_output_named_log_and_a_nul_in_a_step_name_do_not_break_bookkeeping() -> None:
+    @step(name="tab\tand\0nul", enable_cache=False)
+    def oddly_named() -> Annotated[int, "log"]:
+        print("to the log")
+        return 5
+
+    @pipeline
+    def odd() -> None:
+        oddly_named()
+
+    odd()
+    run = Client().list_pipeline_runs(pipeline_name="odd")[0]
+    step_run = run.steps["tab\tand\0nul"]
+    assert run.status.value == "completed" and step_run.status.value == "completed"
+    assert step_run.outputs["log"][0].load() == 5 and "to the log" in step_run.logs
+
+
+def test_a_run_whose_setup_fails_ends_failed_at_once(home: Path) -> None:
+    import shutil
+
+    from unspool._engine import get_environment
+
+    env = get_environment()
+    root = Path(env.artifact_root)
+    shutil.rmtree(root)
+    root.write_text("not a folder")  # the run's artifact folder cannot be created
+
+    @pipeline
+    def unstartable() -> None:
+        source_numbers()
+
+    with pytest.raises(OSError):
+        unstartable()
+    [run] = Client().list_pipeline_runs(pipeline_name="unstartable")
+    assert run.status.value == "failed" and "could not start" in run.error["message"]
+    assert run.id not in env.metadata._beating
+
+
+def test_a_child_pipeline_recursing_without_end_ends_every_run(monkeypatch: Any) -> None:
+    from unspool import PipelineError, _engine
+
+    monkeypatch.setattr(_engine, "MAX_CHILD_DEPTH", 4)
+
+    @step
+    def one() -> int:
+        return 1
+
+    @pipeline(dynamic=True)
+    def forever(depth: int = 0) -> None:
+        one()
+        forever(depth + 1)
+
+    with pytest.raises(PipelineError, match="would run 5 levels deep"):
+        forever()
+    runs = Client().list_pipeline_runs(pipeline_name="forever")
+    assert len(runs) == 5 and {r.status.value for r in runs} == {"failed"}  # the root and 4 levels

@@ -92,6 +92,7 @@ if TYPE_CHECKING:
 
 S = ExecutionStatus
 DEFAULT_PARALLELISM = 16
+MAX_CHILD_DEPTH = 100  # child runs nested deeper than this (without a budget) are a recursion without end
 _CPUS = os.cpu_count() or 1
 
 _current: contextvars.ContextVar[Run | None] = contextvars.ContextVar("unspool_run", default=None)
@@ -490,10 +491,14 @@ class Run:
                     "created_at": self.started,
                 }
             )
-        store.beat(self.id)
-        store.flush()  # a run exists durably before any of its steps runs
-        self.env.artifacts.makedirs(self.env.artifacts.join(self.id))
-        self._emit_run(S.INITIALIZING)
+        try:
+            store.beat(self.id)
+            store.flush()  # a run exists durably before any of its steps runs
+            self.env.artifacts.makedirs(self.env.artifacts.join(self.id))
+            self._emit_run(S.INITIALIZING)
+        except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised
+            self._setup_failed(exc)
+            raise
         token = _current.set(self)
         body_error: BaseException | None = None
         result: Any = None
@@ -555,6 +560,22 @@ class Run:
             exc.run_id = self.id  # type: ignore[attr-defined]
             raise exc
         return result
+
+    def _setup_failed(self, exc: BaseException) -> None:
+        """The run could not even start (an artifact folder it cannot create, a child pipeline
+        recursing without end): record it failed at once and stop its heartbeat, so it never
+        stays ``initializing`` for as long as the process lives. Best effort: the store may be
+        what failed."""
+        store = self.env.metadata
+        error = {**describe_error(exc), "message": f"the run could not start: {type(exc).__name__}: {exc}",
+                 "failed_steps": []}
+        try:
+            store.update_run(self.id, status=S.FAILED.value, end_time=time.time(), error=error)
+            store.unbeat(self.id)
+            self._emit_run(S.FAILED, detail=error["message"])
+            store.flush()
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            pass
 
     def _mark_running(self) -> None:
         """Initializing (hooks, compiling a static body) is over: steps may start now."""
@@ -825,6 +846,12 @@ class Run:
         root_budget = self.root().config.budget
         if root_budget is not None and root_budget.max_depth is not None and depth > root_budget.max_depth:
             raise BudgetExceeded("max_depth", root_budget.max_depth, depth - 1, 1)
+        if depth > MAX_CHILD_DEPTH and (root_budget is None or root_budget.max_depth is None):
+            raise PipelineError(  # before Python's own recursion limit strikes at a random place
+                f"child pipeline {pipeline.name!r} would run {depth} levels deep (at most "
+                f"{MAX_CHILD_DEPTH} without a budget); give a pipeline that calls itself a condition "
+                "that ends the recursion, or set Budget(max_depth=...)"
+            )
         self.check_budget(0)
         params = bind_parameters(pipeline, args, kwargs)
         with self.lock:
@@ -1051,20 +1078,26 @@ class Run:
                 continue
             here = run_here is True or run_here is inv
             if here and inv.step.config.timeout is None and self._executor_for(inv) is self.executor:
-                self._record_result(inv, spec, run_step(spec))
+                try:
+                    self._record_result(inv, spec, run_step(spec))
+                except Exception as exc:  # unspool's bookkeeping around the step: fail it, never hang
+                    self._fail_to_start(inv, exc)
                 if run_here is inv:
                     run_here = None
             else:
                 self._submit(inv, spec)
 
     def _fail_to_start(self, inv: Invocation, exc: Exception) -> None:
-        """Record an invocation whose start (cache key, spec) raised as failed, freeing its slot."""
+        """Record an invocation whose start (cache key, spec) or whose bookkeeping after it ran
+        (recording its result) raised as failed, freeing its slot: it always finishes."""
         if inv.finished:
             return
         inv.start_time = inv.start_time or time.time()
         inv.error, inv.exception = describe_error(exc), exc
-        self._record_step(inv, S.FAILED, error=inv.error, start_time=inv.start_time, end_time=time.time())
-        self._finish(inv, S.FAILED)
+        try:
+            self._record_step(inv, S.FAILED, error=inv.error, start_time=inv.start_time, end_time=time.time())
+        finally:
+            self._finish(inv, S.FAILED)
 
     def _submit(self, inv: Invocation, spec: StepSpec) -> None:
         attempt = inv.attempt
@@ -1072,7 +1105,10 @@ class Run:
         def done(result: StepResult) -> None:
             if inv.finished or inv.attempt != attempt:
                 return  # timed out earlier; this thread was abandoned
-            self._record_result(inv, spec, result)
+            try:
+                self._record_result(inv, spec, result)
+            except Exception as exc:  # unspool's bookkeeping around the step: fail it, never hang
+                self._fail_to_start(inv, exc)
             self._pump(run_here=True)
 
         timeout = inv.step.config.timeout

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from . import _logs
 from ._artifact_store import ArtifactStore, SaveTracker, TrackingArtifactStore, directory_digest
-from ._errors import ArtifactDamagedError, MaterializerError, StepOutputError
+from ._errors import ArtifactDamagedError, MaterializerError, StepOutputError, StoreError
 from ._materializers import (
     BaseMaterializer,
     materializer_from_path,
@@ -320,7 +320,18 @@ def run_step(spec: StepSpec, log_sink: Callable[[str], None] | None = None) -> S
     if text:
         if log_sink is None:
             header = f"--- attempt {spec.attempt} ---\n" if spec.attempt > 1 else ""
-            store.append_text(spec.logs_uri, header + text)
+            try:
+                store.append_text(spec.logs_uri, header + text)
+            except Exception as exc:  # a full or broken store: the step fails, saying why
+                failure = StoreError(
+                    f"the log of step {spec.invocation_id!r} could not be written to "
+                    f"{spec.logs_uri} ({type(exc).__name__}: {exc}); free space in, or fix, the "
+                    "artifact store"
+                )
+                failure.__cause__ = exc
+                result.ok, result.outputs, result.exception = False, {}, error or failure
+                result.error = describe_error(error or failure)
+                return result
         result.logs_uri = spec.logs_uri
     return result
 
