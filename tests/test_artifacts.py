@@ -131,7 +131,7 @@ def test_every_version_records_its_full_description(home: Path) -> None:
     producer = run.steps["make"]
     assert version.name == "numbers"
     assert version.version == 1
-    assert version.uri == str(home / "artifacts" / run.id / "make.numbers")
+    assert version.uri == str(home / "artifacts" / run.id / "make" / "numbers")
     assert version.data_type == "builtins:list"
     assert version.materializer == "unspool._materializers:SequenceMaterializer"
     assert re.fullmatch(r"[0-9a-f]{64}", version.content_hash)

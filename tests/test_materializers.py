@@ -145,18 +145,18 @@ def roundtrip(value_factory: Any, annotation: Any = Any) -> Any:
         ("hello", "BuiltInMaterializer", "builtins:str"),
         (b"\x00\x01raw", "BytesMaterializer", "builtins:bytes"),
         ({"a": [1, 2], "b": {"c": None}}, "DictMaterializer", "builtins:dict"),
-        ({"when": {1, 2}}, "DictMaterializer", "builtins:dict"),  # not JSON-able: pickled inside
-        ({1: "int keys", "t": (1, 2)}, "DictMaterializer", "builtins:dict"),  # JSON would change it
+        ({"when": {1, 2}}, "CloudpickleMaterializer", "builtins:dict"),  # not JSON-able: pickled, and says so
+        ({1: "int keys", "t": (1, 2)}, "CloudpickleMaterializer", "builtins:dict"),  # JSON would change it
         ([1, "two", 3.0, None], "SequenceMaterializer", "builtins:list"),
-        ([{1, 2}, Opaque(3)], "SequenceMaterializer", "builtins:list"),  # not JSON-able
+        ([{1, 2}, Opaque(3)], "PickledSequenceMaterializer", "builtins:list"),  # not JSON-able
         ((1, "a"), "SequenceMaterializer", "builtins:tuple"),
-        ([(1, 2), {3: 4}], "SequenceMaterializer", "builtins:list"),  # JSON would change it
+        ([(1, 2), {3: 4}], "PickledSequenceMaterializer", "builtins:list"),  # JSON would change it
         (Colour.RED, "BuiltInMaterializer", "test_materializers:Colour"),
         (Mode.FAST, "BuiltInMaterializer", "test_materializers:Mode"),
         (Point(x=1, y=2.5), "PydanticMaterializer", "test_materializers:Point"),
         (Config("net", [3, 4]), "DataclassMaterializer", "test_materializers:Config"),
-        (Holder({1, 2}), "DataclassMaterializer", "test_materializers:Holder"),
-        (Nested(Config("n", [1]), (1, 2)), "DataclassMaterializer", "test_materializers:Nested"),
+        (Holder({1, 2}), "CloudpickleMaterializer", "test_materializers:Holder"),
+        (Nested(Config("n", [1]), (1, 2)), "CloudpickleMaterializer", "test_materializers:Nested"),
         (Opaque(7), "CloudpickleMaterializer", "test_materializers:Opaque"),
     ],
     ids=lambda v: type(v).__name__ if not isinstance(v, str) or ":" not in v else None,
@@ -319,9 +319,10 @@ def test_output_materializers_must_be_materializer_classes() -> None:
 def test_sequence_materializer_load_item_reads_one_element(tmp_path: Path, items: Any) -> None:
     store = ArtifactStore(str(tmp_path))
     uri = str(tmp_path / "seq")
-    SequenceMaterializer(uri, store).save(items)
+    writer = SequenceMaterializer(uri, store)
+    writer.save(items)
 
-    reader = SequenceMaterializer(uri, store)
+    reader = writer.stored_with(uri, store)  # PickledSequenceMaterializer for the pickled items
     assert [reader.load_item(i) for i in range(len(items))] == list(items)
     assert reader.load_item(-1) == items[-1]
     with pytest.raises(IndexError, match="out of range"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._errors import (
+    ArtifactDamagedError,
     BudgetExceeded,
     ConfigError,
     MaterializerError,
@@ -87,6 +88,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "ArtifactChunk",
     "ArtifactConfig",
+    "ArtifactDamagedError",
     "ArtifactFuture",
     "ArtifactType",
     "ArtifactVersion",

@@ -19,13 +19,34 @@ import hashlib
 import io
 import os
 import posixpath
+import re
 import uuid
 from typing import IO, Any
 
-from ._errors import StoreError
+from ._errors import StoreError, mask_secrets
 from ._ids import new_id
 
 HASH_NAME = "sha256"
+
+# A name is used as one path segment as it is only when it is short, lower case and made of
+# letters, digits, "_" and "-": no dot, no separator, nothing a case-insensitive filesystem
+# would fold. Any other name is stored as a slug of it plus a hash of the whole name.
+_PLAIN_SEGMENT = re.compile(r"[a-z0-9_][a-z0-9_-]{0,79}")
+_SLUG_JUNK = re.compile(r"[^a-z0-9_-]+")
+
+
+def path_segment(name: str) -> str:
+    """One path segment for any name: never empty, ``.``/``..``, a separator or too long.
+
+    Injective: a plain name maps to itself; every other name to ``slug~hash``, and ``~``
+    never occurs in a plain name. Segments never contain a dot, so a suffix after a dot
+    (``.log``, ``.attempt2``) cannot make two locations equal.
+    """
+    if _PLAIN_SEGMENT.fullmatch(name):
+        return name
+    slug = _SLUG_JUNK.sub("_", name.lower()).strip("_-")[:40]
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    return f"{slug}~{digest}"
 
 
 def _make_root(root: str) -> None:
@@ -35,7 +56,7 @@ def _make_root(root: str) -> None:
             "UNSPOOL_HOME) at a folder, or move the file away"
         )
     try:
-        os.makedirs(root, exist_ok=True)
+        os.makedirs(root, mode=0o700, exist_ok=True)  # a new store: its owner's only
     except (FileExistsError, NotADirectoryError) as exc:
         raise StoreError(
             f"the artifact store folder {root} cannot be created ({exc.strerror}: a part of the path "
@@ -65,12 +86,12 @@ class ArtifactStore:
         except (ImportError, ValueError) as exc:
             hint = " (for S3: pip install 'unspool[s3]')" if root.startswith("s3") else ""
             raise StoreError(
-                f"cannot open artifact store {root!r} ({exc}); set UNSPOOL_ARTIFACT_STORE to a "
+                f"cannot open artifact store {mask_secrets(root)!r} ({exc}); set UNSPOOL_ARTIFACT_STORE to a "
                 f"local path or an fsspec URL whose filesystem package is installed{hint}"
             ) from exc
         self.is_local = isinstance(self._fs, fsspec.implementations.local.LocalFileSystem)
         if self.is_local:
-            os.makedirs(self.root, exist_ok=True)
+            os.makedirs(self.root, mode=0o700, exist_ok=True)
         elif "s3" in _protocols(self._fs):
             self._check_s3()
 
@@ -88,7 +109,7 @@ class ArtifactStore:
         from ._settings import S3_ENDPOINT_ENV
 
         bucket, _, prefix = self.root.partition("/")
-        where = f"artifact store {self.url!r}"
+        where = f"artifact store {mask_secrets(self.url)!r}"
         endpoint = (
             getattr(self.fs, "endpoint_url", None) or os.environ.get("AWS_ENDPOINT_URL_S3")
             or os.environ.get("AWS_ENDPOINT_URL") or "the default AWS endpoint"
@@ -125,6 +146,20 @@ class ArtifactStore:
     # -- paths ---------------------------------------------------------------------------
     def join(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts) if not self.is_local else os.path.join(self.root, *parts)
+
+    def location(self, run_id: str, invocation_id: str, output: str | None = None, attempt: int = 1) -> str:
+        """Where a step's output version (or, with ``output=None``, its log file) lives.
+
+        The only place names become paths, for every kind of store: ``RUN/INV/OUTPUT`` (a
+        later attempt: ``OUTPUT.attemptN``), the log ``RUN/INV.log``. Each name is one
+        :func:`path_segment`, so no name escapes the root, two names never share a location
+        and no segment exceeds a filesystem's limit on name length.
+        """
+        run, inv = path_segment(run_id), path_segment(invocation_id)
+        if output is None:
+            return self.join(run, f"{inv}.log")
+        out = path_segment(output)
+        return self.join(run, inv, out if attempt == 1 else f"{out}.attempt{attempt}")
 
     # -- primitives ------------------------------------------------------------------------
     def open(self, path: str, mode: str = "rb") -> IO[Any]:
@@ -168,6 +203,38 @@ class ArtifactStore:
             return
         old = self.read_bytes(path).decode() if self.exists(path) else ""
         self.write_bytes_atomic(path, (old + text).encode())
+
+    def damage(self, uri: str, size: int) -> str | None:
+        """What is wrong with the files of an artifact recorded with ``size`` bytes, or None.
+
+        Costs one listing (a directory scan, or one LIST on an object store), no reads.
+        """
+        total, found = 0, False
+        if self.is_local:
+            stack = [uri]
+            try:
+                while stack:
+                    with os.scandir(stack.pop()) as entries:
+                        found = True
+                        for entry in entries:
+                            if entry.is_dir(follow_symlinks=False):
+                                stack.append(entry.path)
+                            else:
+                                total += entry.stat(follow_symlinks=False).st_size
+            except (FileNotFoundError, NotADirectoryError):
+                if not found:
+                    return "its folder is gone"
+        else:
+            try:
+                sizes = self.fs.du(uri, total=False)
+            except FileNotFoundError:
+                sizes = {}
+            found, total = bool(sizes), sum(sizes.values())
+            if not found and size:
+                return "its files are gone"
+        if total != size:
+            return f"it holds {total} bytes but {size} were recorded"
+        return None
 
     def remove(self, path: str) -> None:
         if self.is_local:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, TypeVar
 
 import typer
 
-from ._errors import NotFoundError, UnspoolError
+from ._errors import NotFoundError, UnspoolError, mask_secrets
 from ._types import ExecutionStatus
 
 if TYPE_CHECKING:
@@ -147,7 +147,8 @@ def _err() -> Console:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    """One line of text for the terminal, with the password of any URL in it masked."""
+    return mask_secrets(" ".join(str(text).split()))
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -269,6 +270,7 @@ def _root(
 def init() -> None:
     """Create the unspool home (.unspool/: metadata and artifact stores) and say where it is."""
     from ._engine import get_environment
+    from ._metadata_store import redact
     from ._settings import find_home, resolve_location
 
     existed = find_home(create=False).is_dir()
@@ -278,7 +280,7 @@ def init() -> None:
     out = _out()
     verb = "found existing" if existed else "created"
     out.print(f"{verb} unspool home at {location.home}", markup=False)
-    out.print(f"  metadata store: {location.store_url}", markup=False)
+    out.print(f"  metadata store: {redact(location.store_url)}", markup=False)
     out.print(f"  artifact store: {location.artifact_root}", markup=False)
     if os.environ.get("UNSPOOL_HOME"):
         out.print("  (chosen by UNSPOOL_HOME)", style="dim")
@@ -864,6 +866,37 @@ def artifacts_list(
     out.print(table)
 
 
+@artifacts_app.command("verify")
+@_friendly_errors
+def artifacts_verify(
+    ref: Annotated[str | None, typer.Argument(
+        metavar="[NAME[:VERSION]]", help="Check only this artifact (all its versions, or one).")] = None,
+) -> None:
+    """Re-hash artifact versions and compare them with their recorded content hash and size.
+
+    Prints one line per damaged version; exits with 1 when any is damaged."""
+    from ._client import Client
+
+    client = Client()
+    if ref is None:
+        versions = client.list_artifact_versions()
+    else:
+        name, version = _split_ref(ref)
+        versions = [client.get_artifact_version(name, version)] if version is not None else (
+            client.list_artifact_versions(name))
+        if not versions:
+            raise NotFoundError(f"no artifact named {name!r}; `unspool artifacts list` shows the known artifacts")
+    damaged = 0
+    for av in versions:
+        problem = av.verify()
+        if problem is not None:
+            damaged += 1
+            print(f"damaged: {av.name}:{av.version} at {av.uri}: {problem}")
+    print(f"{len(versions)} artifact versions checked, {damaged} damaged")
+    if damaged:
+        raise typer.Exit(1)
+
+
 def _split_ref(ref: str) -> tuple[str, int | None]:
     name, sep, version = ref.rpartition(":")
     if sep and name and version.isdigit():
@@ -880,6 +913,9 @@ def _describe_step_run(client: Client, step: StepRun, run_names: dict[str, str])
         except NotFoundError:
             run_names[step.run_id] = step.run_id[:8]
     return f"{step.invocation_id} ({step.status.value}) in run {run_names[step.run_id]} [{step.run_id[:8]}]"
+
+
+_DATA_FORMATS = ("none", "json", "bytes", "npy")  # formats whose loading runs no stored code
 
 
 def _preview(version: ArtifactVersion) -> tuple[str, str]:
@@ -899,8 +935,14 @@ def _preview(version: ArtifactVersion) -> tuple[str, str]:
 def artifacts_show(
     ref: Annotated[str, typer.Argument(metavar="NAME[:VERSION]", help="Artifact name, optionally with a version.")],
     preview: Annotated[bool, typer.Option("--preview/--no-preview", help="Load the value and show its repr.")] = True,
+    load: Annotated[bool, typer.Option(
+        "--load", help="Also load a pickled value (or one with a materializer unspool does not know) to "
+        "show it: unpickling runs code from whoever could write the artifact store.")] = False,
 ) -> None:
-    """Show one artifact version (the latest unless VERSION is given)."""
+    """Show one artifact version (the latest unless VERSION is given).
+
+    The value is previewed only when it is stored as data (JSON, bytes, npy); pickled values
+    are loaded only with --load."""
     from rich.table import Table
     from rich.text import Text
 
@@ -918,6 +960,11 @@ def artifacts_show(
     grid.add_row("uri", Text(av.uri))
     grid.add_row("type", Text(av.data_type))
     grid.add_row("materializer", Text(av.materializer))
+    stored = av.stored_format
+    grid.add_row("format", Text(
+        f"{stored} (loading it runs code from whoever could write the artifact store)" if stored == "pickle"
+        else stored or "unknown (a materializer unspool does not know)"
+    ))
     grid.add_row("hash", av.content_hash)
     grid.add_row("size", f"{_fmt_size(av.size)} ({av.size} bytes)")
     if av.item_count is not None:
@@ -929,7 +976,10 @@ def artifacts_show(
     grid.add_row("producer", Text(_describe_step_run(client, producer, run_names) if producer else "-"))
     consumers = av.consumers
     grid.add_row("consumers", Text("\n".join(_describe_step_run(client, c, run_names) for c in consumers) or "-"))
-    if preview:
+    if preview and (load or stored in _DATA_FORMATS):
         text, style = _preview(av)
         grid.add_row("value", Text(text, style=style))
+    elif preview:
+        grid.add_row("value", Text(f"not loaded: it is stored as {stored or 'an unknown format'}; "
+                                   "pass --load to load it", style="yellow"))
     _out().print(grid)

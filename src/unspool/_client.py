@@ -72,13 +72,35 @@ class ArtifactVersion:
             ).scalars().all()
         return [self._client.get_step_run(i) for i in ids]
 
+    @property
+    def stored_format(self) -> str | None:
+        """How the value is stored: "json", "bytes", "npy", "none" or "pickle" (loading a pickle
+        runs code from whoever could write the store); None for a materializer of your own."""
+        from ._materializers import stored_format
+
+        return stored_format(self.materializer)
+
     def load(self) -> Any:
         from ._runner import ArtifactRef, artifact_store_for, load_artifact
 
         return load_artifact(
             artifact_store_for(self.artifact_store_url),
-            ArtifactRef(self.uri, self.materializer, self.data_type),
+            ArtifactRef(self.uri, self.materializer, self.data_type, None, self.size, f"{self.name}:{self.version}"),
         )
+
+    def verify(self) -> str | None:
+        """What is wrong with this version's files (gone, or size or content hash not as
+        recorded), or None when they hash to the recorded content hash. Reads every byte."""
+        from ._artifact_store import SaveTracker, directory_digest
+        from ._runner import artifact_store_for
+
+        store = artifact_store_for(self.artifact_store_url)
+        problem = store.damage(self.uri, self.size)
+        if problem is None:
+            content_hash, _ = directory_digest(store, self.uri, SaveTracker())
+            if content_hash != self.content_hash:
+                problem = f"its content hashes to {content_hash} but {self.content_hash} was recorded"
+        return problem
 
     def chunk(self, index: int) -> Any:
         from ._futures import ArtifactChunk

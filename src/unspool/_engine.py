@@ -98,6 +98,7 @@ if TYPE_CHECKING:
 
 S = ExecutionStatus
 DEFAULT_PARALLELISM = 16
+MAX_CHILD_DEPTH = 100  # child runs nested deeper than this (without a budget) are a recursion without end
 _CPUS = os.cpu_count() or 1
 
 _current: contextvars.ContextVar[Run | None] = contextvars.ContextVar("unspool_run", default=None)
@@ -500,10 +501,14 @@ class Run:
                     "created_at": self.started,
                 }
             )
-        store.beat(self.id)
-        store.flush()  # a run exists durably before any of its steps runs
-        self.env.artifacts.makedirs(self.env.artifacts.join(self.id))
-        self._emit_run(S.INITIALIZING)
+        try:
+            store.beat(self.id)
+            store.flush()  # a run exists durably before any of its steps runs
+            self.env.artifacts.makedirs(self.env.artifacts.join(self.id))
+            self._emit_run(S.INITIALIZING)
+        except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised
+            self._setup_failed(exc)
+            raise
         token = _current.set(self)
         body_error: BaseException | None = None
         result: Any = None
@@ -565,6 +570,22 @@ class Run:
             exc.run_id = self.id  # type: ignore[attr-defined]
             raise exc
         return result
+
+    def _setup_failed(self, exc: BaseException) -> None:
+        """The run could not even start (an artifact folder it cannot create, a child pipeline
+        recursing without end): record it failed at once and stop its heartbeat, so it never
+        stays ``initializing`` for as long as the process lives. Best effort: the store may be
+        what failed."""
+        store = self.env.metadata
+        error = {**describe_error(exc), "message": f"the run could not start: {type(exc).__name__}: {exc}",
+                 "failed_steps": []}
+        try:
+            store.update_run(self.id, status=S.FAILED.value, end_time=time.time(), error=error)
+            store.unbeat(self.id)
+            self._emit_run(S.FAILED, detail=error["message"])
+            store.flush()
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            pass
 
     def _mark_running(self) -> None:
         """Initializing (hooks, compiling a static body) is over: steps may start now."""
@@ -705,7 +726,7 @@ class Run:
             )
 
     def load_produced(self, produced: Produced, item_index: int | None = None) -> Any:
-        ref = ArtifactRef(produced.uri, produced.materializer, produced.data_type, item_index)
+        ref = ArtifactRef(produced.uri, produced.materializer, produced.data_type, item_index, produced.size, produced.name)
         return load_artifact(self.env.artifacts, ref)
 
     def version_of(self, produced: Produced) -> int:
@@ -847,6 +868,12 @@ class Run:
         root_budget = self.root().config.budget
         if root_budget is not None and root_budget.max_depth is not None and depth > root_budget.max_depth:
             raise BudgetExceeded("max_depth", root_budget.max_depth, depth - 1, 1)
+        if depth > MAX_CHILD_DEPTH and (root_budget is None or root_budget.max_depth is None):
+            raise PipelineError(  # before Python's own recursion limit strikes at a random place
+                f"child pipeline {pipeline.name!r} would run {depth} levels deep (at most "
+                f"{MAX_CHILD_DEPTH} without a budget); give a pipeline that calls itself a condition "
+                "that ends the recursion, or set Budget(max_depth=...)"
+            )
         self.check_budget(0)
         params = bind_parameters(pipeline, args, kwargs)
         with self.lock:
@@ -1079,20 +1106,26 @@ class Run:
             if run_here is True and self.ready:  # more work is ready: start this one in a thread too
                 here = False
             if here and inv.step.config.timeout is None and self._executor_for(inv) is self.executor:
-                self._record_result(inv, spec, run_step(spec))
+                try:
+                    self._record_result(inv, spec, run_step(spec))
+                except Exception as exc:  # unspool's bookkeeping around the step: fail it, never hang
+                    self._fail_to_start(inv, exc)
                 if run_here is inv:
                     run_here = None
             else:
                 self._submit(inv, spec)
 
     def _fail_to_start(self, inv: Invocation, exc: Exception) -> None:
-        """Record an invocation whose start (cache key, spec) raised as failed, freeing its slot."""
+        """Record an invocation whose start (cache key, spec) or whose bookkeeping after it ran
+        (recording its result) raised as failed, freeing its slot: it always finishes."""
         if inv.finished:
             return
         inv.start_time = inv.start_time or time.time()
         inv.error, inv.exception = describe_error(exc), exc
-        self._record_step(inv, S.FAILED, error=inv.error, start_time=inv.start_time, end_time=time.time())
-        self._finish(inv, S.FAILED)
+        try:
+            self._record_step(inv, S.FAILED, error=inv.error, start_time=inv.start_time, end_time=time.time())
+        finally:
+            self._finish(inv, S.FAILED)
 
     def _submit(self, inv: Invocation, spec: StepSpec) -> None:
         attempt = inv.attempt
@@ -1100,7 +1133,10 @@ class Run:
         def done(result: StepResult) -> None:
             if inv.finished or inv.attempt != attempt:
                 return  # timed out earlier; this thread was abandoned
-            self._record_result(inv, spec, result)
+            try:
+                self._record_result(inv, spec, result)
+            except Exception as exc:  # unspool's bookkeeping around the step: fail it, never hang
+                self._fail_to_start(inv, exc)
             self._pump(run_here=True)
 
         timeout = inv.step.config.timeout
@@ -1150,7 +1186,7 @@ class Run:
             lst = []
             for pos, (source, index) in enumerate(sources):
                 produced = source._inv.outputs[source.output_name] if isinstance(source, ArtifactFuture) else source
-                lst.append(ArtifactRef(produced.uri, produced.materializer, produced.data_type, index))
+                lst.append(ArtifactRef(produced.uri, produced.materializer, produced.data_type, index, produced.size, produced.name))
                 input_ids.append((name, pos, produced, index))
             refs[name] = (is_list, lst)
         inv.cache_key = self._cache_key(inv, input_ids)
@@ -1202,7 +1238,8 @@ class Run:
             return False
         row, outputs = prev
         _spend.charge(self, inv.id, (row["step_metadata"] or {}).get("spend"))  # paid before, either way
-        if row["status"] in (S.COMPLETED.value, S.CACHED.value) and row["cache_key"] == inv.cache_key:
+        if (row["status"] in (S.COMPLETED.value, S.CACHED.value) and row["cache_key"] == inv.cache_key
+                and self._outputs_intact(outputs)):
             inv.step_run_id = row["id"]
             inv.outputs = outputs
             inv.start_time = row["start_time"] or time.time()
@@ -1215,8 +1252,6 @@ class Run:
 
     def _spec(self, inv: Invocation, refs: dict[str, tuple[bool, list[ArtifactRef]]]) -> StepSpec:
         root = self.env.artifacts
-        base = root.join(self.id, inv.id)
-        suffix = "" if inv.attempt == 1 else f".attempt{inv.attempt}"
         outputs = []
         materializers = inv.step.config.output_materializers
         for i, spec in enumerate(inv.step.outputs):
@@ -1230,7 +1265,7 @@ class Run:
             outputs.append(
                 OutputTarget(
                     spec.name,
-                    root.join(self.id, f"{inv.id}.{spec.name}{suffix}"),
+                    root.location(self.id, inv.id, spec.name, inv.attempt),
                     f"{override.__module__}:{override.__qualname__}" if override else None,
                 )
             )
@@ -1245,7 +1280,7 @@ class Run:
             inputs=refs,
             outputs=outputs,
             artifact_store_url=self.env.artifact_root,
-            logs_uri=base + ".log",
+            logs_uri=root.location(self.id, inv.id),
             budget_remaining=_spend.with_remaining(self, self.budget_remaining()),
         )
 
@@ -1278,10 +1313,13 @@ class Run:
         )
 
     def _lookup_cache(self, key: str, step_name: str) -> tuple[str, dict[str, Produced]] | None:
-        memo = self.env.cache_memo.get(key)
-        if memo is not None:
-            return memo
-        return self.env.cached_outputs(step_name).get(key)
+        hit = self.env.cache_memo.get(key) or self.env.cached_outputs(step_name).get(key)
+        if hit is not None and not self._outputs_intact(hit[1]):
+            return None  # its files were deleted or changed: run the step again
+        return hit
+
+    def _outputs_intact(self, outputs: dict[str, Produced]) -> bool:
+        return all(self.env.artifacts.damage(p.uri, p.size) is None for p in outputs.values())
 
     def _record_cached(self, inv: Invocation, input_ids: list[Any], original_id: str, outputs: dict[str, Produced]) -> None:
         now = time.time()

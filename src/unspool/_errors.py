@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s/@:]*:)[^\s@]+@")
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@host`` URL in it masked."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
 
 
 class UnspoolError(Exception):
@@ -31,6 +39,10 @@ class MaterializerError(UnspoolError):
 
 class StoreError(UnspoolError):
     """The metadata or artifact store is misconfigured or unreachable."""
+
+
+class ArtifactDamagedError(MaterializerError):
+    """An artifact's files are gone or no longer what was recorded (size or content hash)."""
 
 
 class ConfigError(UnspoolError, ValueError):

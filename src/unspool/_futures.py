@@ -130,7 +130,8 @@ class ArtifactChunk:
             return run.load_produced(self.source._produced(), item_index=self.index)
         from ._runner import ArtifactRef, artifact_store_for, load_artifact
 
-        ref = ArtifactRef(self.source.uri, self.source.materializer, self.source.data_type, self.index)
+        source = self.source
+        ref = ArtifactRef(source.uri, source.materializer, source.data_type, self.index, source.size, f"{source.name}:{source.version}")
         return load_artifact(artifact_store_for(self.source.artifact_store_url), ref)
 
     def __repr__(self) -> str:

@@ -9,6 +9,12 @@ User materializers subclass :class:`BaseMaterializer` and list ``ASSOCIATED_TYPE
 are registered for those types when the class is created, or chosen per output with
 ``@step(output_materializers=...)``. Values no materializer claims are cloudpickled, and the
 artifact records ``CloudpickleMaterializer`` so the fallback is visible.
+
+Pickle is never hidden: a materializer whose value JSON cannot carry (a dict with int keys, a
+dataclass holding a set) hands it to a pickling materializer and sets ``stored_with`` to it,
+and that class is what the artifact records. Every built-in class has exactly one
+``STORED_FORMAT``, so the recorded name says whether loading unpickles; a class whose format
+is JSON never unpickles, whatever files its folder holds.
 """
 
 from __future__ import annotations
@@ -75,6 +81,9 @@ class BaseMaterializer:
     ASSOCIATED_TYPES: ClassVar[tuple[type, ...]] = ()
     ASSOCIATED_ARTIFACT_TYPE: ClassVar[str] = "data"
     SKIP_REGISTRATION: ClassVar[bool] = False
+    # How the bytes are stored; "pickle" means loading runs code from whoever could write
+    # the artifact store. None: not declared (a user materializer).
+    STORED_FORMAT: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -84,6 +93,8 @@ class BaseMaterializer:
 
     def __init__(self, uri: str, artifact_store: Any = None) -> None:
         self.uri = uri
+        # The class that can read what save() wrote; the artifact version records it.
+        self.stored_with: type[BaseMaterializer] = type(self)
         if artifact_store is None:
             from ._artifact_store import ArtifactStore
 
@@ -120,6 +131,17 @@ class BaseMaterializer:
         with self.artifact_store.open(self.path(name), "rb") as f:
             return f.read()
 
+    def _read_json_only(self, name: str) -> bytes:
+        """Read the JSON file of a version recorded as JSON; never falls back to a pickle."""
+        try:
+            return self._read(name)
+        except FileNotFoundError:
+            raise MaterializerError(
+                f"artifact at {self.uri} is recorded as {type(self).__name__} (JSON) but holds no "
+                f"{name}; a pickle there (older unspool versions wrote one) is not loaded. If you trust "
+                "whoever could write the store, load it with CloudpickleMaterializer"
+            ) from None
+
 
 class PathMaterializer(BaseMaterializer):
     """A file or folder registered in place (``register_artifact``): loading gives its path."""
@@ -137,6 +159,7 @@ class PathMaterializer(BaseMaterializer):
 
 class NoneMaterializer(BaseMaterializer):
     ASSOCIATED_TYPES = (type(None),)
+    STORED_FORMAT = "none"
 
     def save(self, data: Any) -> None:
         self._write("none", b"")
@@ -149,6 +172,7 @@ class BuiltInMaterializer(BaseMaterializer):
     """bool, int, float and str as JSON."""
 
     ASSOCIATED_TYPES = (bool, int, float, str)
+    STORED_FORMAT = "json"
 
     def save(self, data: Any) -> None:
         self._write("data.json", json.dumps(data).encode())
@@ -174,6 +198,7 @@ class BuiltInMaterializer(BaseMaterializer):
 
 class BytesMaterializer(BaseMaterializer):
     ASSOCIATED_TYPES = (bytes, bytearray)
+    STORED_FORMAT = "bytes"
 
     def save(self, data: Any) -> None:
         self._write("data.bin", bytes(data))
@@ -187,27 +212,23 @@ class BytesMaterializer(BaseMaterializer):
 
 
 class DictMaterializer(BaseMaterializer):
-    """JSON-able dicts as JSON; anything else in them falls back to cloudpickle."""
+    """JSON-able dicts as JSON; any other dict is stored by (and recorded as) cloudpickle."""
 
     ASSOCIATED_TYPES = (dict,)
+    STORED_FORMAT = "json"
 
     def save(self, data: Any) -> None:
         try:
             payload = json.dumps(data).encode()
             if json.loads(payload) != data:  # int keys, tuples: JSON would change them
                 raise ValueError("JSON does not round-trip")
-            self._write("data.json", payload)
         except (TypeError, ValueError):
-            import cloudpickle
-
-            self._write("data.pkl", cloudpickle.dumps(data))
+            _pickle_instead(self, data)
+            return
+        self._write("data.json", payload)
 
     def load(self, data_type: type) -> Any:
-        if self.artifact_store.exists(self.path("data.json")):
-            return json.loads(self._read("data.json"))
-        import pickle
-
-        return pickle.loads(self._read("data.pkl"))
+        return json.loads(self._read_json_only("data.json"))
 
     def extract_metadata(self, data: Any) -> dict[str, Any]:
         return {"length": len(data)}
@@ -228,6 +249,8 @@ class SequenceMaterializer(BaseMaterializer):
     """
 
     ASSOCIATED_TYPES = (list, tuple)
+    STORED_FORMAT = "json"
+    _UNPICKLES = False
 
     def save(self, data: Any) -> None:
         try:
@@ -240,6 +263,8 @@ class SequenceMaterializer(BaseMaterializer):
 
             encoded = [cloudpickle.dumps(item) for item in data]
             codec = "pickle"
+            if not self._UNPICKLES:
+                self.stored_with = PickledSequenceMaterializer
         offsets = [0]
         for blob in encoded:
             offsets.append(offsets[-1] + len(blob))
@@ -254,6 +279,12 @@ class SequenceMaterializer(BaseMaterializer):
     def _decode(self, codec: str, blob: bytes) -> Any:
         if codec == "json":
             return json.loads(blob)
+        if not self._UNPICKLES:
+            raise MaterializerError(
+                f"artifact at {self.uri} is recorded as {type(self).__name__} (JSON) but its items "
+                "are pickled; they are not unpickled. If you trust whoever could write the store, "
+                "load it with PickledSequenceMaterializer"
+            )
         import pickle
 
         return pickle.loads(blob)
@@ -311,10 +342,20 @@ class SequenceMaterializer(BaseMaterializer):
         return {"length": len(data)}
 
 
+class PickledSequenceMaterializer(SequenceMaterializer):
+    """Lists and tuples whose elements JSON cannot carry: each element cloudpickled on its own
+    (so fan-out still reads one element), recorded under this name so the pickle is visible."""
+
+    SKIP_REGISTRATION = True
+    STORED_FORMAT = "pickle"
+    _UNPICKLES = True
+
+
 class CloudpickleMaterializer(BaseMaterializer):
     """Fallback for any picklable value (recorded as such on the artifact version)."""
 
     SKIP_REGISTRATION = True
+    STORED_FORMAT = "pickle"
 
     def save(self, data: Any) -> None:
         import cloudpickle
@@ -335,9 +376,11 @@ class CloudpickleMaterializer(BaseMaterializer):
 
 
 class DataclassMaterializer(BaseMaterializer):
-    """Dataclasses as JSON of their fields when JSON-able, else cloudpickle."""
+    """Dataclasses as JSON of their fields when JSON-able, else stored by (and recorded as)
+    cloudpickle."""
 
     SKIP_REGISTRATION = True
+    STORED_FORMAT = "json"
 
     def save(self, data: Any) -> None:
         try:
@@ -345,18 +388,17 @@ class DataclassMaterializer(BaseMaterializer):
             if type(data)(**json.loads(payload)) != data:  # nested dataclasses, tuples...
                 raise ValueError("JSON does not round-trip")
         except (TypeError, ValueError):
-            CloudpickleMaterializer(self.uri, self.artifact_store).save(data)
+            _pickle_instead(self, data)
             return
         self._write("data.json", payload)
 
     def load(self, data_type: type) -> Any:
-        if self.artifact_store.exists(self.path("data.json")):
-            return data_type(**json.loads(self._read("data.json")))
-        return CloudpickleMaterializer(self.uri, self.artifact_store).load(data_type)
+        return data_type(**json.loads(self._read_json_only("data.json")))
 
 
 class PydanticMaterializer(BaseMaterializer):
     SKIP_REGISTRATION = True
+    STORED_FORMAT = "json"
 
     def save(self, data: Any) -> None:
         self._write("data.json", data.model_dump_json().encode())
@@ -368,20 +410,34 @@ class PydanticMaterializer(BaseMaterializer):
 
 
 class NumpyMaterializer(BaseMaterializer):
+    """Arrays as .npy; object arrays (which .npy can only pickle) are stored by, and recorded
+    as, cloudpickle."""
+
     SKIP_REGISTRATION = True
     ASSOCIATED_ARTIFACT_TYPE = "array"
+    STORED_FORMAT = "npy"
 
     def save(self, data: Any) -> None:
         import numpy as np
 
+        if data.dtype.hasobject:
+            _pickle_instead(self, data)
+            return
         with self.artifact_store.open(self.path("data.npy"), "wb") as f:
-            np.save(f, data, allow_pickle=data.dtype == object)
+            np.save(f, data, allow_pickle=False)
 
     def load(self, data_type: type) -> Any:
         import numpy as np
 
         with self.artifact_store.open(self.path("data.npy"), "rb") as f:
-            return np.load(f, allow_pickle=True)
+            try:
+                return np.load(f, allow_pickle=False)
+            except ValueError as exc:
+                raise MaterializerError(
+                    f"artifact at {self.uri} is recorded as NumpyMaterializer (npy) but holds a "
+                    f"pickled object array ({exc}); it is not unpickled. If you trust whoever could "
+                    "write the store, load it with numpy.load(..., allow_pickle=True)"
+                ) from None
 
     def extract_metadata(self, data: Any) -> dict[str, Any]:
         return {"shape": list(data.shape), "dtype": str(data.dtype)}
@@ -395,6 +451,7 @@ class PandasMaterializer(BaseMaterializer):
 
     SKIP_REGISTRATION = True
     ASSOCIATED_ARTIFACT_TYPE = "dataframe"
+    STORED_FORMAT = "pickle"
 
     def save(self, data: Any) -> None:
         with self.artifact_store.open(self.path("data.pkl"), "wb") as f:
@@ -411,6 +468,22 @@ class PandasMaterializer(BaseMaterializer):
         if hasattr(data, "columns"):
             meta["columns"] = [str(c) for c in data.columns]
         return meta
+
+
+def _pickle_instead(materializer: BaseMaterializer, data: Any) -> None:
+    """Store ``data`` with cloudpickle in ``materializer``'s folder and record it as such."""
+    CloudpickleMaterializer(materializer.uri, materializer.artifact_store).save(data)
+    materializer.stored_with = CloudpickleMaterializer
+
+
+def stored_format(materializer: str) -> str | None:
+    """The stored format a recorded materializer name stands for, without importing user code:
+    None for a materializer that is not unspool's own (its format is not known)."""
+    module, _, qualname = materializer.partition(":")
+    if module != __name__:
+        return None
+    cls = globals().get(qualname)
+    return getattr(cls, "STORED_FORMAT", None) if isinstance(cls, type) else None
 
 
 _LAZY_TYPES.update(

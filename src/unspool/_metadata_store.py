@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 import time
 from collections import defaultdict
@@ -25,7 +26,7 @@ from typing import Any, Callable
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from ._errors import StoreError
+from ._errors import StoreError, mask_secrets
 from ._step import EncodedJSON
 
 SCHEMA_VERSION = 2
@@ -230,11 +231,11 @@ def _finite(value: Any) -> Any:
 
 
 def redact(url: str) -> str:
-    """``url`` with its password masked, for error messages."""
+    """``url`` with its password masked, for every message and output that shows it."""
     try:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
     except Exception:
-        return url
+        return mask_secrets(url)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -268,6 +269,7 @@ def check_lengths(table: sa.Table, row: dict[str, Any]) -> None:
 def create_engine(url: str) -> sa.Engine:
     try:
         if url.startswith("sqlite"):
+            _create_private_sqlite_file(url)
             engine = sa.create_engine(
                 url,
                 connect_args={"timeout": 120, "check_same_thread": False},
@@ -294,6 +296,21 @@ def create_engine(url: str) -> sa.Engine:
             f"valid SQLAlchemy URL (e.g. sqlite:////path/unspool.db){hint}"
         ) from exc
     return engine
+
+
+def _create_private_sqlite_file(url: str) -> None:
+    """Create a new SQLite store's file readable and writable by its owner only (SQLite gives
+    its WAL and shared-memory files the same mode); an existing file is left as it is."""
+    try:
+        path = sa.engine.make_url(url).database
+    except sa.exc.ArgumentError:
+        return  # create_engine reports the bad URL
+    if not path or path == ":memory:" or path.startswith("file:") or os.path.exists(path):
+        return
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except OSError:
+        pass  # a missing folder and the like: SQLite reports it when it opens the file
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -335,19 +352,16 @@ class MetadataStore:
     # -- schema ----------------------------------------------------------------------------
     def _migrate(self) -> None:
         try:
+            # A store that is up to date is only read: opening it never waits for (or blocks)
+            # a writer. The write transaction below is taken only when there is a migration.
+            with self.read() as conn:
+                if self._schema_version(conn) == SCHEMA_VERSION:
+                    return
             with self.write() as conn:
                 if conn.dialect.name == "postgresql":
                     # Processes opening a new store at once: one migrates, the others wait.
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(7164528)"))
-                inspector = sa.inspect(conn)
-                current = 0
-                if inspector.has_table("schema_version"):
-                    current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
-                if current > SCHEMA_VERSION:
-                    raise StoreError(
-                        f"the metadata store at {self.url} has schema version {current}, newer than "
-                        f"this unspool ({SCHEMA_VERSION}); upgrade unspool"
-                    )
+                current = self._schema_version(conn)
                 for version in range(current + 1, SCHEMA_VERSION + 1):
                     MIGRATIONS[version](conn)
                     conn.execute(schema_version.insert().values(version=version, applied_at=time.time()))
@@ -356,6 +370,17 @@ class MetadataStore:
                 f"cannot open the metadata store at {redact(self.url)}: {_one_line(exc.orig)}. Check "
                 "UNSPOOL_STORE_URL (or UNSPOOL_HOME) and that the server is reachable"
             ) from exc
+
+    def _schema_version(self, conn: sa.Connection) -> int:
+        current = 0
+        if sa.inspect(conn).has_table("schema_version"):
+            current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"the metadata store at {redact(self.url)} has schema version {current}, newer than "
+                f"this unspool ({SCHEMA_VERSION}); upgrade unspool"
+            )
+        return current
 
     def write(self) -> Any:
         """A connection in a write transaction (``BEGIN IMMEDIATE`` on SQLite)."""

@@ -36,6 +36,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
+from ._artifact_store import path_segment
 from ._errors import UnspoolError, WorkerLostError
 from ._resources import StepResources, machine_memory
 from ._runner import StepResult, StepSpec, artifact_store_for, describe_error
@@ -182,7 +183,7 @@ class ProcessExecutor:
     # -- one attempt -------------------------------------------------------------------------------------
     def _start(self, job: _Job) -> None:
         spec = job.spec
-        job.directory = os.path.join(self._dir, f"{job.token}-{spec.invocation_id}"[:120])
+        job.directory = os.path.join(self._dir, f"{job.token}-{path_segment(spec.invocation_id)}")
         try:
             os.makedirs(job.directory)
             with open(os.path.join(job.directory, SPEC_FILE), "wb") as f:

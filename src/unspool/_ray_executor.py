@@ -7,7 +7,8 @@ its outputs and log to the artifact store, which every Ray node must therefore r
 
 * Which steps: ``runtime="isolated"`` steps always; the others too with ``all_steps: true``.
 * Where: ``address`` omitted starts a local Ray instance (``num_cpus``, default this
-  machine's CPUs; no dashboard) that lives as long as the process, so later runs reuse it;
+  machine's CPUs; no dashboard; listening on 127.0.0.1 only) that lives as long as the
+  process, so later runs reuse it;
   ``auto`` or ``ray://host:port`` joins a cluster. If Ray is already initialised in this
   process it is used as it is.
 * Resources: ``settings={"resources": {...}}`` (``_resources.py``) become the task's
@@ -47,6 +48,37 @@ def _ray() -> Any:
     return ray
 
 
+def _start_loopback_instance(ray: Any, num_cpus: int) -> None:
+    """Start a local Ray instance whose servers (GCS, raylet, workers, agents) listen on
+    127.0.0.1 only, never on every interface.
+
+    Ray binds its gRPC servers to loopback only when the node address is 127.0.0.1, but on
+    Linux ``ray.init`` swaps 127.0.0.1 for the host's outward address unless Ray runs in
+    its single-machine mode (the default on macOS and Windows, selected with
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``): that mode is switched on for this start.
+    """
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # pragma: no cover - a Ray without that module
+        ray_constants = None
+    single_machine = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    if single_machine is not None:
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
+    finally:
+        if single_machine is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = single_machine
+    address = ray.util.get_node_ip_address()
+    if not address.startswith("127.") and address != "::1":
+        ray.shutdown()
+        raise UnspoolError(
+            f"the local Ray instance would listen on {address}, not on loopback only; start Ray "
+            "yourself (ray start --head --node-ip-address=127.0.0.1) and set the orchestrator's "
+            "address to it"
+        )
+
+
 def run_remote(blob: bytes) -> bytes:
     """The Ray task: run a packed spec on a Ray worker, return the packed result."""
     return run_serialised(blob, exact_path=False)
@@ -64,10 +96,7 @@ class RayExecutor:
             if address:
                 ray.init(address=address, log_to_driver=True)
             else:
-                ray.init(
-                    num_cpus=orchestrator.get("num_cpus") or os.cpu_count() or 1,
-                    include_dashboard=False,
-                )
+                _start_loopback_instance(ray, orchestrator.get("num_cpus") or os.cpu_count() or 1)
         self._task = ray.remote(max_retries=0)(run_remote)
         self._lock = threading.Lock()
         self._pending: dict[Any, tuple[StepSpec, str | None]] = {}  # ref -> (spec, stop reason)

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from . import _logs
 from ._artifact_store import ArtifactStore, SaveTracker, TrackingArtifactStore, directory_digest
-from ._errors import MaterializerError, StepOutputError
+from ._errors import ArtifactDamagedError, MaterializerError, StepOutputError, StoreError
 from ._materializers import (
     BaseMaterializer,
     materializer_from_path,
@@ -41,6 +41,8 @@ class ArtifactRef:
     materializer: str
     data_type: str
     item_index: int | None = None
+    size: int | None = None  # as recorded: a load checks the files still hold that many bytes
+    name: str | None = None  # the artifact's name, for errors
 
 
 @dataclass
@@ -232,6 +234,14 @@ def resolve_type(path: str) -> Any:
 
 
 def load_artifact(store: ArtifactStore, ref: ArtifactRef, annotation: Any = Any) -> Any:
+    if ref.size is not None:
+        problem = store.damage(ref.uri, ref.size)
+        if problem is not None:
+            raise ArtifactDamagedError(
+                f"artifact {ref.name or ref.uri!r} is damaged: {problem} (at {ref.uri}); run its "
+                "pipeline again (a cached step whose output is damaged runs again), and see "
+                "`unspool artifacts verify` for other damaged versions"
+            )
     materializer = materializer_from_path(ref.materializer)(ref.uri, store)
     if ref.item_index is not None:
         return materializer.load_item(ref.item_index)
@@ -266,7 +276,7 @@ def save_artifact(
         raise
     return OutputRecord(
         uri=uri,
-        materializer=materializer_path(materializer_cls),
+        materializer=materializer_path(getattr(materializer, "stored_with", materializer_cls)),
         data_type=type_path(type(value)),
         content_hash=content_hash,
         size=size,
@@ -417,7 +427,18 @@ def run_step(spec: StepSpec, log_sink: Callable[[str], None] | None = None) -> S
             started = _log_key(spec) in _partly_written
             _partly_written.discard(_log_key(spec))
             header = f"--- attempt {spec.attempt} ---\n" if spec.attempt > 1 and not started else ""
-            store.append_text(spec.logs_uri, header + text)
+            try:
+                store.append_text(spec.logs_uri, header + text)
+            except Exception as exc:  # a full or broken store: the step fails, saying why
+                failure = StoreError(
+                    f"the log of step {spec.invocation_id!r} could not be written to "
+                    f"{spec.logs_uri} ({type(exc).__name__}: {exc}); free space in, or fix, the "
+                    "artifact store"
+                )
+                failure.__cause__ = exc
+                result.ok, result.outputs, result.exception = False, {}, error or failure
+                result.error = describe_error(error or failure)
+                return result
         result.logs_uri = spec.logs_uri
     elif store.exists(spec.logs_uri):  # a timed-out attempt wrote its part already
         result.logs_uri = spec.logs_uri

@@ -45,8 +45,8 @@ def find_home(start: Path | None = None, *, create: bool = True) -> Path:
                 cwd,
             )
             home = root / HOME_DIRNAME
-    if create:
-        home.mkdir(parents=True, exist_ok=True)
+    if create and not home.is_dir():
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)  # a new home: its owner's only
     return home
 
 

@@ -275,39 +275,44 @@ def trigger(
     snapshot = get_snapshot(client, snapshot_name_or_id)
     check_run_configuration(snapshot, run_configuration)
     folder = find_home() / "triggers"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, handshake = tempfile.mkstemp(prefix=f"{snapshot.id[:8]}-", suffix=".json", dir=folder)
     os.close(fd)
     os.unlink(handshake)  # the new process creates it when it has something to say
+    # The run configuration (parameters may be secrets) goes through a file only its owner
+    # can read (mkstemp: mode 0600), never the command line, which every user can read.
+    fd, config_file = tempfile.mkstemp(prefix=f"{snapshot.id[:8]}-", suffix=".config.json", dir=folder)
+    with os.fdopen(fd, "w") as f:
+        json.dump(run_configuration or {}, f)
     env = dict(
         os.environ,
         UNSPOOL_HOME=str(find_home()),
         UNSPOOL_STORE_URL=client.store.url,
         UNSPOOL_ARTIFACT_STORE=client.artifact_root,
     )
-    command = [
-        sys.executable, "-m", "unspool._trigger", snapshot.id,
-        json.dumps(run_configuration or {}), handshake,
-    ]
+    command = [sys.executable, "-m", "unspool._trigger", snapshot.id, config_file, handshake]
     log_path: Path | None = None
-    if wait:
-        proc = subprocess.Popen(command, env=env)
-    else:
-        log_path = Path(handshake).with_suffix(".log")
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-    message = None
-    while message is None:
-        message = _read_handshake(handshake)
-        if message is None and proc.poll() is not None:
-            message = _read_handshake(handshake) or {
-                "error": {"type": "UnspoolError", "message": _no_start_message(snapshot, proc, log_path)}
-            }
-        if message is None:
-            time.sleep(0.02)
+    try:
+        if wait:
+            proc = subprocess.Popen(command, env=env)
+        else:
+            log_path = Path(handshake).with_suffix(".log")
+            with open(log_path, "wb") as log:
+                proc = subprocess.Popen(
+                    command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+        message = None
+        while message is None:
+            message = _read_handshake(handshake)
+            if message is None and proc.poll() is not None:
+                message = _read_handshake(handshake) or {
+                    "error": {"type": "UnspoolError", "message": _no_start_message(snapshot, proc, log_path)}
+                }
+            if message is None:
+                time.sleep(0.02)
+    finally:
+        Path(config_file).unlink(missing_ok=True)  # the new process deletes it once read
     Path(handshake).unlink(missing_ok=True)  # the new process writes it once
     if "error" in message:
         proc.wait()

@@ -328,19 +328,19 @@ def step(func: Any = None, /, **options: Any) -> Any:
     return wrap
 
 
-# Files are named after a step's invocation id and output name (plus a suffix for attempts
-# and a staging prefix); most filesystems allow 255 bytes per file name.
-MAX_NAME_BYTES = 200
+# The metadata store keeps names of up to 255 characters; a step's invocation ids add a suffix
+# (``_2``, ``_10000``...). Names never become file names as they are, so no filesystem limit applies.
+MAX_STEP_NAME = 245
+MAX_OUTPUT_NAME = 255
 
 
-def _check_name_length(name: str, output: str = "") -> None:
-    used = len(name.encode()) + len(output.encode())
-    if used > MAX_NAME_BYTES:
-        what = f"step name {name[:20]!r}... and output name {output[:20]!r}..." if output else f"step name {name[:30]!r}..."
+def _check_name_length(name: str, output: str | None = None) -> None:
+    what, value, limit = ("output name", output, MAX_OUTPUT_NAME) if output is not None else (
+        "step name", name, MAX_STEP_NAME)
+    if len(value) > limit:
         raise StepDefinitionError(
-            f"{what} take {used} bytes; artifact files are named after them and filesystems allow 255 "
-            f"bytes per file name, so unspool allows {MAX_NAME_BYTES} (step and output name together): "
-            "use a shorter name"
+            f"{what} {value[:30]!r}... is {len(value)} characters long; the metadata store keeps names of up "
+            f"to 255 characters, so a {what} may have at most {limit}: use a shorter name"
         )
 
 

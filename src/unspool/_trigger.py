@@ -1,14 +1,17 @@
-"""``python -m unspool._trigger SNAPSHOT_ID RUN_CONFIGURATION_JSON [HANDSHAKE_FILE]``.
+"""``python -m unspool._trigger SNAPSHOT_ID RUN_CONFIGURATION_FILE [HANDSHAKE_FILE]``.
 
 Runs one snapshot in this process (``Client().trigger_pipeline`` starts it; see
 ``_snapshots.py``). Exit codes: 0 the run completed, 1 the run failed, 2 no run was started
-(the reason is in the handshake file and on stderr).
+(the reason is in the handshake file and on stderr). The run configuration comes in a JSON
+file only its owner can read, deleted once read: never on the command line, which any user
+of the machine can read in ``/proc/PID/cmdline``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from typing import Any
 
@@ -16,17 +19,21 @@ from typing import Any
 def main(argv: list[str]) -> int:
     from ._client import Client
     from ._engine import Run, bind_parameters, get_environment
+    from ._errors import mask_secrets
     from ._pipeline import Pipeline
     from ._snapshots import error_to_json, get_snapshot, snapshot_pipeline, write_handshake
 
     if len(argv) not in (2, 3):
         print(__doc__, file=sys.stderr)
         return 2
-    snapshot_id, run_configuration = argv[0], argv[1]
+    snapshot_id, config_file = argv[0], argv[1]
     handshake = argv[2] if len(argv) == 3 else None
     try:
+        with open(config_file) as f:
+            run_configuration = json.load(f)
+        os.unlink(config_file)
         snapshot = get_snapshot(Client(), snapshot_id)
-        pipeline = snapshot_pipeline(snapshot, json.loads(run_configuration))
+        pipeline = snapshot_pipeline(snapshot, run_configuration)
         run_holder: list[Run] = []
         user_on_init = pipeline.config.on_init
 
@@ -43,7 +50,7 @@ def main(argv: list[str]) -> int:
         run_holder.append(run)
     except Exception as exc:
         write_handshake(handshake, {"error": error_to_json(exc)})
-        print(f"unspool: cannot run snapshot {snapshot_id}: {exc}", file=sys.stderr)
+        print(f"unspool: cannot run snapshot {snapshot_id}: {mask_secrets(str(exc))}", file=sys.stderr)
         return 2
     write_handshake(handshake, {"run_id": run.id})
     return _execute(run)
@@ -51,13 +58,14 @@ def main(argv: list[str]) -> int:
 
 def _execute(run: Any) -> int:
     from ._engine import close_all
+    from ._errors import mask_secrets
     from ._progress import console_progress
 
     try:
         with console_progress(run):
             run.execute()
     except Exception as exc:  # recorded on the run; the caller reads it from the store
-        print(f"unspool: run {run.name} failed: {exc}", file=sys.stderr)
+        print(f"unspool: run {run.name} failed: {mask_secrets(str(exc))}", file=sys.stderr)
         return 1
     finally:
         close_all()
