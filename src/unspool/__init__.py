@@ -29,6 +29,7 @@ from ._types import ExecutionMode, ExecutionStatus
 
 if TYPE_CHECKING:
     from ._client import ArtifactVersion, Client, PipelineRun, Snapshot, StepRun
+    from ._context import StepContext, get_step_context, log_metadata
     from ._declarative import PythonTask
     from ._futures import (
         ArtifactChunk,
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
         unmapped,
     )
     from ._materializers import BaseMaterializer
-    from ._runner import StepContext, get_step_context, log_metadata
 
 __version__ = "0.1.0"
 
@@ -52,7 +52,7 @@ _LAZY = {
     "ArtifactChunk": "_futures", "ArtifactFuture": "_futures", "MapResultFuture": "_futures",
     "StepRunFuture": "_futures", "ChildRunFuture": "_futures", "unmapped": "_futures",
     "BaseMaterializer": "_materializers",
-    "StepContext": "_runner", "get_step_context": "_runner", "log_metadata": "_runner",
+    "StepContext": "_context", "get_step_context": "_context", "log_metadata": "_context",
 }
 
 

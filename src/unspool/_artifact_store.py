@@ -23,6 +23,7 @@ from typing import IO, Any
 
 from ._errors import StoreError
 from ._ids import new_id
+from ._settings import S3_ENDPOINT_ENV, artifact_storage_options
 
 HASH_NAME = "sha256"
 
@@ -41,8 +42,6 @@ class ArtifactStore:
             return
         import fsspec
         from fsspec.core import url_to_fs
-
-        from ._settings import artifact_storage_options
 
         try:
             self._fs, self.root = url_to_fs(root, **artifact_storage_options(root))
@@ -69,8 +68,6 @@ class ArtifactStore:
 
     def _check_s3(self) -> None:
         """Fail at once, naming the setting to fix, when the bucket cannot be used."""
-        from ._settings import S3_ENDPOINT_ENV
-
         bucket, _, prefix = self.root.partition("/")
         where = f"artifact store {self.url!r}"
         endpoint = (

@@ -130,6 +130,16 @@ def main() -> None:
 
 # -- output helpers ------------------------------------------------------------------------------
 
+def _client() -> Client:
+    """A client on the current stores, after marking runs whose orchestrator died as stopped
+    (reading never writes; every command that shows runs reaps first, explicitly)."""
+    from ._client import Client  # lazy: keeps `unspool --help` quick
+
+    client = Client()
+    client.reap_dead_runs()
+    return client
+
+
 def _out() -> Console:
     """A stdout console; piped output is not wrapped at 80 columns (tables stay greppable)."""
     from rich.console import Console
@@ -268,13 +278,13 @@ def _root(
 @_friendly_errors
 def init() -> None:
     """Create the unspool home (.unspool/: metadata and artifact stores) and say where it is."""
-    from ._engine import get_environment
-    from ._settings import find_home, resolve_location
+    from ._settings import find_home, resolve_location  # lazy: keeps `unspool --help` quick
+    from ._stores import open_stores
 
     existed = find_home(create=False).is_dir()
     location = resolve_location()
-    env = get_environment()  # opens (and migrates) the metadata store
-    env.artifacts.fs.makedirs(env.artifacts.root, exist_ok=True)
+    stores = open_stores()  # opens (and migrates) the metadata store
+    stores.artifacts.fs.makedirs(stores.artifacts.root, exist_ok=True)
     out = _out()
     verb = "found existing" if existed else "created"
     out.print(f"{verb} unspool home at {location.home}", markup=False)
@@ -303,7 +313,7 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
 
 def _import_file(path: Path) -> ModuleType:
     """Import a Python file by path (``_loading`` keeps step functions importable by name)."""
-    from ._loading import load_file
+    from ._loading import load_file  # lazy: keeps `unspool --help` quick
 
     try:
         return load_file(path)
@@ -320,7 +330,7 @@ def _load_pipeline_and_name(target: str) -> tuple[Pipeline[Any], str]:
     """The pipeline ``FILE.py:PIPELINE`` names, and its attribute name in the file."""
     import inspect
 
-    from ._pipeline import Pipeline
+    from ._pipeline import Pipeline  # lazy: keeps `unspool --help` quick
     from ._step import Step
 
     file_part, sep, attr = target.rpartition(":")
@@ -394,8 +404,7 @@ def _execute(start: Callable[[], Any]) -> None:
     the returned run, or else from the first run event seen: an error raised before any run
     started is a usage error and propagates (exit 2).
     """
-    from ._client import Client
-    from ._events import Event, events
+    from ._events import Event, events  # lazy: keeps `unspool --help` quick
 
     seen: list[str] = []
 
@@ -410,7 +419,7 @@ def _execute(start: Callable[[], Any]) -> None:
         run_id = getattr(exc, "run_id", None) or (seen[0] if seen else None)
         if run_id is None or _state.debug:
             raise
-        _report_failure(Client().get_pipeline_run(run_id))
+        _report_failure(_client().get_pipeline_run(run_id))
         raise typer.Exit(1) from None
     finally:
         unsubscribe()
@@ -419,7 +428,7 @@ def _execute(start: Callable[[], Any]) -> None:
         run_id = seen[0] if seen else None
     if run_id is None:
         return
-    finished = Client().get_pipeline_run(run_id)
+    finished = _client().get_pipeline_run(run_id)
     if not finished.status.is_successful:
         _report_failure(finished)
         raise typer.Exit(1)
@@ -439,9 +448,7 @@ def runs_list(
     """List runs, newest first."""
     from rich.table import Table
 
-    from ._client import Client
-
-    runs = Client().list_pipeline_runs(pipeline_name=pipeline, status=status, limit=limit)
+    runs = _client().list_pipeline_runs(pipeline_name=pipeline, status=status, limit=limit)
     out = _out()
     if not runs:
         filtered = pipeline is not None or status is not None
@@ -486,19 +493,10 @@ def _budget_line(run: PipelineRun) -> str | None:
 
 def _cached_origins(client: Client, steps: list[StepRun]) -> dict[str, str]:
     """``step run id -> "run name / invocation"`` of the originals of cached steps, in one query."""
-    import sqlalchemy as sa
-
-    from ._metadata_store import pipeline_runs, step_runs
+    from ._queries import step_run_origins  # lazy: keeps `unspool --help` quick
 
     wanted = sorted({s.original_step_run_id for s in steps if s.original_step_run_id})
-    rows: list[Any] = []
-    with client.store.read() as conn:
-        for i in range(0, len(wanted), 500):
-            rows.extend(conn.execute(
-                sa.select(step_runs.c.id, step_runs.c.invocation_id, pipeline_runs.c.name)
-                .join(pipeline_runs, pipeline_runs.c.id == step_runs.c.run_id)
-                .where(step_runs.c.id.in_(wanted[i : i + 500]))
-            ).all())
+    rows = step_run_origins(client.store, wanted)
     return {r.id: f"{r.name} / {r.invocation_id}" for r in rows}
 
 
@@ -537,9 +535,7 @@ def runs_show(
     from rich.text import Text
     from rich.tree import Tree
 
-    from ._client import Client
-
-    client = Client()
+    client = _client()
     run = client.get_pipeline_run(run_ref)
     out = _out()
 
@@ -611,9 +607,7 @@ def runs_resume(
     run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id, id prefix (6+ characters) or name.")],
 ) -> None:
     """Run a failed or stopped run again as the same run, reusing the steps that completed."""
-    from ._client import Client
-
-    client = Client()
+    client = _client()
     resume = getattr(client, "resume_pipeline_run", None)
     if resume is None:
         raise CliError("this version of unspool cannot resume runs")
@@ -684,9 +678,7 @@ def runs_dag(
     ] = None,
 ) -> None:
     """Print a run's DAG: one `a -> b` line per edge, and/or a Mermaid graph."""
-    from ._client import Client
-
-    run = Client().get_pipeline_run(run_ref)
+    run = _client().get_pipeline_run(run_ref)
     nodes, edges = _dag_of(run)
     statuses = {inv: s.status.value for inv, s in run.steps.items()}
     parts = []
@@ -708,9 +700,7 @@ def logs(
     ] = None,
 ) -> None:
     """Print the captured stdout, stderr and logging output of a run's steps."""
-    from ._client import Client
-
-    run = Client().get_pipeline_run(run_ref)
+    run = _client().get_pipeline_run(run_ref)
     steps = run.steps
     # A step name selects all its invocations (the first one's id *is* the step name, so
     # names are tried first); `square_2` then picks one invocation.
@@ -749,7 +739,7 @@ def snapshots_create(
     ] = None,
 ) -> None:
     """Store a runnable reference to a pipeline and its configuration."""
-    from ._snapshots import create_snapshot
+    from ._snapshots import create_snapshot  # lazy: keeps `unspool --help` quick
 
     pipe, attribute = _load_pipeline_and_name(target)
     if config is not None:
@@ -766,9 +756,7 @@ def snapshots_list(
     """The stored snapshots, newest first."""
     from rich.table import Table
 
-    from ._client import Client
-
-    found = Client().list_snapshots(pipeline)
+    found = _client().list_snapshots(pipeline)
     if not found:
         print("no snapshots yet; create one with: unspool snapshots create FILE.py:PIPELINE --name NAME")
         return
@@ -796,14 +784,13 @@ def snapshots_trigger(
     """Run a snapshot in a separate process. Exit code 0: completed, 1: failed."""
     from rich.text import Text
 
-    from ._client import Client
-    from ._config_file import load_config_file
+    from ._config_file import load_config_file  # lazy: keeps `unspool --help` quick
 
     run_configuration: dict[str, Any] = load_config_file(config).options() if config is not None else {}
     params = _parse_params(param or [])
     if params:
         run_configuration["parameters"] = {**run_configuration.get("parameters", {}), **params}
-    run = Client().trigger_pipeline(snapshot, run_configuration=run_configuration, wait=wait)
+    run = _client().trigger_pipeline(snapshot, run_configuration=run_configuration, wait=wait)
     print(f"run {run.name} ({run.id}): {run.status.value}")
     if wait and not run.status.is_successful:
         message = (run.error or {}).get("message") or "see `unspool runs show`"
@@ -823,9 +810,7 @@ def artifacts_list(
 
     from rich.table import Table
 
-    from ._client import Client
-
-    client = Client()
+    client = _client()
     out = _out()
     table = Table(box=None, header_style="bold", pad_edge=False)
     if name is None:
@@ -890,9 +875,7 @@ def artifacts_show(
     from rich.table import Table
     from rich.text import Text
 
-    from ._client import Client
-
-    client = Client()
+    client = _client()
     name, version = _split_ref(ref)
     av = client.get_artifact_version(name, version)
     run_names: dict[str, str] = {}

@@ -47,11 +47,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ._config import _step_parameter_problems, check_compiled_steps
 from ._errors import ConfigError
+from ._executors import validate_orchestrator
 
 if TYPE_CHECKING:
-    from ._pipeline import Pipeline, PipelineConfig
-    from ._step import Step
+    from ._pipeline import Pipeline
 
 
 class _Section(BaseModel):
@@ -159,8 +160,6 @@ def validate_config(data: Any, *, file: str | None = None) -> ConfigFile:
     except ValidationError as exc:
         raise ConfigError([_problem(err) for err in exc.errors()], file=file) from None
     if config.orchestrator is not None:
-        from ._executors import validate_orchestrator
-
         try:
             config.orchestrator = validate_orchestrator(config.orchestrator)
         except ConfigError as exc:
@@ -305,31 +304,4 @@ def check_against_pipeline(
         raise ConfigError(problems, file=file)
 
 
-def _step_parameter_problems(step: Step[Any], overrides: dict[str, Any]) -> list[tuple[str, str]]:
-    signature = step.signature
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
-        return []
-    known = list(signature.parameters)
-    return [
-        (f"steps.{step.name}.parameters.{name}", f"step {step.name!r} has no parameter {name!r}; "
-         f"expected one of: {', '.join(known) or '(it takes none)'}")
-        for name in (overrides.get("parameters") or {})
-        if name not in known
-    ]
-
-
-def check_compiled_steps(config: PipelineConfig, steps: list[Step[Any]]) -> None:
-    """After a static pipeline compiled: every name under ``steps:`` must be one of its steps."""
-    by_name = {s.name: s for s in steps}
-    problems: list[tuple[str, str]] = []
-    for name, overrides in config.steps.items():
-        step = by_name.get(name)
-        if step is None:
-            problems.append(
-                (f"steps.{name}", f"pipeline {config.name!r} has no step named {name!r}; expected "
-                 f"one of: {', '.join(sorted(by_name)) or '(it has no steps)'}")
-            )
-        else:
-            problems.extend(_step_parameter_problems(step, overrides))
-    if problems:
-        raise ConfigError(problems, file=config.config_path)
+__all__ = ["check_compiled_steps"]  # defined in _config.py, re-exported for callers of this module

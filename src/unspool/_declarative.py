@@ -44,6 +44,7 @@ import inspect
 import typing
 from typing import Any, Callable
 
+from ._config import PipelineConfig
 from ._errors import StepDefinitionError, StepOutputError
 from ._step import OutputSpec, Step, StepConfig, _validate_config
 
@@ -184,8 +185,6 @@ def _signature(function: Callable[..., Any]) -> inspect.Signature:
 
 def build_pipeline(tasks: list[Any], *, name: str | None, module: str) -> tuple[Callable[..., Any], Any]:
     """The generated body and the configuration of a declarative pipeline."""
-    from ._pipeline import PipelineConfig
-
     tasks = list(tasks)
     if not tasks:
         raise StepDefinitionError("Pipeline(steps=[...]) needs at least one PythonTask")

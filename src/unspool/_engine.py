@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextvars
 import datetime as _dt
-import gc
 import hashlib
 import inspect
 import itertools
@@ -51,6 +50,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from . import _queries
+from ._artifact_io import ArtifactRef, load_artifact
+from ._config import check_compiled_steps
+from ._context import enter_run, in_step, leave_run
 from ._errors import (
     BudgetExceeded,
     PipelineError,
@@ -70,136 +73,29 @@ from ._futures import (
     unmapped,
 )
 from ._ids import new_id
+from ._loading import pipeline_source
+from ._models import StoreReader
+from ._progress import console_progress
 from ._runner import (
-    ArtifactRef,
     OutputTarget,
     StepResult,
     StepSpec,
-    artifact_store_for,
     call_hook,
     describe_error,
-    in_step,
-    load_artifact,
     run_step,
 )
-from ._settings import resolve_location
-from ._step import Step
-from ._types import ExecutionMode, ExecutionStatus
+from ._stores import Stores, open_stores
+from ._types import ExecutionMode, ExecutionStatus, Produced
 
 if TYPE_CHECKING:
-    from ._metadata_store import MetadataStore
     from ._pipeline import Pipeline
+    from ._step import Step
 
 S = ExecutionStatus
 DEFAULT_PARALLELISM = 16
 _CPUS = os.cpu_count() or 1
 
-_current: contextvars.ContextVar[Run | None] = contextvars.ContextVar("unspool_run", default=None)
-
-
-def current_run() -> Run | None:
-    """The run whose pipeline body is executing in this context (None inside a step)."""
-    run = _current.get()
-    if run is None or in_step():
-        return None
-    return run
-
-
-def require_body(what: str) -> Run:
-    if in_step():
-        raise PipelineError(f"{what} is not allowed inside a step; call it from a pipeline body")
-    run = _current.get()
-    if run is None:
-        raise PipelineError(f"{what} can only be used inside a dynamic pipeline body")
-    return run
-
-
-# -- process-wide stores ----------------------------------------------------------------------------
-
-class Environment:
-    """The stores a process writes to, opened once and shared by its runs."""
-
-    def __init__(self, store_url: str, artifact_root: str) -> None:
-        from ._metadata_store import MetadataStore
-
-        self.store_url = store_url
-        self.artifact_root = artifact_root
-        self.metadata: MetadataStore = MetadataStore(store_url)
-        self.artifacts = artifact_store_for(artifact_root)
-        self.cache_memo: dict[str, tuple[str, dict[str, Produced]]] = {}
-        self._cache_index: dict[str, dict[str, tuple[str, dict[str, Produced]]]] = {}
-        self._cache_lock = threading.Lock()
-
-    def cached_outputs(self, step_name: str) -> dict[str, tuple[str, dict[str, Produced]]]:
-        """Cache key -> (step run id, outputs) of every completed run of a step, read once.
-
-        One query per step name and process instead of one per invocation; step runs that
-        complete later in this process are found through ``cache_memo``.
-        """
-        index = self._cache_index.get(step_name)
-        if index is None:
-            with self._cache_lock:
-                index = self._cache_index.get(step_name)
-                if index is None:
-                    index = self._cache_index[step_name] = {}
-                    for key, step_run_id, output_name, produced in self.metadata.completed_outputs(step_name):
-                        entry = index.setdefault(key, (step_run_id, {}))
-                        if entry[0] == step_run_id and output_name is not None:
-                            entry[1][output_name] = Produced(**produced)
-        return index
-
-
-_envs: dict[tuple[str, str], Environment] = {}
-_env_lock = threading.Lock()
-
-
-def get_environment() -> Environment:
-    loc = resolve_location()
-    key = (loc.store_url, loc.artifact_root)
-    env = _envs.get(key)
-    if env is None:
-        with _env_lock:
-            env = _envs.get(key)
-            if env is None:
-                env = _envs[key] = Environment(*key)
-                # The stores' modules (SQLAlchemy...) live as long as the process: move them out
-                # of the garbage collector's way, which otherwise walks them at every full
-                # collection and once more at exit.
-                gc.freeze()
-    return env
-
-
-def flush_all() -> None:
-    for env in list(_envs.values()):
-        env.metadata.flush()
-
-
-def close_all() -> None:
-    """Flush and close every open store (tests call this between cases)."""
-    with _env_lock:
-        envs = list(_envs.values())
-        _envs.clear()
-    for env in envs:
-        env.metadata.close()
-
-
 # -- in-memory records ------------------------------------------------------------------------------
-
-@dataclass(slots=True)
-class Produced:
-    """An artifact version as the orchestrator knows it (version set by the store flush)."""
-
-    id: str
-    name: str
-    uri: str
-    materializer: str
-    data_type: str
-    content_hash: str
-    size: int
-    item_count: int | None
-    producer_step_run_id: str | None
-    version: int | None = None
-
 
 @dataclass
 class PreviousRun:
@@ -271,6 +167,7 @@ class Invocation:
             step_run_id=self.step_run_id,
             original_exception=self.exception,
             error=self.error,
+            load_step_run=self.run.reader().get_step_run,
         )
 
     def output_futures(self) -> Any:
@@ -378,7 +275,7 @@ class Run:
         self,
         pipeline: Pipeline[Any],
         parameters: dict[str, Any],
-        env: Environment,
+        stores: Stores,
         *,
         parent: Run | None = None,
         invocation_id: str | None = None,
@@ -388,7 +285,7 @@ class Run:
         self.previous = previous
         self.config = pipeline.config
         self.parameters = parameters
-        self.env = env
+        self.stores = stores
         self.parent = parent
         self.invocation_id = invocation_id
         self.id = previous.run_id if previous else new_id()
@@ -444,10 +341,14 @@ class Run:
                 f"run name {template!r} uses {{{exc.args[0]}}}, which no substitution defines"
             ) from None
 
+    def reader(self) -> StoreReader:
+        """Read access to what this run recorded (its stores)."""
+        return StoreReader(self.stores)
+
     # -- lifecycle -------------------------------------------------------------------------------------
     def execute(self) -> Any:
         """Run the pipeline to the end; record a true final status whatever happens."""
-        store = self.env.metadata
+        store = self.stores.metadata
         store.add_pipeline(self.config.name)
         orchestrator = f"{socket.gethostname()}:{os.getpid()}"
         if self.previous is not None:
@@ -456,19 +357,13 @@ class Run:
                 heartbeat=time.time(), config=self._recorded_config(),
             )
         else:
-            if self.config.run_name:  # a chosen name can repeat (the default has {time}); a
-                # duplicate would fail the flush and stay buffered, failing every later flush
-                import sqlalchemy as sa
-
-                from ._metadata_store import pipeline_runs
-
-                with store.read() as conn:
-                    taken = conn.execute(sa.select(pipeline_runs.c.id).where(pipeline_runs.c.name == self.name)).first()
-                if taken is not None:
-                    raise PipelineError(
-                        f"a run named {self.name!r} already exists and run names are unique; put "
-                        "{time} (or another changing substitution) in run_name, or choose another name"
-                    )
+            # A chosen name can repeat (the default has {time}); a duplicate would fail the
+            # flush and stay buffered, failing every later flush.
+            if self.config.run_name and _queries.run_name_taken(store, self.name):
+                raise PipelineError(
+                    f"a run named {self.name!r} already exists and run names are unique; put "
+                    "{time} (or another changing substitution) in run_name, or choose another name"
+                )
             store.insert_run(
                 {
                     "id": self.id,
@@ -492,9 +387,9 @@ class Run:
             )
         store.beat(self.id)
         store.flush()  # a run exists durably before any of its steps runs
-        self.env.artifacts.makedirs(self.env.artifacts.join(self.id))
+        self.stores.artifacts.makedirs(self.stores.artifacts.join(self.id))
         self._emit_run(S.INITIALIZING)
-        token = _current.set(self)
+        token = enter_run(self)
         body_error: BaseException | None = None
         result: Any = None
         try:
@@ -509,8 +404,6 @@ class Run:
                 finally:
                     self.compiling = False
                 if self.config.steps:  # names under steps: must be steps of this pipeline
-                    from ._config_file import check_compiled_steps
-
                     check_compiled_steps(self.config, [inv.step for inv in self._recorded])
                 self._mark_running()
                 self._release_recorded()
@@ -521,7 +414,7 @@ class Run:
             self._stop_everything(f"the pipeline body raised {type(exc).__name__}")
             self._wait_all()
         finally:
-            _current.reset(token)
+            leave_run(token)
             for timer in self.timers:
                 timer.cancel()
             self.executor.shutdown()
@@ -558,12 +451,10 @@ class Run:
 
     def _mark_running(self) -> None:
         """Initializing (hooks, compiling a static body) is over: steps may start now."""
-        self.env.metadata.update_run(self.id, status=S.RUNNING.value)
+        self.stores.metadata.update_run(self.id, status=S.RUNNING.value)
         self._emit_run(S.RUNNING)
 
     def _recorded_config(self) -> dict[str, Any]:
-        from ._resume import pipeline_source
-
         return {
             **self.config.recorded(),
             "source": pipeline_source(self.pipeline),
@@ -630,7 +521,7 @@ class Run:
             import sys
 
             print(f"unspool: pipeline hook {getattr(hook, '__name__', hook)!r} raised {hook_exc!r}", file=sys.stderr)
-            self.env.metadata.update_run(self.id, error={"hook_error": describe_error(hook_exc)})
+            self.stores.metadata.update_run(self.id, error={"hook_error": describe_error(hook_exc)})
 
     def _emit_run(self, status: ExecutionStatus, detail: str | None = None) -> None:
         if events.active:
@@ -685,11 +576,11 @@ class Run:
 
     def load_produced(self, produced: Produced, item_index: int | None = None) -> Any:
         ref = ArtifactRef(produced.uri, produced.materializer, produced.data_type, item_index)
-        return load_artifact(self.env.artifacts, ref)
+        return load_artifact(self.stores.artifacts, ref)
 
     def version_of(self, produced: Produced) -> int:
         if produced.version is None:
-            self.env.metadata.flush()
+            self.stores.metadata.flush()
         return produced.version  # type: ignore[return-value]
 
     def check_budget(self, new_steps: int, fan_out: int | None = None) -> None:
@@ -834,8 +725,8 @@ class Run:
             invocation_id = key if n == 1 else f"{key}_{n}"
         previous = None
         if self.previous is not None and invocation_id in self.previous.children:
-            previous = load_previous(self.env, self.previous.children[invocation_id])
-        child = Run(pipeline, params, self.env, parent=self, invocation_id=invocation_id, previous=previous)
+            previous = load_previous(self.stores, self.previous.children[invocation_id])
+        child = Run(pipeline, params, self.stores, parent=self, invocation_id=invocation_id, previous=previous)
         self.children.append(child)
         if mode == "sync":
             return child.execute_as_child()
@@ -968,7 +859,7 @@ class Run:
             "nodes": [{"id": inv.id, "step": inv.step.name} for inv in invs],
             "edges": [[up.id, inv.id] for inv in invs for up in inv.upstream],
         }
-        self.env.metadata.update_run(self.id, dag=dag)
+        self.stores.metadata.update_run(self.id, dag=dag)
         for inv in invs:
             self._record_initializing(inv)
         for inv in invs:
@@ -1137,18 +1028,18 @@ class Run:
         inv.status = S.RUNNING
         if not retrying:
             self._record_step(inv, S.RUNNING, start_time=inv.start_time, cache_key=inv.cache_key)
-            self.env.metadata.insert_links(_input_links(inv, input_ids))
+            self.stores.metadata.insert_links(_input_links(inv, input_ids))
         self._emit_step(inv)
         return self._spec(inv, refs)
 
     def _record_step(self, inv: Invocation, status: ExecutionStatus, **fields: Any) -> None:
         """Write the step run's row: inserted the first time, updated (merged in the buffer) after."""
         if inv.recorded:
-            self.env.metadata.update_step_run(inv.step_run_id, status=status.value, **fields)
+            self.stores.metadata.update_step_run(inv.step_run_id, status=status.value, **fields)
         else:
             row = self._step_row(inv, status)
             row.update(fields)
-            self.env.metadata.insert_step_run(row)
+            self.stores.metadata.insert_step_run(row)
             inv.recorded = True
 
     def _record_initializing(self, inv: Invocation) -> None:
@@ -1178,13 +1069,13 @@ class Run:
             inv.start_time = row["start_time"] or time.time()
             self._finish(inv, S(row["status"]), reused=True)
             return True
-        self.env.metadata.delete_step_run(row["id"])
+        self.stores.metadata.delete_step_run(row["id"])
         inv.attempts = [{**a, "earlier_run_attempt": True} for a in row["attempts"] or []]
         inv.attempt = len(inv.attempts) + 1
         return False
 
     def _spec(self, inv: Invocation, refs: dict[str, tuple[bool, list[ArtifactRef]]]) -> StepSpec:
-        root = self.env.artifacts
+        root = self.stores.artifacts
         base = root.join(self.id, inv.id)
         suffix = "" if inv.attempt == 1 else f".attempt{inv.attempt}"
         outputs = []
@@ -1214,7 +1105,7 @@ class Run:
             parameters=inv.params,
             inputs=refs,
             outputs=outputs,
-            artifact_store_url=self.env.artifact_root,
+            artifact_store_url=self.stores.artifact_root,
             logs_uri=base + ".log",
             budget_remaining=self.budget_remaining(),
         )
@@ -1253,16 +1144,16 @@ class Run:
         return h.hexdigest()
 
     def _lookup_cache(self, key: str, step_name: str) -> tuple[str, dict[str, Produced]] | None:
-        memo = self.env.cache_memo.get(key)
+        memo = self.stores.cache_memo.get(key)
         if memo is not None:
             return memo
-        return self.env.cached_outputs(step_name).get(key)
+        return self.stores.cached_outputs(step_name).get(key)
 
     def _record_cached(self, inv: Invocation, input_ids: list[Any], original_id: str, outputs: dict[str, Produced]) -> None:
         now = time.time()
         inv.start_time = now
         inv.outputs = outputs
-        store = self.env.metadata
+        store = self.stores.metadata
         self._record_step(inv, S.CACHED, original_step_run_id=original_id, cache_key=inv.cache_key,
                           start_time=now, end_time=now)
         store.insert_links(
@@ -1286,7 +1177,7 @@ class Run:
             ) from None
 
     def _record_result(self, inv: Invocation, spec: StepSpec, result: StepResult) -> None:
-        store = self.env.metadata
+        store = self.stores.metadata
         if self._executor_for(inv) is self.executor:
             self._learn_cpu_ratio(result)
         attempt_record = {
@@ -1318,7 +1209,7 @@ class Run:
             else:
                 inv.outputs = produced
                 if inv.cache_key:
-                    self.env.cache_memo[inv.cache_key] = (inv.step_run_id, produced)
+                    self.stores.cache_memo[inv.cache_key] = (inv.step_run_id, produced)
                 store.update_step_run(inv.step_run_id, status=S.COMPLETED.value, **changes)
                 self._finish(inv, S.COMPLETED)
                 return
@@ -1348,7 +1239,7 @@ class Run:
         produced: dict[str, Produced] = {}
         links = []
         now = time.time()
-        store = self.env.metadata
+        store = self.stores.metadata
         for spec in inv.step.outputs:
             rec = result.outputs[spec.name]
             av = Produced(
@@ -1444,25 +1335,10 @@ class Run:
             )
 
 
-def load_previous(env: Environment, run_id: str) -> PreviousRun:
+def load_previous(stores: Stores, run_id: str) -> PreviousRun:
     """Read what an earlier execution of ``run_id`` recorded (for resume)."""
-    import sqlalchemy as sa
-
-    from ._metadata_store import artifact_versions, pipeline_runs, step_run_artifacts, step_runs
-
-    env.metadata.flush()
-    with env.metadata.read() as conn:
-        run = conn.execute(sa.select(pipeline_runs).where(pipeline_runs.c.id == run_id)).mappings().one()
-        rows = conn.execute(sa.select(step_runs).where(step_runs.c.run_id == run_id)).mappings().all()
-        outputs = conn.execute(
-            sa.select(step_run_artifacts.c.step_run_id, step_run_artifacts.c.name.label("output_name"), artifact_versions)
-            .join(artifact_versions, artifact_versions.c.id == step_run_artifacts.c.artifact_version_id)
-            .join(step_runs, step_runs.c.id == step_run_artifacts.c.step_run_id)
-            .where(step_runs.c.run_id == run_id, step_run_artifacts.c.direction == "output")
-        ).mappings().all()
-        children = conn.execute(
-            sa.select(pipeline_runs.c.invocation_id, pipeline_runs.c.id).where(pipeline_runs.c.parent_run_id == run_id)
-        ).all()
+    stores.metadata.flush()
+    run, rows, outputs, children = _queries.run_record(stores.metadata, run_id)
     produced: dict[str, dict[str, Produced]] = {}
     for o in outputs:
         produced.setdefault(o["step_run_id"], {})[o["output_name"]] = Produced(
@@ -1504,14 +1380,11 @@ def bind_parameters(pipeline: Pipeline[Any], args: tuple[Any, ...], kwargs: dict
 
 def run_pipeline(pipeline: Pipeline[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Run a pipeline from outside any pipeline body and return its stored PipelineRun."""
-    from ._client import Client
-    from ._progress import console_progress
-
     if in_step():
         raise PipelineError(f"pipeline {pipeline.name!r} cannot be run inside a step")
     params = bind_parameters(pipeline, args, kwargs)
-    env = get_environment()
-    run = Run(pipeline, params, env)
+    stores = open_stores()
+    run = Run(pipeline, params, stores)
     with console_progress(run):
         run.execute()
-    return Client().get_pipeline_run(run.id)
+    return run.reader().get_pipeline_run(run.id)

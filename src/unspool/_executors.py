@@ -135,10 +135,10 @@ def open_executor(kind: str, orchestrator: dict[str, Any] | None) -> Any:
     orchestrator = orchestrator or {}
     try:
         if kind == "ray":
-            from ._ray_executor import RayExecutor
+            from ._ray_executor import RayExecutor  # lazy: Ray only for runs that use it
 
             return RayExecutor(orchestrator)
-        from ._process_executor import ProcessExecutor
+        from ._process_executor import ProcessExecutor  # lazy: only for runs with isolated steps
 
         return ProcessExecutor(cpus=orchestrator.get("cpus") if orchestrator.get("type") == "process" else None)
     except Exception as exc:

@@ -36,9 +36,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
+from ._artifact_io import artifact_store_for
 from ._errors import UnspoolError, WorkerLostError
 from ._resources import StepResources, machine_memory
-from ._runner import StepResult, StepSpec, artifact_store_for, describe_error
+from ._runner import StepResult, StepSpec, describe_error
 from ._worker import RESULT_FILE, SPEC_FILE, dump_spec, load_result
 
 Done = Callable[[StepResult], None]

@@ -28,9 +28,10 @@ import threading
 import time
 from typing import Any, Callable
 
+from ._artifact_io import artifact_store_for
 from ._errors import UnspoolError, WorkerLostError
 from ._resources import StepResources
-from ._runner import StepResult, StepSpec, artifact_store_for, describe_error
+from ._runner import StepResult, StepSpec, describe_error
 from ._worker import dump_spec, load_result, run_serialised
 
 Done = Callable[[StepResult], None]

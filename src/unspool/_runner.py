@@ -10,8 +10,6 @@ from and writes outputs to the artifact store itself; it never touches the metad
 
 from __future__ import annotations
 
-import contextvars
-import importlib
 import inspect
 import time
 import traceback
@@ -21,7 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import _logs
+from ._artifact_io import ArtifactRef, artifact_store_for, load_artifact, type_path
 from ._artifact_store import ArtifactStore, SaveTracker, TrackingArtifactStore, directory_digest
+from ._context import StepContext, enter_step, leave_step
 from ._errors import MaterializerError, StepOutputError
 from ._materializers import (
     BaseMaterializer,
@@ -30,16 +30,6 @@ from ._materializers import (
     materializer_registry,
 )
 from ._step import Step, split_outputs
-
-
-@dataclass
-class ArtifactRef:
-    """Where an input artifact (or one element of it) lives."""
-
-    uri: str
-    materializer: str
-    data_type: str
-    item_index: int | None = None
 
 
 @dataclass
@@ -91,91 +81,7 @@ class StepResult:
     cpu_time: float | None = None  # CPU seconds of the thread that ran it (in-process only)
 
 
-# -- step context --------------------------------------------------------------------------------
-
-@dataclass
-class StepContext:
-    """What a running step can know about itself (``get_step_context()``)."""
-
-    run_id: str
-    step_run_id: str
-    invocation_id: str
-    step_name: str
-    pipeline_name: str
-    attempt: int
-    budget_remaining: dict[str, Any] | None
-    step_metadata: dict[str, Any] = field(default_factory=dict)
-    artifact_metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-_context: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar("unspool_step_context", default=None)
-
-
-def get_step_context() -> StepContext:
-    """The context of the step running in this thread; an error outside a step."""
-    ctx = _context.get()
-    if ctx is None:
-        from ._errors import UnspoolError
-
-        raise UnspoolError("get_step_context() can only be called inside a running step")
-    return ctx
-
-
-def log_metadata(metadata: dict[str, Any], *, artifact_name: str | None = None) -> None:
-    """Attach metadata to the current step run, or to one of its outputs by output name."""
-    ctx = get_step_context()
-    if artifact_name is None:
-        ctx.step_metadata.update(metadata)
-    else:
-        ctx.artifact_metadata.setdefault(artifact_name, {}).update(metadata)
-
-
-def in_step() -> bool:
-    return _context.get() is not None
-
-
-# -- loading and saving -----------------------------------------------------------------------------
-
-_stores: dict[str, ArtifactStore] = {}
-
-
-def artifact_store_for(url: str) -> ArtifactStore:
-    store = _stores.get(url)
-    if store is None:
-        store = _stores[url] = ArtifactStore(url)
-    return store
-
-
-def type_path(value_type: type) -> str:
-    return f"{value_type.__module__}:{value_type.__qualname__}"
-
-
-def resolve_type(path: str) -> Any:
-    module, _, qualname = path.partition(":")
-    try:
-        obj: Any = importlib.import_module(module)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-        return obj
-    except Exception:
-        return Any
-
-
-def load_artifact(store: ArtifactStore, ref: ArtifactRef, annotation: Any = Any) -> Any:
-    materializer = materializer_from_path(ref.materializer)(ref.uri, store)
-    if ref.item_index is not None:
-        return materializer.load_item(ref.item_index)
-    # The stored type wins unless the annotation asks for another one (int stored, float
-    # wanted). typing.Any is a class since Python 3.11, so it is never taken as a type.
-    stored = resolve_type(ref.data_type)
-    stored = stored if isinstance(stored, type) and stored is not Any else None
-    wanted = annotation if isinstance(annotation, type) and annotation is not Any else None
-    if wanted is not None and not (stored is not None and issubclass(stored, wanted)):
-        data_type = wanted
-    else:
-        data_type = stored or typing.get_origin(annotation) or object
-    return materializer.load(data_type)
-
+# -- saving --------------------------------------------------------------------------------------
 
 def save_artifact(
     store: ArtifactStore, uri: str, value: Any, materializer_cls: type[BaseMaterializer]
@@ -266,7 +172,7 @@ def run_step(spec: StepSpec, log_sink: Callable[[str], None] | None = None) -> S
     holder: dict[str, Any] = {}
 
     def body() -> None:
-        token = _context.set(ctx)
+        token = enter_step(ctx)
         try:
             kwargs = dict(spec.parameters)
             for name, (is_list, refs) in spec.inputs.items():
@@ -295,7 +201,7 @@ def run_step(spec: StepSpec, log_sink: Callable[[str], None] | None = None) -> S
             _run_hook(spec.step.config.on_failure, exc, holder)
             raise
         finally:
-            _context.reset(token)
+            leave_step(token)
 
     _, error, text = _logs.capture(spec.invocation_id, body, sink=log_sink)
     result = StepResult(ok=error is None, start_time=start, end_time=time.time(),
@@ -343,4 +249,4 @@ def describe_error(exc: BaseException) -> dict[str, Any]:
     }
 
 
-__all__ = ["StepOutputError"]
+__all__ = ["ArtifactRef", "StepOutputError", "artifact_store_for", "load_artifact"]

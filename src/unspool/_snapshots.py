@@ -20,7 +20,6 @@ records the snapshot it came from in ``pipeline_runs.snapshot_id``.
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import json
 import os
 import subprocess
@@ -32,14 +31,15 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
-from . import _errors
+from . import _errors, _queries
+from ._config import normalise
+from ._config_file import check_against_pipeline, merge_step_overrides, validate_config
 from ._errors import ConfigError, NotFoundError, UnspoolError
-from ._metadata_store import snapshots
+from ._loading import load_pipeline, locate
+from ._models import PipelineRun, Snapshot, StoreReader
+from ._settings import find_home
 
 if TYPE_CHECKING:
-    from ._client import Client, PipelineRun
     from ._pipeline import Pipeline
 
 # Configuration keys a snapshot stores and re-applies (``with_options`` names).
@@ -49,35 +49,6 @@ _APPLIED = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class Snapshot:
-    """A stored, runnable reference to a pipeline (see the module docstring)."""
-
-    id: str
-    name: str
-    pipeline_name: str
-    source: str
-    attribute: str
-    config: dict[str, Any]
-    created: _dt.datetime
-    source_file: str | None = None
-
-    @property
-    def parameters(self) -> dict[str, Any]:
-        return dict(self.config.get("parameters") or {})
-
-    @classmethod
-    def _from_row(cls, row: Any) -> Snapshot:
-        return cls(
-            id=row["id"], name=row["name"], pipeline_name=row["pipeline_name"],
-            source=row["source"], attribute=row["attribute"], config=row["config"],
-            created=_dt.datetime.fromtimestamp(row["created_at"]), source_file=row["source_file"],
-        )
-
-    def __repr__(self) -> str:
-        return f"<Snapshot {self.name} ({self.pipeline_name} from {self.source}:{self.attribute})>"
-
-
 # -- creating and reading ------------------------------------------------------------------------
 
 def create_snapshot(pipeline: Pipeline[Any], name: str, *, attribute: str | None = None) -> Snapshot:
@@ -85,9 +56,6 @@ def create_snapshot(pipeline: Pipeline[Any], name: str, *, attribute: str | None
 
     ``attribute`` names the module-level name of the pipeline when it is not the one found.
     """
-    from ._client import Client
-    from ._loading import locate
-
     if not isinstance(name, str) or not name.strip() or name != name.strip() or len(name) > 255:
         raise UnspoolError(f"a snapshot needs a non-empty name without surrounding spaces, got {name!r}")
     source, found_attribute, source_file = locate(pipeline)
@@ -101,19 +69,21 @@ def create_snapshot(pipeline: Pipeline[Any], name: str, *, attribute: str | None
         "config": snapshot_config(pipeline),
         "created_at": time.time(),
     }
-    client = Client()
-    client.store.add_pipeline(pipeline.name)
+    reader = StoreReader()
+    store = reader.store
+    if _queries.find_snapshot(store, name) is None:
+        store.add_pipeline(pipeline.name)
+        store.insert_snapshot(row)
+        store.flush()  # the writer drops (and reports) a row the database refuses: a name taken meanwhile
     try:
-        with client.store.write() as conn:
-            conn.execute(snapshots.insert().values(**row))
-    except sa.exc.IntegrityError:
-        existing = get_snapshot(client, name)
+        return reader.get_snapshot(row["id"])
+    except NotFoundError:
+        existing = reader.get_snapshot(name)
         raise UnspoolError(
             f"a snapshot named {name!r} already exists (id {existing.id}, pipeline "
             f"{existing.pipeline_name!r}, created {existing.created:%Y-%m-%d %H:%M:%S}); snapshot "
             "names are unique, pick another name"
         ) from None
-    return get_snapshot(client, row["id"])
 
 
 def snapshot_config(pipeline: Pipeline[Any]) -> dict[str, Any]:
@@ -163,33 +133,6 @@ def _signature_info(pipeline: Pipeline[Any]) -> dict[str, Any]:
     }
 
 
-def get_snapshot(client: Client, name_or_id: str) -> Snapshot:
-    with client.store.read() as conn:
-        row = conn.execute(
-            sa.select(snapshots).where(sa.or_(snapshots.c.id == name_or_id, snapshots.c.name == name_or_id))
-        ).mappings().first()
-        if row is None and len(name_or_id) >= 6:
-            rows = conn.execute(
-                sa.select(snapshots).where(snapshots.c.id.startswith(name_or_id)).limit(2)
-            ).mappings().all()
-            row = rows[0] if len(rows) == 1 else None
-    if row is None:
-        raise NotFoundError(
-            f"no snapshot with id or name {name_or_id!r}; `unspool snapshots list` shows the known "
-            "snapshots, `unspool snapshots create FILE.py:PIPELINE --name NAME` makes one"
-        )
-    return Snapshot._from_row(row)
-
-
-def list_snapshots(client: Client, pipeline_name: str | None = None) -> list[Snapshot]:
-    """Snapshots, newest first."""
-    query = sa.select(snapshots).order_by(snapshots.c.created_at.desc())
-    if pipeline_name is not None:
-        query = query.where(snapshots.c.pipeline_name == pipeline_name)
-    with client.store.read() as conn:
-        return [Snapshot._from_row(r) for r in conn.execute(query).mappings()]
-
-
 # -- the pipeline a snapshot runs ------------------------------------------------------------------
 
 def check_run_configuration(snapshot: Snapshot, run_configuration: dict[str, Any] | None) -> dict[str, Any]:
@@ -198,8 +141,6 @@ def check_run_configuration(snapshot: Snapshot, run_configuration: dict[str, Any
     Returns the options it sets. Problems are one :class:`ConfigError` whose key paths start
     with ``run_configuration.``.
     """
-    from ._config_file import validate_config
-
     try:
         options = validate_config(run_configuration).options()
     except ConfigError as exc:
@@ -235,14 +176,10 @@ def _as_run_configuration_error(exc: ConfigError) -> ConfigError:
 
 def snapshot_pipeline(snapshot: Snapshot, run_configuration: dict[str, Any] | None = None) -> Pipeline[Any]:
     """Load the snapshot's pipeline with its stored configuration and the run configuration."""
-    from ._config_file import check_against_pipeline, merge_step_overrides
-    from ._loading import load_pipeline
-    from ._pipeline import Pipeline, _normalise
-
     base = load_pipeline(snapshot.source, snapshot.attribute, snapshot.source_file)
     stored = {k: snapshot.config[k] for k in _APPLIED if k in snapshot.config}
     stored["name"] = snapshot.pipeline_name
-    pipeline = Pipeline(base.func, dataclasses.replace(base.config, **_normalise(stored)))
+    pipeline = type(base)(base.func, dataclasses.replace(base.config, **normalise(stored)))
     options = check_run_configuration(snapshot, run_configuration)
     try:
         check_against_pipeline(
@@ -262,17 +199,15 @@ _background: list[subprocess.Popen[bytes]] = []  # runs started with wait=False,
 
 
 def trigger(
-    client: Client,
+    client: StoreReader,
     snapshot_name_or_id: str,
     run_configuration: dict[str, Any] | None = None,
     *,
     wait: bool = True,
 ) -> PipelineRun:
     """Run a snapshot in a new process; see ``Client.trigger_pipeline``."""
-    from ._settings import find_home
-
     _background[:] = [p for p in _background if p.poll() is None]
-    snapshot = get_snapshot(client, snapshot_name_or_id)
+    snapshot = client.get_snapshot(snapshot_name_or_id)
     check_run_configuration(snapshot, run_configuration)
     folder = find_home() / "triggers"
     folder.mkdir(parents=True, exist_ok=True)

@@ -12,20 +12,22 @@ import json
 import sys
 from typing import Any
 
+from ._engine import Run, bind_parameters
+from ._models import StoreReader
+from ._progress import console_progress
+from ._snapshots import error_to_json, snapshot_pipeline, write_handshake
+from ._stores import close_stores, open_stores
+
 
 def main(argv: list[str]) -> int:
-    from ._client import Client
-    from ._engine import Run, bind_parameters, get_environment
-    from ._pipeline import Pipeline
-    from ._snapshots import error_to_json, get_snapshot, snapshot_pipeline, write_handshake
-
     if len(argv) not in (2, 3):
         print(__doc__, file=sys.stderr)
         return 2
     snapshot_id, run_configuration = argv[0], argv[1]
     handshake = argv[2] if len(argv) == 3 else None
     try:
-        snapshot = get_snapshot(Client(), snapshot_id)
+        stores = open_stores()
+        snapshot = StoreReader(stores).get_snapshot(snapshot_id)
         pipeline = snapshot_pipeline(snapshot, json.loads(run_configuration))
         run_holder: list[Run] = []
         user_on_init = pipeline.config.on_init
@@ -33,13 +35,13 @@ def main(argv: list[str]) -> int:
         def on_init() -> None:
             # the run row exists now: record which snapshot started it
             run = run_holder[0]
-            run.env.metadata.update_run(run.id, snapshot_id=snapshot.id)
+            run.stores.metadata.update_run(run.id, snapshot_id=snapshot.id)
             if user_on_init is not None:
                 user_on_init()
 
-        pipeline = Pipeline(pipeline.func, dataclasses.replace(pipeline.config, on_init=on_init))
+        pipeline = type(pipeline)(pipeline.func, dataclasses.replace(pipeline.config, on_init=on_init))
         params = bind_parameters(pipeline, (), {})
-        run = Run(pipeline, params, get_environment())
+        run = Run(pipeline, params, stores)
         run_holder.append(run)
     except Exception as exc:
         write_handshake(handshake, {"error": error_to_json(exc)})
@@ -50,9 +52,6 @@ def main(argv: list[str]) -> int:
 
 
 def _execute(run: Any) -> int:
-    from ._engine import close_all
-    from ._progress import console_progress
-
     try:
         with console_progress(run):
             run.execute()
@@ -60,7 +59,7 @@ def _execute(run: Any) -> int:
         print(f"unspool: run {run.name} failed: {exc}", file=sys.stderr)
         return 1
     finally:
-        close_all()
+        close_stores()
     return 0
 
 
