@@ -47,6 +47,7 @@ import socket
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -63,7 +64,7 @@ from ._errors import (
     StepInputError,
 )
 from ._events import Event, events
-from ._executors import ThreadExecutor, executor_kind, open_executor
+from ._executors import Executor, ThreadExecutor, executor_kind, open_executor
 from ._futures import (
     ArtifactChunk,
     ArtifactFuture,
@@ -115,6 +116,7 @@ class Invocation:
         "run", "id", "step", "position", "step_run_id", "params", "inputs", "upstream",
         "status", "finished", "outputs", "error", "exception", "event", "dependents",
         "waiting", "cache_key", "attempt", "attempts", "start_time", "skip_reason", "recorded",
+        "future",
     )
 
     def __init__(self, run: Run, inv_id: str, step: Step[Any], position: int) -> None:
@@ -140,6 +142,7 @@ class Invocation:
         self.start_time: float | None = None
         self.skip_reason: str | None = None
         self.recorded = False  # its step run row has been written (or queued)
+        self.future: Future[StepResult] | None = None  # while submitted to an executor
 
     @property
     def ok(self) -> bool:
@@ -314,8 +317,8 @@ class Run:
             parallelism = min(parallelism, int(budget.max_parallelism))
         self.slots = parallelism
         self.cpu_ratio: float | None = None  # CPU/wall of recent inline steps (see _concurrency)
-        self.executor = ThreadExecutor(parallelism)
-        self.extra_executors: dict[str, Any] = {}  # "process"/"ray", made on first use
+        self.executor: Executor = ThreadExecutor(parallelism)
+        self.extra_executors: dict[str, Executor] = {}  # "process"/"ray", made on first use
         self._executor_lock = threading.Lock()
         self.stopping: str | None = None
         self.aborted = False  # the body raised: nothing new starts, whatever the mode
@@ -541,29 +544,35 @@ class Run:
             self.ready.clear()
         for inv in victims:
             self._finish_unrun(inv, S.STOPPED, reason)
-        if self.config.execution_mode == ExecutionMode.FAIL_FAST and self.extra_executors:
-            self._stop_isolated(reason)
+        if self.extra_executors:
+            self._stop_isolated(reason, kill=self.config.execution_mode == ExecutionMode.FAIL_FAST)
 
-    def _stop_isolated(self, reason: str) -> None:
-        """FAIL_FAST: isolated steps are killed at once and recorded as stopped."""
+    def _stop_isolated(self, reason: str, kill: bool) -> None:
+        """Isolated steps still queued in their executor never start; with ``kill`` (FAIL_FAST)
+        running ones are killed too. Either way they are recorded as stopped."""
         with self.lock:
-            running = [
+            submitted = [
                 inv for inv in self.invocations.values()
-                if not inv.finished and inv.status == S.RUNNING and self._executor_for(inv) is not self.executor
+                if not inv.finished and inv.future is not None and not self._executor_for(inv).in_process
             ]
-        for inv in running:
+        for inv in submitted:
+            future = inv.future
+            if future is None or not self._executor_for(inv).cancel(future, reason, running=kill):
+                if not kill:
+                    continue  # it started before the stop: it finishes (STOP_ON_FAILURE)
+                what = "killed while running"
+            else:
+                what = "not started"
             with self.lock:
                 if inv.finished:
                     continue  # it finished on its own meanwhile
-                inv.skip_reason = f"killed while running: {reason}"
+                inv.skip_reason = f"{what}: {reason}"
                 inv.error = {"type": S.STOPPED.value, "message": inv.skip_reason}
                 self._finish(inv, S.STOPPED)
             now = time.time()
             inv.attempts.append({"attempt": inv.attempt, "status": S.STOPPED.value, "start_time": inv.start_time,
                                  "end_time": now, "error": inv.error})
             self._record_step(inv, S.STOPPED, error=inv.error, end_time=now, attempts=list(inv.attempts))
-        for executor in list(self.extra_executors.values()):
-            executor.cancel_all()
 
     # -- body API ---------------------------------------------------------------------------------------
     def ensure_not_compiling(self, what: str, invocation_id: str) -> None:
@@ -941,7 +950,7 @@ class Run:
             if spec is None:
                 continue
             here = run_here is True or run_here is inv
-            if here and inv.step.config.timeout is None and self._executor_for(inv) is self.executor:
+            if here and inv.step.config.timeout is None and self._executor_for(inv).in_process:
                 self._record_result(inv, spec, run_step(spec))
                 if run_here is inv:
                     run_here = None
@@ -960,21 +969,18 @@ class Run:
     def _submit(self, inv: Invocation, spec: StepSpec) -> None:
         attempt = inv.attempt
 
-        def done(result: StepResult) -> None:
-            if inv.finished or inv.attempt != attempt:
-                return  # timed out earlier; this thread was abandoned
+        def done(future: Future[StepResult]) -> None:
+            result = future.result()
+            if inv.finished or inv.attempt != attempt or not result.started:
+                return  # stopped meanwhile (the stop records it); this attempt's result is not wanted
+            inv.future = None
             self._record_result(inv, spec, result)
             self._pump(run_here=True)
 
-        timeout = inv.step.config.timeout
-        if timeout is not None:
-            timer = threading.Timer(timeout, self._timed_out, (inv, spec, attempt, timeout))
-            timer.daemon = True
-            self.timers.append(timer)
-            timer.start()
-        self._executor_for(inv).submit(spec, done)
+        future = inv.future = self._executor_for(inv).submit(spec)
+        future.add_done_callback(done)
 
-    def _executor_for(self, inv: Invocation) -> Any:
+    def _executor_for(self, inv: Invocation) -> Executor:
         """The thread pool, or for ``runtime="isolated"`` steps (every step under
         ``orchestrator: {type: process}`` or ``{type: ray, all_steps: true}``) the run's
         process or Ray executor, made on first use (see ``_executors.executor_kind``)."""
@@ -988,18 +994,6 @@ class Run:
                 if executor is None:
                     executor = self.extra_executors[kind] = open_executor(kind, self.config.orchestrator)
         return executor
-
-    def _timed_out(self, inv: Invocation, spec: StepSpec, attempt: int, timeout: float) -> None:
-        if inv.finished or inv.attempt != attempt:
-            return
-        exc = TimeoutError(
-            f"step {inv.id!r} did not finish within its timeout of {timeout}s; "
-            + ("its thread was abandoned and keeps running in the background"
-               if self._executor_for(inv) is self.executor else "its worker was stopped")
-        )
-        result = StepResult(ok=False, error=describe_error(exc), exception=exc, start_time=inv.start_time or 0, end_time=time.time())
-        self._record_result(inv, spec, result)
-        self._pump(run_here=None)
 
     # -- starting and finishing ------------------------------------------------------------------------------
     def _start(self, inv: Invocation) -> StepSpec | None:
@@ -1178,7 +1172,7 @@ class Run:
 
     def _record_result(self, inv: Invocation, spec: StepSpec, result: StepResult) -> None:
         store = self.stores.metadata
-        if self._executor_for(inv) is self.executor:
+        if self._executor_for(inv).in_process:
             self._learn_cpu_ratio(result)
         attempt_record = {
             "attempt": inv.attempt,

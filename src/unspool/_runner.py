@@ -11,10 +11,12 @@ from and writes outputs to the artifact store itself; it never touches the metad
 from __future__ import annotations
 
 import inspect
+import threading
 import time
 import traceback
 import typing
 import weakref
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -79,6 +81,7 @@ class StepResult:
     step_metadata: dict[str, Any] = field(default_factory=dict)
     hook_errors: list[dict[str, Any]] = field(default_factory=list)
     cpu_time: float | None = None  # CPU seconds of the thread that ran it (in-process only)
+    started: bool = True  # False: cancelled before it started (whoever cancelled records it)
 
 
 # -- saving --------------------------------------------------------------------------------------
@@ -239,6 +242,48 @@ def call_hook(hook: Callable[..., Any], exc: BaseException | None) -> None:
         hook(exc)
     else:
         hook()
+
+
+# -- results that did not come from running the step (shared by every executor) -------------------------
+
+def failed_result(exc: BaseException, prefix: str = "", *, start_time: float | None = None) -> StepResult:
+    """A failed result for ``exc`` (raised by the machinery, not by the step)."""
+    error = describe_error(exc)
+    if prefix:
+        error["message"] = prefix + error["message"]
+    now = time.time()
+    return StepResult(ok=False, error=error, exception=exc, start_time=start_time or now, end_time=now)
+
+
+def timed_out_result(spec: StepSpec, timeout: float, consequence: str, start_time: float) -> StepResult:
+    """The result of a step that did not finish within ``timeout`` seconds of its start."""
+    exc = TimeoutError(
+        f"step {spec.invocation_id!r} did not finish within its timeout of {timeout}s; {consequence}"
+    )
+    return failed_result(exc, start_time=start_time)
+
+
+def not_started_result(spec: StepSpec, reason: str) -> StepResult:
+    """The result of a submitted step that was cancelled before it started (it never will)."""
+    result = failed_result(RuntimeError(f"step {spec.invocation_id!r} was not started: {reason}"))
+    result.error = {"type": "stopped", "message": f"not started: {reason}"}
+    result.started = False
+    return result
+
+
+def resolve(future: Future[StepResult], result: StepResult) -> bool:
+    """Give ``future`` its result unless it has one (a timeout or a cancel came first)."""
+    try:
+        future.set_result(result)
+    except InvalidStateError:
+        return False
+    return True
+
+
+def resolve_soon(future: Future[StepResult], result: StepResult) -> None:
+    """Resolve ``future`` from a thread of its own: its callbacks (the engine going on with
+    the next steps) never run inside ``submit`` or an executor's lock."""
+    threading.Thread(target=resolve, args=(future, result), name="unspool-step-result", daemon=True).start()
 
 
 def describe_error(exc: BaseException) -> dict[str, Any]:
