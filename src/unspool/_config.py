@@ -1,14 +1,21 @@
 """Pipeline configuration: what ``@pipeline``, ``with_options``, config files and
-snapshots set, and the checks every value goes through (:func:`normalise`)."""
+snapshots set, the checks every value goes through (:func:`normalise`), and the one JSON
+form in which runs and snapshots record it (:func:`recorded_options`).
+
+Recorded configuration is re-applied by ``_config_file.reapply_recorded``, which validates
+it with the same pydantic schema as a YAML config file: what is recorded is what is
+re-applied, for resume and for snapshots alike.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Callable
 
-from ._errors import ConfigError, StepDefinitionError
+from ._errors import ConfigError, StepDefinitionError, UnspoolError
 from ._step import Step, StepRetryConfig, _jsonable
 from ._types import ExecutionMode
 
@@ -53,17 +60,60 @@ class PipelineConfig:
     orchestrator: dict[str, Any] = field(default_factory=dict)
 
     def recorded(self) -> dict[str, Any]:
-        return {
-            "dynamic": self.dynamic,
-            "enable_cache": self.enable_cache,
-            "settings": _jsonable(self.settings),
-            "substitutions": dict(self.substitutions),
-            "execution_mode": str(self.execution_mode),
-            "retry": dataclasses.asdict(self.retry) if self.retry else None,
-            "budget": dataclasses.asdict(self.budget) if self.budget else None,
-            "config_path": self.config_path,
-            "orchestrator": _jsonable(self.orchestrator),
-        }
+        """What a run records: :func:`recorded_options` (values that cannot be stored as JSON
+        are listed under ``unrecorded`` and make a resume fail) plus ``dynamic`` and
+        ``config_path`` as a record."""
+        return {"dynamic": self.dynamic, **recorded_options(self, strict=False), "config_path": self.config_path}
+
+
+# Every option ``with_options`` can set that is data (not code: hooks and ``depends_on`` come
+# from the pipeline's code). Runs and snapshots record exactly these, resume and triggering
+# re-apply exactly these (``_config_file.reapply_recorded``).
+RECORDED_OPTIONS = (
+    "enable_cache", "execution_mode", "settings", "substitutions", "retry", "budget",
+    "orchestrator", "run_name", "max_parallelism", "parameters", "steps",
+)
+
+
+def recorded_options(config: PipelineConfig, *, strict: bool) -> dict[str, Any]:
+    """:data:`RECORDED_OPTIONS` of ``config`` as JSON.
+
+    ``strict``: a value JSON cannot hold is an error (snapshots). Otherwise (runs) it is
+    recorded as its ``repr`` and its key listed under ``unrecorded``.
+    """
+    out: dict[str, Any] = {}
+    unrecorded: list[str] = []
+    for key in RECORDED_OPTIONS:
+        value = getattr(config, key)
+        try:
+            out[key] = plain(key, value)
+        except UnspoolError:
+            if strict:
+                raise
+            out[key] = _jsonable(value)
+            unrecorded.append(key)
+    if unrecorded:
+        out["unrecorded"] = unrecorded
+    return out
+
+
+def plain(key: str, value: Any) -> Any:
+    """``value`` as JSON data (dataclasses as mappings, enums as their value); an
+    :class:`UnspoolError` naming ``key`` when it holds anything else."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): plain(f"{key}.{k}", v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(f"{key}[{i}]", v) for i, v in enumerate(value)]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise UnspoolError(
+        f"cannot record option {key}: a {type(value).__name__} is not JSON-serialisable; "
+        "configuration is stored as JSON (numbers, strings, lists, mappings)"
+    )
 
 
 _PIPELINE_OPTIONS = {f.name for f in dataclasses.fields(PipelineConfig)} - {"name"} | {"name"}

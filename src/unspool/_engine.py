@@ -1010,14 +1010,16 @@ class Run:
                 input_ids.append((name, pos, produced, index))
             refs[name] = (is_list, lst)
         inv.cache_key = self._cache_key(inv, input_ids)
-        if self.previous is not None and self._reuse_previous(inv):
+        retrying = inv.status == S.RUNNING  # a retry: its step run and links are recorded already
+        # The earlier execution is consulted once, at the first attempt (a retry that did it
+        # again would reset the attempt count and retry forever).
+        if self.previous is not None and not retrying and self._reuse_previous(inv):
             return None
         if enable_cache:
             hit = self._lookup_cache(inv.cache_key, inv.step.name)
             if hit is not None:
                 self._record_cached(inv, input_ids, *hit)
                 return None
-        retrying = inv.status == S.RUNNING  # a retry: its step run and links are recorded already
         inv.start_time = time.time()
         inv.status = S.RUNNING
         if not retrying:

@@ -1,8 +1,10 @@
 """Crash safety: finding runs whose orchestrator died, and resuming runs.
 
-A run records where its pipeline comes from (module or file, attribute) and the values
-of its built-in substitutions, so that ``resume`` can run the same body again *as the same
-run*: every invocation that completed before on the same inputs is reused without
+A run records where its pipeline comes from (module or file, attribute), its
+configuration (``_config.recorded_options``: everything ``with_options`` or a config file
+set) and the values of its built-in substitutions, so that ``resume`` can run the same body
+again *as the same run*, with exactly that configuration (``_config_file.reapply_recorded``;
+a configuration that cannot be re-applied is an error): every invocation that completed before on the same inputs is reused without
 executing (``Run._reuse_previous``), everything else executes. Invocation ids come from
 call order, so a body that calls its steps in a different order on resume re-executes
 the shifted ones (the reference documents the same caveat).
@@ -20,10 +22,10 @@ import os
 import shutil
 import socket
 import time
-from typing import Any
 
 from . import _queries
 from ._artifact_store import ArtifactStore
+from ._config_file import reapply_recorded
 from ._engine import Run, load_previous
 from ._errors import NotFoundError, PipelineError
 from ._loading import import_pipeline
@@ -87,17 +89,7 @@ def resume_run(run_id_or_name: str, stores: Stores) -> str:
             f"run {row['name']!r} is still running (orchestrator {row['orchestrator']}); wait for it or kill it first"
         )
     config = row["config"] or {}
-    pipeline = import_pipeline(config.get("source") or {})
-    overrides: dict[str, Any] = {}
-    for key in ("enable_cache", "execution_mode", "settings", "substitutions", "budget", "retry", "orchestrator"):
-        if config.get(key) is not None:
-            overrides[key] = config[key]
-    if config.get("config_path"):
-        overrides["config_path"] = config["config_path"]
-    try:
-        pipeline = pipeline.with_options(**overrides)
-    except Exception:  # a config that no longer applies: resume with the pipeline as defined
-        pass
+    pipeline = reapply_recorded(import_pipeline(config.get("source") or {}), config, what=f"run {row['name']!r}")
     _remove_staging(stores.artifacts, row["id"])
     previous = load_previous(stores, row["id"])
     run = Run(pipeline, dict(row["parameters"]), stores, previous=previous)

@@ -19,7 +19,6 @@ records the snapshot it came from in ``pipeline_runs.snapshot_id``.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -27,13 +26,17 @@ import sys
 import tempfile
 import time
 import uuid
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _errors, _queries
-from ._config import normalise
-from ._config_file import check_against_pipeline, merge_step_overrides, validate_config
+from ._config import recorded_options
+from ._config_file import (
+    check_against_pipeline,
+    merge_step_overrides,
+    reapply_recorded,
+    validate_config,
+)
 from ._errors import ConfigError, NotFoundError, UnspoolError
 from ._loading import load_pipeline, locate
 from ._models import PipelineRun, Snapshot, StoreReader
@@ -41,13 +44,6 @@ from ._settings import find_home
 
 if TYPE_CHECKING:
     from ._pipeline import Pipeline
-
-# Configuration keys a snapshot stores and re-applies (``with_options`` names).
-_APPLIED = (
-    "enable_cache", "execution_mode", "settings", "substitutions", "retry", "budget",
-    "orchestrator", "run_name", "max_parallelism", "config_path", "parameters", "steps",
-)
-
 
 # -- creating and reading ------------------------------------------------------------------------
 
@@ -89,39 +85,11 @@ def create_snapshot(pipeline: Pipeline[Any], name: str, *, attribute: str | None
 def snapshot_config(pipeline: Pipeline[Any]) -> dict[str, Any]:
     """The pipeline's configuration as JSON: what a run records, plus what re-applies it."""
     c = pipeline.config
-    return {
-        "dynamic": c.dynamic,
-        "enable_cache": c.enable_cache,
-        "execution_mode": str(c.execution_mode),
-        "settings": _plain("settings", c.settings),
-        "substitutions": _plain("substitutions", c.substitutions),
-        "retry": dataclasses.asdict(c.retry) if c.retry else None,
-        "budget": dataclasses.asdict(c.budget) if c.budget else None,
-        "orchestrator": _plain("orchestrator", c.orchestrator),
-        "run_name": c.run_name,
-        "max_parallelism": c.max_parallelism,
-        "config_path": c.config_path,
-        "parameters": _plain("parameters", c.parameters),
-        "steps": _plain("steps", c.steps),
-        "signature": _signature_info(pipeline),
-    }
-
-
-def _plain(key: str, value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = dataclasses.asdict(value)
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, dict):
-        return {str(k): _plain(f"{key}.{k}", v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(f"{key}[{i}]", v) for i, v in enumerate(value)]
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    raise UnspoolError(
-        f"cannot snapshot option {key}: a {type(value).__name__} is not JSON-serialisable; "
-        "snapshots store configuration as JSON (numbers, strings, lists, mappings)"
-    )
+    try:
+        options = recorded_options(c, strict=True)
+    except UnspoolError as exc:
+        raise UnspoolError(f"cannot snapshot pipeline {pipeline.name!r}: {exc}") from None
+    return {"dynamic": c.dynamic, **options, "config_path": c.config_path, "signature": _signature_info(pipeline)}
 
 
 def _signature_info(pipeline: Pipeline[Any]) -> dict[str, Any]:
@@ -177,9 +145,7 @@ def _as_run_configuration_error(exc: ConfigError) -> ConfigError:
 def snapshot_pipeline(snapshot: Snapshot, run_configuration: dict[str, Any] | None = None) -> Pipeline[Any]:
     """Load the snapshot's pipeline with its stored configuration and the run configuration."""
     base = load_pipeline(snapshot.source, snapshot.attribute, snapshot.source_file)
-    stored = {k: snapshot.config[k] for k in _APPLIED if k in snapshot.config}
-    stored["name"] = snapshot.pipeline_name
-    pipeline = type(base)(base.func, dataclasses.replace(base.config, **normalise(stored)))
+    pipeline = reapply_recorded(base, snapshot.config, what=f"snapshot {snapshot.name!r}", name=snapshot.pipeline_name)
     options = check_run_configuration(snapshot, run_configuration)
     try:
         check_against_pipeline(
