@@ -25,8 +25,9 @@ import time
 
 from . import _queries
 from ._artifact_store import ArtifactStore
+from ._cache import load_previous
 from ._config_file import reapply_recorded
-from ._engine import Run, load_previous
+from ._engine import Run
 from ._errors import NotFoundError, PipelineError
 from ._loading import import_pipeline
 from ._metadata_store import HEARTBEAT_TIMEOUT, MetadataStore

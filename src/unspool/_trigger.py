@@ -12,7 +12,8 @@ import json
 import sys
 from typing import Any
 
-from ._engine import Run, bind_parameters
+from ._binding import bind_parameters
+from ._engine import Run
 from ._models import StoreReader
 from ._progress import console_progress
 from ._snapshots import error_to_json, snapshot_pipeline, write_handshake
