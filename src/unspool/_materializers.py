@@ -20,6 +20,7 @@ import struct
 import threading
 from typing import Any, ClassVar
 
+from ._artifact_store import ArtifactStore
 from ._errors import MaterializerError
 
 # Materializers for optional packages are looked up by the fully qualified type name, so
@@ -85,10 +86,6 @@ class BaseMaterializer:
     def __init__(self, uri: str, artifact_store: Any = None) -> None:
         self.uri = uri
         if artifact_store is None:
-            from ._artifact_store import (
-                ArtifactStore,  # lazy: fsspec only when a store is made here
-            )
-
             artifact_store = ArtifactStore(uri.rsplit("/", 1)[0] if "://" in uri else uri)
         self.artifact_store = artifact_store
 

@@ -42,6 +42,7 @@ from typing import Any
 import cloudpickle
 
 from ._artifact_io import artifact_store_for, forget_artifact_store
+from ._materializers import materializer_registry
 from ._runner import StepResult, StepSpec, describe_error, run_step
 
 SPEC_FILE = "spec.pkl"
@@ -252,9 +253,6 @@ def _preload() -> None:
     """Import in the zygote what every worker needs, so that no worker pays for it."""
     import tempfile
 
-    from ._materializers import (
-        materializer_registry,  # lazy on purpose: imported here, in the zygote
-    )
 
     with tempfile.TemporaryDirectory() as root:  # imports fsspec and the local filesystem
         artifact_store_for(root)
