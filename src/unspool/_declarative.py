@@ -45,6 +45,7 @@ import typing
 from typing import Any, Callable
 
 from ._config import PipelineConfig
+from ._context import require_body
 from ._errors import StepDefinitionError, StepOutputError
 from ._step import OutputSpec, Step, StepConfig, _validate_config
 
@@ -211,6 +212,7 @@ def build_pipeline(tasks: list[Any], *, name: str | None, module: str) -> tuple[
         produced.update(task.value_names)
 
     def body(**params: Any) -> None:
+        run = require_body("a declarative pipeline")
         values: dict[str, Any] = {}
         previous = None
         for task, step in zip(tasks, steps):
@@ -220,11 +222,11 @@ def build_pipeline(tasks: list[Any], *, name: str | None, module: str) -> tuple[
                     kwargs[pname] = values[pname]
                 elif pname in params:
                     kwargs[pname] = params[pname]
-            invocation = step.submit(**kwargs)._inv
-            if previous is not None and previous not in invocation.upstream:
-                invocation.upstream.append(previous)  # run in list order
-            previous = invocation
-            outputs = invocation.output_futures()
+            future = step.submit(**kwargs)
+            if previous is not None:
+                run.order_after(future, previous)  # run in list order
+            previous = future
+            outputs = future.output_futures()
             if outputs is not None:
                 outputs = outputs if isinstance(outputs, tuple) else (outputs,)
                 values.update(zip(task.value_names, outputs))

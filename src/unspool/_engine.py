@@ -172,7 +172,7 @@ class Run:
         if self.previous is not None:
             store.update_run(
                 self.id, status=S.INITIALIZING.value, end_time=None, error=None, orchestrator=orchestrator,
-                heartbeat=time.time(), config=self._recorded_config(),
+                heartbeat=time.time(), config=recorded_config(self),
             )
         else:
             # A chosen name can repeat (the default has {time}); a duplicate would fail the
@@ -192,7 +192,7 @@ class Run:
                     "parent_run_id": self.parent.id if self.parent else None,
                     "invocation_id": self.invocation_id,
                     "parameters": self.parameters,
-                        "config": self._recorded_config(),
+                        "config": recorded_config(self),
                     "dag": None,
                     "error": None,
                     "run_metadata": {},
@@ -260,13 +260,6 @@ class Run:
     def _mark_running(self) -> None:
         """Initializing (hooks, compiling a static body) is over: steps may start now."""
         self.recorder.run(S.RUNNING)
-
-    def _recorded_config(self) -> dict[str, Any]:
-        return {
-            **self.config.recorded(),
-            "source": pipeline_source(self.pipeline),
-            "resolved_substitutions": {k: self.substitutions[k] for k in ("date", "time")},
-        }
 
     def status_counts(self) -> dict[str, int]:
         """How many of this run's invocations are in each status."""
@@ -432,6 +425,14 @@ class Run:
             with self.parent.lock:
                 self.parent.failed_children.append(self)
 
+    def order_after(self, later: StepRunFuture, earlier: StepRunFuture) -> None:
+        """Make ``later`` start only after ``earlier`` finished, without passing data (static
+        bodies, while they compile: declarative pipelines run their tasks in list order)."""
+        if not self.compiling:
+            raise PipelineError("order_after() orders the steps of a static pipeline while it compiles")
+        if earlier._inv not in later._inv.upstream:
+            later._inv.upstream.append(earlier._inv)
+
     def embed_child(self, pipeline: Pipeline[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not pipeline.config.dynamic:
             raise PipelineError(f"only dynamic pipelines can be embedded; {pipeline.name!r} is static")
@@ -511,6 +512,16 @@ def run_name(config: PipelineConfig, substitutions: Substitutions) -> str:
         raise StepDefinitionError(
             f"run name {template!r} uses {{{exc.args[0]}}}, which no substitution defines"
         ) from None
+
+
+def recorded_config(run: Run) -> dict[str, Any]:
+    """What a run records as its configuration: the pipeline's (``_config.recorded_options``),
+    where the pipeline is defined, and the built-in substitutions it started with."""
+    return {
+        **run.config.recorded(),
+        "source": pipeline_source(run.pipeline),
+        "resolved_substitutions": {k: run.substitutions[k] for k in ("date", "time")},
+    }
 
 
 def final_status(run: Run, body_error: BaseException | None) -> tuple[ExecutionStatus, dict[str, Any] | None]:

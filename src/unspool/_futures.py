@@ -178,6 +178,10 @@ class StepRunFuture:
         run.stores.metadata.flush()  # the orchestrator's own writes, committed before reading
         return run.reader().get_step_run(self._inv.step_run_id)
 
+    def output_futures(self) -> Any:
+        """The step's outputs as artifact futures (None, one, or a tuple), without waiting."""
+        return self._inv.output_futures()
+
     def _single(self) -> ArtifactFuture:
         outputs = self._inv.output_futures()
         if not isinstance(outputs, ArtifactFuture):
