@@ -182,9 +182,9 @@ def pg_url(postgres_server: PostgresServer, home: Path, monkeypatch: pytest.Monk
     url = postgres_server.url(database)
     monkeypatch.setenv("UNSPOOL_STORE_URL", url)
     yield url
-    from unspool._engine import close_all
+    from unspool.testing import reset_stores
 
-    close_all()
+    reset_stores()
     postgres_server.drop_database(database)
 
 
@@ -282,6 +282,6 @@ def s3_store(s3_server: S3Server, home: Path, monkeypatch: pytest.MonkeyPatch) -
     url = f"s3://{bucket}/artifacts"
     monkeypatch.setenv("UNSPOOL_ARTIFACT_STORE", url)
     yield S3Store(s3_server, bucket, url)
-    from unspool._engine import close_all
+    from unspool.testing import reset_stores
 
-    close_all()
+    reset_stores()

@@ -17,6 +17,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("UNSPOOL_ARTIFACT_STORE", raising=False)
     monkeypatch.setenv("UNSPOOL_PROGRESS", "plain")
     yield home
-    from unspool._engine import close_all
+    from unspool.testing import reset_stores
 
-    close_all()
+    reset_stores()

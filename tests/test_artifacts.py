@@ -308,16 +308,16 @@ def test_undefined_placeholder_in_a_static_pipeline_fails_at_compile_time() -> N
 def test_error_while_starting_a_downstream_step_fails_it_instead_of_hanging(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from unspool._engine import Run
+    from unspool._dispatch import Dispatch
 
-    real_lookup = Run._lookup_cache
+    real_lookup = Dispatch.lookup_cache
 
-    def flaky_lookup(self: Run, key: str, *args: Any) -> Any:
-        if any(inv.cache_key == key and inv.step.name == "second" for inv in self.invocations.values()):
+    def flaky_lookup(self: Dispatch, key: str, *args: Any) -> Any:
+        if any(inv.cache_key == key and inv.step.name == "second" for inv in self.run.invocations.values()):
             raise OSError("metadata store unreachable")
         return real_lookup(self, key, *args)
 
-    monkeypatch.setattr(Run, "_lookup_cache", flaky_lookup)
+    monkeypatch.setattr(Dispatch, "lookup_cache", flaky_lookup)
 
     @step
     def first() -> int:

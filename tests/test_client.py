@@ -301,3 +301,29 @@ def test_everything_public_is_importable_from_unspool() -> None:
         unspool.not_a_thing  # noqa: B018
     errors = [getattr(unspool, n) for n in unspool.__all__ if n.endswith("Error")]
     assert all(issubclass(e, unspool.UnspoolError) for e in errors)
+
+
+def test_reading_never_writes() -> None:
+    """A client reads: creating one and reading runs, steps and artifacts executes no write
+    statement (marking dead runs stopped is an explicit call, ``reap_dead_runs``)."""
+    from unspool.testing import current_stores
+
+    @step
+    def make() -> int:
+        return 1
+
+    @pipeline
+    def once() -> None:
+        make()
+
+    run_id = once().id
+    store = current_stores().metadata
+    before = store.statements
+    client = Client()
+    run = client.get_pipeline_run(run_id)
+    assert [r.id for r in client.list_pipeline_runs()] == [run_id]
+    assert run.steps["make"].output.load() == 1
+    assert client.list_artifact_versions() and client.list_snapshots() == []
+    assert store.statements == before
+    assert client.reap_dead_runs() == []  # nothing died; still nothing written
+    assert store.statements == before

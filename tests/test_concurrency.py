@@ -12,9 +12,37 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 from unspool import Client, ExecutionStatus, pipeline, step
+
+
+def test_every_successor_a_finished_step_makes_ready_starts_at_once() -> None:
+    """Branches that share an upstream step run together, not one after the other: the
+    thread that finishes the upstream step hands all but one of them out before running
+    the last itself."""
+    barrier = threading.Barrier(3, timeout=15)
+
+    @step(enable_cache=False)
+    def source() -> int:
+        time.sleep(0.05)  # waits rather than computes: the run keeps all its slots (see _scheduler)
+        return 1
+
+    @step(enable_cache=False)
+    def branch(x: int, i: int) -> int:
+        barrier.wait()  # passes only while all three branches run at the same time
+        return x + i
+
+    @pipeline
+    def fork() -> None:
+        x = source()
+        for i in range(3):
+            branch(x, i)
+
+    run = fork()
+
+    assert run.status == ExecutionStatus.COMPLETED, run.error
 
 
 def test_submitted_steps_run_concurrently() -> None:

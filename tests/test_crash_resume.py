@@ -219,7 +219,12 @@ def test_a_killed_run_is_shown_stopped_not_running_forever(tmp_path: Path) -> No
     os.environ["UNSPOOL_HOME"] = str(home)
     from unspool import Client
 
-    run = Client().get_pipeline_run(_run_id(home))
+    client = Client()
+    # Reading never writes: the run still reads as running until someone reaps explicitly
+    # (`unspool runs list`/`show` and resume do; so does Client.reap_dead_runs).
+    assert client.get_pipeline_run(_run_id(home)).status.value == "running"
+    assert client.reap_dead_runs() == [_run_id(home)]
+    run = client.get_pipeline_run(_run_id(home))
     assert run.status.value == "stopped"
     assert run.error["type"] == "OrchestratorDied" and "unspool runs resume" in run.error["message"]
     assert all(s.status.value != "running" for s in run.steps.values())

@@ -5,11 +5,11 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from unspool import Client, StepInputError, pipeline, step, unmapped
-from unspool._engine import get_environment
+from unspool.testing import current_stores
 
 
 def _lineage_rows(step_run_id: str) -> list[tuple]:
-    with get_environment().metadata.read() as conn:
+    with current_stores().metadata.read() as conn:
         return conn.execute(
             sa.text(
                 "select direction, name, position, item_index, artifact_version_id "

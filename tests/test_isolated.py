@@ -562,9 +562,9 @@ def test_killing_the_orchestrator_kills_its_workers_and_the_run_resumes(tmp_path
     resumed = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True,
                              text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
-    from unspool._engine import close_all
+    from unspool.testing import reset_stores
 
-    close_all()
+    reset_stores()
     run = Client().list_pipeline_runs()[0]
     assert run.status.value == "completed"
     assert run.steps["hang"].output.load() == 4

@@ -20,7 +20,7 @@ from unspool import (
     pipeline,
     step,
 )
-from unspool._engine import close_all
+from unspool.testing import reset_stores
 
 CACHED = ExecutionStatus.CACHED
 COMPLETED = ExecutionStatus.COMPLETED
@@ -200,7 +200,7 @@ def test_cache_hits_survive_a_new_process_view_of_the_store() -> None:
         work()
 
     first = persisted()
-    close_all()  # drop the in-memory memo: the hit must come from the metadata store
+    reset_stores()  # drop the in-memory memo: the hit must come from the metadata store
     second = persisted()
 
     assert calls == [1]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from unspool import Client, pipeline, step
-from unspool._engine import get_environment
 from unspool._metadata_store import pipelines, step_runs
+from unspool.testing import current_stores
 
 
 @step
@@ -21,7 +21,7 @@ def tiny() -> None:
 
 def test_a_refused_row_is_dropped_and_reported_and_everything_else_lands(capfd) -> None:
     first = tiny()
-    store = get_environment().metadata
+    store = current_stores().metadata
     original = Client().get_step_run(first.steps["one"].id)
     with store.read() as conn:
         row = dict(conn.execute(sa.select(step_runs).where(step_runs.c.id == original.id)).mappings().one())

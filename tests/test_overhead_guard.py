@@ -19,7 +19,8 @@ import sqlalchemy as sa
 
 from unspool import _metadata_store as store_module
 from unspool import pipeline, step
-from unspool._engine import DEFAULT_PARALLELISM, get_environment
+from unspool._engine import DEFAULT_PARALLELISM
+from unspool.testing import current_stores
 
 N = 200
 
@@ -82,7 +83,7 @@ class Counter:
 @pytest.fixture
 def measured(monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setattr(store_module, "FLUSH_INTERVAL", 3600.0)
-    env = get_environment()  # opened (and migrated) before counting starts
+    env = current_stores()  # opened (and migrated) before counting starts
     counter = Counter(env.metadata.engine)
     started: list[str] = []
     original_start = threading.Thread.start

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from _servers import PG_PASSWORD, PostgresServer, free_port, unavailable
 from unspool import Client, ExecutionStatus, StoreError, log_metadata, pipeline, step
 from unspool import _metadata_store as ms
-from unspool._engine import close_all, get_environment
+from unspool.testing import current_stores, reset_stores
 
 # -- runs end to end ---------------------------------------------------------------------------------
 
@@ -49,7 +49,7 @@ def test_pipeline_runs_end_to_end_and_reads_back(pg_url: str) -> None:
     run = squares()
 
     assert run.status == ExecutionStatus.COMPLETED
-    assert get_environment().metadata.engine.dialect.name == "postgresql"
+    assert current_stores().metadata.engine.dialect.name == "postgresql"
     client = Client()
     [stored] = client.list_pipeline_runs()
     assert stored.id == run.id and stored.parameters == {"scale": 2.0}
@@ -300,7 +300,7 @@ def test_three_processes_on_one_store_lose_nothing(pg_url: str, tmp_path: Path) 
 
 def _store_error(monkeypatch: pytest.MonkeyPatch, url: str) -> str:
     monkeypatch.setenv("UNSPOOL_STORE_URL", url)
-    close_all()
+    reset_stores()
     with pytest.raises(StoreError) as info:
         Client()
     message = str(info.value)

@@ -30,7 +30,7 @@ from unspool import (
     pipeline,
     step,
 )
-from unspool._engine import close_all
+from unspool.testing import reset_stores
 
 
 def _content_hash(store: S3Store, uri: str) -> tuple[str, int]:
@@ -107,7 +107,7 @@ def test_outputs_are_written_once_under_a_unique_key_never_renamed(
         make()
 
     first = unique_keys().steps["make"].output
-    close_all()
+    reset_stores()
     second_run = unique_keys.with_options(enable_cache=False)()
     second = second_run.steps["make"].output
     # Each version has its own key: the intended path plus a random suffix...
@@ -294,7 +294,7 @@ def _store_error(monkeypatch: pytest.MonkeyPatch, url: str) -> str:
 
     s3fs.S3FileSystem.clear_instance_cache()  # a new process would build a new client
     monkeypatch.setenv("UNSPOOL_ARTIFACT_STORE", url)
-    close_all()
+    reset_stores()
     with pytest.raises(StoreError) as info:
         Client()
     message = str(info.value)

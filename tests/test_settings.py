@@ -138,10 +138,10 @@ def test_sqlite_store_is_in_wal_mode(home: Path) -> None:
 
 
 def test_reopening_a_store_keeps_its_runs_and_schema(home: Path) -> None:
-    from unspool._engine import close_all
+    from unspool.testing import reset_stores
 
     first = located()
-    close_all()
+    reset_stores()
     second = located()
     with sqlite3.connect(home / "unspool.db") as conn:
         assert conn.execute("SELECT count(*) FROM schema_version").fetchone() == (SCHEMA_VERSION,)

@@ -300,10 +300,10 @@ def test_cli_create_list_trigger(tmp_path: Path) -> None:
 
 
 def test_a_version_1_store_is_upgraded_in_place(home: Path) -> None:
-    from unspool._engine import close_all
+    from unspool.testing import reset_stores
 
     Client()  # creates the store at the current version
-    close_all()
+    reset_stores()
     db = home / "unspool.db"
     with sqlite3.connect(db) as conn:  # turn it back into a version-1 store holding one run
         conn.execute("DROP TABLE snapshots")

@@ -143,7 +143,7 @@ class Trap:
 def _load_as_recorded(version: Any, index: int | None = None) -> Any:
     """Load through the recorded materializer without the size check (a planted file of the
     recorded size would pass it): the materializer itself must refuse to unpickle."""
-    from unspool._runner import ArtifactRef, artifact_store_for, load_artifact
+    from unspool._artifact_io import ArtifactRef, artifact_store_for, load_artifact
 
     ref = ArtifactRef(version.uri, version.materializer, version.data_type, index)
     return load_artifact(artifact_store_for(version.artifact_store_url), ref)
@@ -453,7 +453,7 @@ def test_store_passwords_are_masked_in_init_and_in_the_newer_schema_error(pg_url
 
     from _servers import PG_PASSWORD
     from unspool._cli import app
-    from unspool._engine import close_all
+    from unspool.testing import reset_stores as close_all
 
     runner = CliRunner()
     init = runner.invoke(app, ["init"])
@@ -556,7 +556,7 @@ def test_opening_an_up_to_date_store_takes_no_write_lock(home: Path) -> None:
     import subprocess
     import sys
 
-    from unspool._engine import close_all
+    from unspool.testing import reset_stores as close_all
 
     summed()
     run = Client().list_pipeline_runs(pipeline_name="summed")[0]
@@ -631,7 +631,7 @@ def test_an_output_named_log_and_a_nul_in_a_step_name_do_not_break_bookkeeping()
 def test_a_run_whose_setup_fails_ends_failed_at_once(home: Path) -> None:
     import shutil
 
-    from unspool._engine import get_environment
+    from unspool.testing import current_stores as get_environment
 
     env = get_environment()
     root = Path(env.artifact_root)
@@ -650,9 +650,9 @@ def test_a_run_whose_setup_fails_ends_failed_at_once(home: Path) -> None:
 
 
 def test_a_child_pipeline_recursing_without_end_ends_every_run(monkeypatch: Any) -> None:
-    from unspool import PipelineError, _engine
+    from unspool import PipelineError, _budget
 
-    monkeypatch.setattr(_engine, "MAX_CHILD_DEPTH", 4)
+    monkeypatch.setattr(_budget, "MAX_CHILD_DEPTH", 4)
 
     @step
     def one() -> int:

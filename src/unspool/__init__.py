@@ -31,6 +31,7 @@ from ._types import ArtifactType, ExecutionMode, ExecutionStatus
 if TYPE_CHECKING:
     from ._cache_keys import CachePolicy
     from ._client import ArtifactVersion, Client, PipelineRun, Snapshot, StepRun
+    from ._context import StepContext, get_step_context, log_metadata
     from ._declarative import PythonTask
     from ._futures import (
         ArtifactChunk,
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
         register_artifact,
         save_artifact,
     )
-    from ._runner import StepContext, get_step_context, log_metadata
     from ._spend import spend_exempt
 
 __version__ = "0.1.0"
@@ -65,7 +65,7 @@ _LAZY = {
     "CachePolicy": "_cache_keys",
     "Model": "_parity", "get_pipeline_context": "_parity", "load_artifact": "_parity",
     "register_artifact": "_parity", "save_artifact": "_parity",
-    "StepContext": "_runner", "get_step_context": "_runner", "log_metadata": "_runner",
+    "StepContext": "_context", "get_step_context": "_context", "log_metadata": "_context",
     "spend_exempt": "_spend",
 }
 

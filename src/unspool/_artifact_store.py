@@ -25,6 +25,7 @@ from typing import IO, Any
 
 from ._errors import StoreError, mask_secrets
 from ._ids import new_id
+from ._settings import S3_ENDPOINT_ENV, artifact_storage_options
 
 HASH_NAME = "sha256"
 
@@ -79,8 +80,6 @@ class ArtifactStore:
         import fsspec
         from fsspec.core import url_to_fs
 
-        from ._settings import artifact_storage_options
-
         try:
             self._fs, self.root = url_to_fs(root, **artifact_storage_options(root))
         except (ImportError, ValueError) as exc:
@@ -106,8 +105,6 @@ class ArtifactStore:
 
     def _check_s3(self) -> None:
         """Fail at once, naming the setting to fix, when the bucket cannot be used."""
-        from ._settings import S3_ENDPOINT_ENV
-
         bucket, _, prefix = self.root.partition("/")
         where = f"artifact store {mask_secrets(self.url)!r}"
         endpoint = (

@@ -6,6 +6,7 @@ A config file configures one run without touching code::
     enable_cache: false
     execution_mode: FAIL_FAST      # or STOP_ON_FAILURE, CONTINUE_ON_FAILURE
     run_name: nightly-{date}
+    max_parallelism: 4             # steps running at once (default 16)
     settings: {...}                # free-form
     substitutions: {suffix: v2}    # for {placeholders} in run and artifact names
     budget: {max_steps: 100, max_fan_out: 10, max_parallelism: 4, max_depth: 2, max_duration_s: 600,
@@ -41,6 +42,7 @@ key; everything else is replaced. The CLI calls :func:`apply_config_file`.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -48,11 +50,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ._config import RECORDED_OPTIONS, _step_parameter_problems, check_compiled_steps, normalise
 from ._errors import ConfigError
+from ._executors import validate_orchestrator
 
 if TYPE_CHECKING:
-    from ._pipeline import Pipeline, PipelineConfig
-    from ._step import Step
+    from ._pipeline import Pipeline
 
 
 class _Section(BaseModel):
@@ -104,6 +107,7 @@ class ConfigFile(_Section):
     budget: BudgetSection | None = None
     retry: RetrySection | None = None
     run_name: str | None = None
+    max_parallelism: int | None = Field(None, gt=0)
     orchestrator: dict[str, Any] | None = None
     steps: dict[str, StepSection] = {}
 
@@ -161,8 +165,6 @@ def validate_config(data: Any, *, file: str | None = None) -> ConfigFile:
     except ValidationError as exc:
         raise ConfigError([_problem(err) for err in exc.errors()], file=file) from None
     if config.orchestrator is not None:
-        from ._executors import validate_orchestrator
-
         try:
             config.orchestrator = validate_orchestrator(config.orchestrator)
         except ConfigError as exc:
@@ -262,6 +264,38 @@ def options_from_file(pipeline: Pipeline[Any], overrides: dict[str, Any]) -> dic
     return merged
 
 
+def reapply_recorded(
+    pipeline: Pipeline[Any], recorded: dict[str, Any], *, what: str, name: str | None = None
+) -> Pipeline[Any]:
+    """``pipeline`` configured exactly as ``recorded`` says (a run's or a snapshot's
+    configuration, see ``_config.recorded_options``): resume and snapshots both come here.
+
+    The recorded values go through the config file schema; every recorded option replaces
+    the pipeline's (a mapping is not merged with what the code sets now, an option recorded
+    as unset is unset). ``config_path`` is kept as a record: the file is not read again.
+    Anything that cannot be re-applied is a :class:`ConfigError` naming ``what``.
+    """
+    unrecorded = recorded.get("unrecorded") or []
+    if unrecorded:
+        raise ConfigError([
+            (key, f"{what} was configured with a value that cannot be stored as JSON, so it cannot "
+                  "be re-applied; configure it in the pipeline's code, or with JSON values")
+            for key in unrecorded
+        ])
+    data = {k: recorded[k] for k in RECORDED_OPTIONS if recorded.get(k) is not None}
+    try:
+        options = validate_config(data).options()
+    except ConfigError as exc:
+        raise ConfigError([(key, f"{problem} (as recorded by {what})") for key, problem in exc.problems]) from None
+    for key in RECORDED_OPTIONS:
+        if key in recorded and recorded[key] is None:
+            options[key] = None
+    options["config_path"] = recorded.get("config_path")
+    if name is not None:
+        options["name"] = name
+    return type(pipeline)(pipeline.func, dataclasses.replace(pipeline.config, **normalise(options)))
+
+
 def apply_config_file(pipeline: Pipeline[Any], path: str | Path, **overrides: Any) -> Pipeline[Any]:
     """``pipeline`` configured from the YAML file at ``path`` (what ``unspool run --config`` does).
 
@@ -307,31 +341,4 @@ def check_against_pipeline(
         raise ConfigError(problems, file=file)
 
 
-def _step_parameter_problems(step: Step[Any], overrides: dict[str, Any]) -> list[tuple[str, str]]:
-    signature = step.signature
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
-        return []
-    known = list(signature.parameters)
-    return [
-        (f"steps.{step.name}.parameters.{name}", f"step {step.name!r} has no parameter {name!r}; "
-         f"expected one of: {', '.join(known) or '(it takes none)'}")
-        for name in (overrides.get("parameters") or {})
-        if name not in known
-    ]
-
-
-def check_compiled_steps(config: PipelineConfig, steps: list[Step[Any]]) -> None:
-    """After a static pipeline compiled: every name under ``steps:`` must be one of its steps."""
-    by_name = {s.name: s for s in steps}
-    problems: list[tuple[str, str]] = []
-    for name, overrides in config.steps.items():
-        step = by_name.get(name)
-        if step is None:
-            problems.append(
-                (f"steps.{name}", f"pipeline {config.name!r} has no step named {name!r}; expected "
-                 f"one of: {', '.join(sorted(by_name)) or '(it has no steps)'}")
-            )
-        else:
-            problems.extend(_step_parameter_problems(step, overrides))
-    if problems:
-        raise ConfigError(problems, file=config.config_path)
+__all__ = ["check_compiled_steps"]  # defined in _config.py, re-exported for callers of this module

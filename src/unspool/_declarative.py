@@ -44,6 +44,8 @@ import inspect
 import typing
 from typing import Any, Callable
 
+from ._config import PipelineConfig
+from ._context import require_body
 from ._errors import StepDefinitionError, StepOutputError
 from ._step import OutputSpec, Step, StepConfig, _validate_config
 
@@ -191,8 +193,6 @@ def _same_value(a: Any, b: Any) -> bool:
 
 def build_pipeline(tasks: list[Any], *, name: str | None, module: str) -> tuple[Callable[..., Any], Any]:
     """The generated body and the configuration of a declarative pipeline."""
-    from ._pipeline import PipelineConfig
-
     tasks = list(tasks)
     if not tasks:
         raise StepDefinitionError("Pipeline(steps=[...]) needs at least one PythonTask")
@@ -219,6 +219,7 @@ def build_pipeline(tasks: list[Any], *, name: str | None, module: str) -> tuple[
         produced.update(task.value_names)
 
     def body(**params: Any) -> None:
+        run = require_body("a declarative pipeline")
         values: dict[str, Any] = {}
         previous = None
         for task, step in zip(tasks, steps):
@@ -230,11 +231,11 @@ def build_pipeline(tasks: list[Any], *, name: str | None, module: str) -> tuple[
                     param.default is not inspect.Parameter.empty and _same_value(params[pname], param.default)
                 ):  # the task's own default is not forwarded: a config file's value may fill it
                     kwargs[pname] = params[pname]
-            invocation = step.submit(**kwargs)._inv
-            if previous is not None and previous not in invocation.upstream:
-                invocation.upstream.append(previous)  # run in list order
-            previous = invocation
-            outputs = invocation.output_futures()
+            future = step.submit(**kwargs)
+            if previous is not None:
+                run.order_after(future, previous)  # run in list order
+            previous = future
+            outputs = future.output_futures()
             if outputs is not None:
                 outputs = outputs if isinstance(outputs, tuple) else (outputs,)
                 values.update(zip(task.value_names, outputs))

@@ -25,8 +25,8 @@ def _run_tree(conn: Any, run_id: str) -> list[str]:
 
 
 def delete_run(client: Any, run_id: str) -> None:
+    from ._artifact_io import artifact_store_for
     from ._metadata_store import artifact_versions, pipeline_runs, step_run_artifacts, step_runs
-    from ._runner import artifact_store_for
 
     store = client.store
     store.flush()
@@ -61,7 +61,7 @@ def delete_run(client: Any, run_id: str) -> None:
             artifacts.remove(uri)
         except Exception:  # a file already gone is what we wanted
             pass
-    from ._engine import get_environment
+    from ._stores import open_stores as get_environment
 
     get_environment().cache_memo.clear()  # deleted outputs must not be cache hits in this process
     get_environment()._cache_index.clear()

@@ -1,9 +1,12 @@
-"""The exception hierarchy. Every message says what was wrong and how to fix it."""
+"""The exception hierarchy. Every message says what was wrong and how to fix it.
+
+A leaf: this module imports nothing of unspool's, so every other module may import it.
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 _URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s/@:]*:)[^\s@]+@")
 
@@ -99,21 +102,21 @@ class StepFailedError(UnspoolError):
         step_run_id: str | None = None,
         original_exception: BaseException | None = None,
         error: dict[str, Any] | None = None,
+        load_step_run: Callable[[str], Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.invocation_id = invocation_id
         self.step_run_id = step_run_id
         self.original_exception = original_exception
         self.error = error or {}
+        self._load_step_run = load_step_run  # given by the engine: the stores it recorded in
 
     @property
     def step_run(self) -> Any:
         """The failed step run as stored (loaded on access)."""
-        from ._client import Client
-
-        if self.step_run_id is None:
+        if self.step_run_id is None or self._load_step_run is None:
             return None
-        return Client().get_step_run(self.step_run_id)
+        return self._load_step_run(self.step_run_id)
 
 
 class WorkerLostError(UnspoolError):

@@ -1,44 +1,117 @@
 """Executors: where a step spec turns into a step result.
 
-The engine meets every executor at one narrow seam, ``submit(spec, done)``: run the spec
-somewhere, then call ``done(result)`` from any thread. Threads today; processes and Ray
-plug in here without touching the engine.
+The engine meets every executor at one narrow seam, in the manner of ``concurrent.futures``:
+
+``submit(spec) -> Future[StepResult]``
+    Run the spec somewhere. The future always ends with a :class:`StepResult`; a step that
+    fails, a worker that dies, a timeout: all are failed results, never an exception set
+    on the future. Callbacks may run in any thread.
+``cancel(future, reason, running=True) -> bool``
+    A step still queued never starts (its future gets a "not started" result and ``cancel``
+    returns True). A running one is stopped too when ``running`` is true and the executor
+    can stop it (a process or a Ray task; a thread cannot be stopped).
+``shutdown()``
+    Cancel everything and release the workers.
+
+Each executor owns the timeouts of the steps it runs, counted from the moment a step
+starts (not from its submission): when it passes, the future gets a ``TimeoutError``
+result and the step is stopped where that is possible. ``in_process`` tells the engine
+that steps run in threads of this process, so that it may run one in its own thread.
+
+:class:`ThreadExecutor` (threads of the orchestrating process) is here; the process and
+Ray executors live in ``_process_executor.py`` and ``_ray_executor.py``.
 """
 
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from ._errors import ConfigError
-from ._runner import StepResult, StepSpec, describe_error, run_step
-
-Done = Callable[[StepResult], None]
+from ._runner import (
+    StepResult,
+    StepSpec,
+    failed_result,
+    not_started_result,
+    resolve,
+    resolve_soon,
+    run_step,
+    timed_out_result,
+)
 
 
 class Executor(Protocol):
-    name: str
+    """Where steps run (see the module docstring)."""
 
-    def submit(self, spec: StepSpec, done: Done) -> None: ...
+    name: str
+    in_process: bool
+
+    def submit(self, spec: StepSpec) -> Future[StepResult]: ...
+
+    def cancel(self, future: Future[StepResult], reason: str, running: bool = True) -> bool: ...
 
     def shutdown(self) -> None: ...
 
 
 class ThreadExecutor:
-    """Runs steps in a bounded pool of threads of the orchestrating process."""
+    """Runs steps in a bounded pool of threads of the orchestrating process.
+
+    A step that passes its timeout is reported as timed out at once; its thread cannot be
+    stopped and keeps running in the background, its eventual result ignored.
+    """
 
     name = "inline"
+    in_process = True
 
     def __init__(self, max_workers: int) -> None:
         self.max_workers = max_workers
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="unspool-step")
+        self._specs: dict[Future[StepResult], StepSpec] = {}  # submitted, not started yet
+        self._lock = threading.Lock()
 
-    def submit(self, spec: StepSpec, done: Done) -> None:
-        self._pool.submit(_run_and_report, spec, done)
+    def submit(self, spec: StepSpec) -> Future[StepResult]:
+        future: Future[StepResult] = Future()
+        with self._lock:
+            self._specs[future] = spec
+        self._pool.submit(self._run, spec, future)
+        return future
+
+    def _run(self, spec: StepSpec, future: Future[StepResult]) -> None:
+        with self._lock:
+            if self._specs.pop(future, None) is None:
+                return  # cancelled while queued: never starts
+        timer = None
+        timeout = spec.step.config.timeout
+        if timeout is not None:
+            start = time.time()
+            timer = threading.Timer(timeout, lambda: resolve(future, timed_out_result(
+                spec, timeout, "its thread was abandoned and keeps running in the background", start)))
+            timer.daemon = True
+            timer.start()
+        try:
+            result = run_step(spec)
+        except BaseException as exc:  # pragma: no cover - run_step reports step errors itself
+            result = failed_result(exc)
+        if timer is not None:
+            timer.cancel()
+        resolve(future, result)
+
+    def cancel(self, future: Future[StepResult], reason: str, running: bool = True) -> bool:
+        with self._lock:
+            spec = self._specs.pop(future, None)
+        if spec is None:
+            return False  # running (threads cannot be stopped) or done
+        resolve_soon(future, not_started_result(spec, reason))
+        return True
 
     def shutdown(self) -> None:
+        with self._lock:
+            queued, self._specs = list(self._specs.items()), {}
+        for future, spec in queued:
+            resolve_soon(future, not_started_result(spec, "the run ended"))
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -130,15 +203,15 @@ def executor_kind(orchestrator: dict[str, Any] | None, runtime: str | None) -> s
     return "inline"
 
 
-def open_executor(kind: str, orchestrator: dict[str, Any] | None) -> Any:
+def open_executor(kind: str, orchestrator: dict[str, Any] | None) -> Executor:
     """A ``process`` or ``ray`` executor for one run; one that fails every step if it cannot start."""
     orchestrator = orchestrator or {}
     try:
         if kind == "ray":
-            from ._ray_executor import RayExecutor
+            from ._ray_executor import RayExecutor  # lazy: Ray only for runs that use it
 
             return RayExecutor(orchestrator)
-        from ._process_executor import ProcessExecutor
+        from ._process_executor import ProcessExecutor  # lazy: only for runs with isolated steps
 
         return ProcessExecutor(cpus=orchestrator.get("cpus") if orchestrator.get("type") == "process" else None)
     except Exception as exc:
@@ -148,26 +221,19 @@ def open_executor(kind: str, orchestrator: dict[str, Any] | None) -> Any:
 class FailingExecutor:
     """Stands in for an executor that could not start: each step fails with the reason."""
 
+    in_process = False
+
     def __init__(self, name: str, error: BaseException) -> None:
         self.name = name
         self.error = error
 
-    def submit(self, spec: StepSpec, done: Done) -> None:
-        error = describe_error(self.error)
-        error["message"] = f"the {self.name} executor could not start: {error['message']}"
-        result = StepResult(ok=False, error=error, exception=self.error)
-        threading.Thread(target=done, args=(result,), daemon=True).start()  # never re-enter the caller
+    def submit(self, spec: StepSpec) -> Future[StepResult]:
+        future: Future[StepResult] = Future()
+        resolve_soon(future, failed_result(self.error, f"the {self.name} executor could not start: "))
+        return future
 
-    def cancel_all(self) -> None:
-        pass
+    def cancel(self, future: Future[StepResult], reason: str, running: bool = True) -> bool:
+        return False
 
     def shutdown(self) -> None:
         pass
-
-
-def _run_and_report(spec: StepSpec, done: Done) -> None:
-    try:
-        result = run_step(spec)
-    except BaseException as exc:  # pragma: no cover - run_step reports step errors itself
-        result = StepResult(ok=False, error=describe_error(exc), exception=exc)
-    done(result)

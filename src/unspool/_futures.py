@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterator
 
+from ._artifact_io import ArtifactRef, artifact_store_for, load_artifact
 from ._errors import PipelineError
 
 if TYPE_CHECKING:
@@ -128,8 +129,6 @@ class ArtifactChunk:
             run = self.source._inv.run
             run.ensure_not_compiling("load()", self.source.invocation_id)
             return run.load_produced(self.source._produced(), item_index=self.index)
-        from ._runner import ArtifactRef, artifact_store_for, load_artifact
-
         source = self.source
         ref = ArtifactRef(source.uri, source.materializer, source.data_type, self.index, source.size, f"{source.name}:{source.version}")
         return load_artifact(artifact_store_for(self.source.artifact_store_url), ref)
@@ -176,10 +175,13 @@ class StepRunFuture:
     def step_run(self) -> Any:
         """The stored step run (waits for the step)."""
         self.wait()
-        from ._client import Client
+        run = self._inv.run
+        run.stores.metadata.flush()  # the orchestrator's own writes, committed before reading
+        return run.reader().get_step_run(self._inv.step_run_id)
 
-        self._inv.run.env.metadata.flush()
-        return Client().get_step_run(self._inv.step_run_id)
+    def output_futures(self) -> Any:
+        """The step's outputs as artifact futures (None, one, or a tuple), without waiting."""
+        return self._inv.output_futures()
 
     def _single(self) -> ArtifactFuture:
         outputs = self._inv.output_futures()

@@ -70,10 +70,13 @@ def locate(pipeline: Pipeline[Any]) -> tuple[str, str, str | None]:
     return module_name, attribute, source_file
 
 
-def find_attribute(module: ModuleType, pipeline: Pipeline[Any]) -> str:
-    from ._pipeline import Pipeline
+def _is_pipeline(value: Any) -> bool:
+    # Pipelines carry this marker: the loader sits below ``_pipeline`` and cannot import it.
+    return getattr(type(value), "_unspool_pipeline", False) is True
 
-    candidates = [(n, v) for n, v in vars(module).items() if isinstance(v, Pipeline)]
+
+def find_attribute(module: ModuleType, pipeline: Pipeline[Any]) -> str:
+    candidates = [(n, v) for n, v in vars(module).items() if _is_pipeline(v)]
     for name, value in candidates:
         if value is pipeline:
             return name
@@ -147,14 +150,28 @@ def load_module(source: str, source_file: str | None = None) -> ModuleType:
 
 def load_pipeline(source: str, attribute: str, source_file: str | None = None) -> Pipeline[Any]:
     """The pipeline bound to ``attribute`` in the module ``source`` names."""
-    from ._pipeline import Pipeline
-
     module = load_module(source, source_file)
     obj: Any = module
     for part in attribute.split("."):
         if not hasattr(obj, part):
             raise NotFoundError(f"{source} has no attribute {attribute!r}; was the pipeline renamed?")
         obj = getattr(obj, part)
-    if not isinstance(obj, Pipeline):
+    if not _is_pipeline(obj):
         raise PipelineError(f"{source}:{attribute} is a {type(obj).__name__}, not an unspool pipeline")
     return obj
+
+
+def pipeline_source(pipeline: Pipeline[Any]) -> dict[str, Any]:
+    """Where a pipeline can be loaded from again; ``attribute`` is None when it cannot."""
+    try:
+        source, attribute, source_file = locate(pipeline)
+    except PipelineError as exc:
+        return {"source": None, "attribute": None, "source_file": None, "why": str(exc)}
+    return {"source": source, "attribute": attribute, "source_file": source_file}
+
+
+def import_pipeline(recorded: dict[str, Any]) -> Pipeline[Any]:
+    """The pipeline a run recorded with :func:`pipeline_source`."""
+    if not recorded.get("attribute"):
+        raise PipelineError(f"cannot resume: {recorded.get('why') or 'the run did not record where its pipeline is defined'}")
+    return load_pipeline(recorded["source"], recorded["attribute"], recorded.get("source_file"))

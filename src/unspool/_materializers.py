@@ -26,6 +26,7 @@ import struct
 import threading
 from typing import Any, ClassVar
 
+from ._artifact_store import ArtifactStore
 from ._errors import MaterializerError
 
 # Materializers for optional packages are looked up by the fully qualified type name, so
@@ -96,8 +97,6 @@ class BaseMaterializer:
         # The class that can read what save() wrote; the artifact version records it.
         self.stored_with: type[BaseMaterializer] = type(self)
         if artifact_store is None:
-            from ._artifact_store import ArtifactStore
-
             artifact_store = ArtifactStore(uri.rsplit("/", 1)[0] if "://" in uri else uri)
         self.artifact_store = artifact_store
 

@@ -1,4 +1,4 @@
-"""The metadata store: schema, migrations, a buffered single writer, and queries.
+"""The metadata store: schema, migrations and the buffered single writer (reads: ``_queries``).
 
 The orchestrating process is the only writer. Writes are buffered in memory and committed
 in one transaction per flush (by a background thread every ``FLUSH_INTERVAL`` seconds, or
@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from ._errors import StoreError, mask_secrets
-from ._step import EncodedJSON
+from ._types import EncodedJSON
 
 SCHEMA_VERSION = 2
 FLUSH_INTERVAL = 0.2
@@ -330,7 +330,11 @@ def _sqlite_on_begin(conn: sa.Connection) -> None:
 
 
 class MetadataStore:
-    """Schema owner, buffered writer and query helper for one store URL."""
+    """Schema owner and buffered writer for one store URL; ``read()`` is for ``_queries``.
+
+    Every write goes through the buffer (``insert_*``, ``update_*``, ``delete_step_run``)
+    and lands at the next flush, in one transaction with everything else buffered.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -383,10 +387,14 @@ class MetadataStore:
         return current
 
     def write(self) -> Any:
-        """A connection in a write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
+        """A connection in a write transaction (``BEGIN IMMEDIATE`` on SQLite): for migrations
+        and the flush only; everyone else writes through the buffer."""
         return self._write_engine.begin()
 
     def read(self) -> sa.Connection:
+        """A connection for reading (``_queries``) that sees every write this process made:
+        what is still buffered is committed first (a no-op when nothing is)."""
+        self.flush()
         return self.engine.connect()
 
     # -- buffered writes ----------------------------------------------------------------------
@@ -399,6 +407,7 @@ class MetadataStore:
         self._links: list[dict[str, Any]] = []
         self._pipelines: set[str] = set()
         self._deletes: list[str] = []
+        self._snapshots: list[dict[str, Any]] = []
 
     def add_pipeline(self, name: str) -> None:
         check_lengths(pipelines, {"name": name})
@@ -439,6 +448,12 @@ class MetadataStore:
         check_lengths(artifact_versions, row)
         with self._lock:
             self._artifact_inserts.append((row, handle))
+        self._kick()
+
+    def insert_snapshot(self, row: dict[str, Any]) -> None:
+        check_lengths(snapshots, row)
+        with self._lock:
+            self._snapshots.append(row)
         self._kick()
 
     def delete_step_run(self, step_run_id: str) -> None:
@@ -493,11 +508,13 @@ class MetadataStore:
                 if not (
                     self._run_inserts or self._run_updates or self._step_inserts or self._step_updates
                     or self._artifact_inserts or self._links or self._pipelines or self._deletes
+                    or self._snapshots
                 ):
                     return
                 batch = (
                     self._pipelines, self._run_inserts, self._run_updates, self._step_inserts,
                     self._step_updates, self._artifact_inserts, self._links, self._deletes,
+                    self._snapshots,
                 )
                 self._reset_buffers()
             try:
@@ -511,8 +528,8 @@ class MetadataStore:
                 raise
 
     def _salvage(self, batch: tuple[Any, ...]) -> None:
-        pipes, run_ins, run_upd, step_ins, step_upd, arts, links, deletes = batch
-        empty: tuple[Any, ...] = (set(), {}, {}, {}, {}, [], [], [])
+        pipes, run_ins, run_upd, step_ins, step_upd, arts, links, deletes, snaps = batch
+        empty: tuple[Any, ...] = (set(), {}, {}, {}, {}, [], [], [], [])
         singles: list[tuple[str, str, tuple[Any, ...]]] = []
 
         def single(position: int, value: Any, what: str, key: str) -> None:
@@ -536,6 +553,8 @@ class MetadataStore:
             single(5, [(row, handle)], "artifact version", row.get("id", "?"))
         for link in links:
             single(6, [link], "lineage link", f"{link.get('step_run_id')}->{link.get('artifact_version_id')}")
+        for snap in snaps:
+            single(8, [snap], "snapshot", snap.get("name", "?"))
         for what, key, parts in singles:
             try:
                 self._write_batch(*parts)
@@ -546,9 +565,11 @@ class MetadataStore:
 
                 print(f"unspool: the metadata store refused {what} {key}: {reason}", file=sys.__stderr__)
 
-    def _requeue(self, pipes: Any, run_ins: Any, run_upd: Any, step_ins: Any, step_upd: Any, arts: Any, links: Any, deletes: Any) -> None:
+    def _requeue(self, pipes: Any, run_ins: Any, run_upd: Any, step_ins: Any, step_upd: Any, arts: Any,
+                 links: Any, deletes: Any, snaps: Any) -> None:
         with self._lock:
             self._deletes[:0] = deletes
+            self._snapshots[:0] = snaps
             self._pipelines |= pipes
             for key, row in run_ins.items():
                 row.update(self._run_inserts.pop(key, {}))
@@ -575,6 +596,7 @@ class MetadataStore:
         arts: list[tuple[dict[str, Any], Any]],
         links: list[dict[str, Any]],
         deletes: list[str],
+        snaps: list[dict[str, Any]],
     ) -> None:
         now = time.time()
         assigned: list[tuple[Any, int]] = []
@@ -630,6 +652,9 @@ class MetadataStore:
             if links:
                 conn.execute(step_run_artifacts.insert(), links)
                 n += 1
+            if snaps:
+                conn.execute(snapshots.insert(), snaps)
+                n += 1
             self.statements += n
         for handle, version in assigned:
             handle.version = version
@@ -651,40 +676,3 @@ class MetadataStore:
         self._closed = True
         self._wake.set()
         self.engine.dispose()
-
-    # -- queries ----------------------------------------------------------------------------
-    def completed_outputs(self, step_name: str) -> list[tuple[str, str, str, dict[str, Any]]]:
-        """(cache key, step run id, output name, artifact fields) of completed runs of a step,
-        newest first."""
-        av = artifact_versions
-        query = (
-            sa.select(
-                step_runs.c.cache_key, step_runs.c.id.label("step_run_id"),
-                step_run_artifacts.c.name.label("output_name"), av.c.id, av.c.name, av.c.uri,
-                av.c.materializer, av.c.data_type, av.c.content_hash, av.c.size, av.c.item_count,
-                av.c.producer_step_run_id, av.c.version,
-            )
-            .select_from(step_runs)
-            .outerjoin(
-                step_run_artifacts,
-                sa.and_(
-                    step_run_artifacts.c.step_run_id == step_runs.c.id,
-                    step_run_artifacts.c.direction == "output",
-                ),
-            )
-            .outerjoin(av, av.c.id == step_run_artifacts.c.artifact_version_id)
-            .where(
-                step_runs.c.step_name == step_name,
-                step_runs.c.status == "completed",
-                step_runs.c.cache_key.is_not(None),
-            )
-            .order_by(step_runs.c.end_time.desc())
-        )
-        self.flush()
-        fields = ("id", "name", "uri", "materializer", "data_type", "content_hash", "size",
-                  "item_count", "producer_step_run_id", "version")
-        with self.read() as conn:
-            return [
-                (row.cache_key, row.step_run_id, row.output_name, {f: getattr(row, f) for f in fields})
-                for row in conn.execute(query)
-            ]

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from ._types import ExecutionMode, ExecutionStatus
 
 if TYPE_CHECKING:
-    from ._engine import Invocation, Run
+    from ._engine import Run
+    from ._invocation import Invocation
 
 
 def note_seen(inv: Invocation) -> None:

@@ -43,16 +43,6 @@ class Model:
         return {k: _jsonable(v) for k, v in dataclasses.asdict(self).items()}
 
 
-def recorded_model(model: Any) -> Any:
-    if model is None:
-        return None
-    if hasattr(model, "recorded"):
-        return model.recorded()
-    if isinstance(model, dict):
-        return model
-    return {"name": getattr(model, "name", repr(model)), "version": getattr(model, "version", None)}
-
-
 @dataclass(frozen=True)
 class PipelineContext:
     """What a pipeline body can know about its run (``get_pipeline_context()``)."""
@@ -69,7 +59,7 @@ class PipelineContext:
 
 def get_pipeline_context() -> PipelineContext:
     """The context of the pipeline body running in this thread; an error elsewhere."""
-    from ._engine import current_run
+    from ._context import current_run
 
     run = current_run()
     if run is None:
@@ -87,8 +77,9 @@ def get_pipeline_context() -> PipelineContext:
 def _store_version(name: str, uri: str, materializer: str, data_type: str, content_hash: str, size: int,
                    item_count: int | None, tags: list[str] | None, metadata: dict[str, Any] | None) -> Any:
     from ._client import Client
-    from ._engine import Produced, get_environment
     from ._ids import new_id
+    from ._stores import open_stores as get_environment
+    from ._types import Produced
 
     if not name or "{" in name:
         raise StepInputError(f"artifact name {name!r} must be a non-empty name without {{placeholders}}")
@@ -116,10 +107,10 @@ def save_artifact(data: Any, name: str, version: Any = None, tags: list[str] | N
     Versions are numbered by unspool (``version`` is accepted and ignored, as are ZenML's
     other options); ``materializer`` chooses how it is written.
     """
-    from ._engine import get_environment
     from ._ids import new_id
     from ._materializers import materializer_from_path, materializer_registry
     from ._runner import save_artifact as write
+    from ._stores import open_stores as get_environment
 
     env = get_environment()
     if isinstance(materializer, str):
@@ -177,9 +168,9 @@ def log_metadata_stored(metadata: dict[str, Any], *, step_name: str | None, run:
     import sqlalchemy as sa
 
     from ._client import Client
-    from ._engine import get_environment
     from ._errors import UnspoolError
     from ._metadata_store import artifact_versions
+    from ._stores import open_stores as get_environment
 
     client = Client()
     store = get_environment().metadata
@@ -193,7 +184,7 @@ def log_metadata_stored(metadata: dict[str, Any], *, step_name: str | None, run:
                         f"log_metadata(step_name={step_name!r}) outside a step also needs "
                         "run_id_name_or_prefix= (the run the step belongs to)"
                     )
-                from ._runner import get_step_context
+                from ._context import get_step_context
 
                 run = get_step_context().run_id
             steps = client.get_pipeline_run(run).steps

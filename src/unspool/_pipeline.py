@@ -11,100 +11,16 @@ import dataclasses
 import functools
 import inspect
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generic, TypeVar, overload
 
+from ._config import _PIPELINE_OPTIONS, Budget, PipelineConfig, normalise
+from ._context import current_run, require_body
 from ._errors import StepDefinitionError
-from ._step import Step, StepRetryConfig
+from ._step import StepRetryConfig
 from ._types import ExecutionMode
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Hard limits for one run (children included). ``None`` means unlimited.
-
-    ``spend`` holds user-named limits that steps charge through
-    ``get_step_context().spend(...)``, e.g. ``{"tokens": 200_000, "usd": 0.5}`` (``_spend.py``).
-    """
-
-    max_steps: int | None = None
-    max_fan_out: int | None = None
-    max_parallelism: int | None = None
-    max_depth: int | None = None
-    max_duration_s: float | None = None
-    spend: dict[str, float] | None = field(default=None, hash=False)
-
-    def __post_init__(self) -> None:
-        from ._spend import validate
-
-        object.__setattr__(self, "spend", validate(self.spend))
-        for f in dataclasses.fields(self):
-            if f.name == "spend":
-                continue
-            value = getattr(self, f.name)
-            if value is not None and (not isinstance(value, (int, float)) or value <= 0):
-                raise ValueError(f"Budget.{f.name} must be a positive number or None, got {value!r}")
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    name: str
-    dynamic: bool = False
-    enable_cache: bool = True
-    settings: dict[str, Any] = field(default_factory=dict)
-    substitutions: dict[str, str] = field(default_factory=dict)
-    execution_mode: ExecutionMode = ExecutionMode.CONTINUE_ON_FAILURE
-    retry: StepRetryConfig | None = None
-    budget: Budget | None = None
-    on_failure: Callable[..., Any] | None = None
-    on_success: Callable[..., Any] | None = None
-    on_init: Callable[..., Any] | None = None
-    on_cleanup: Callable[..., Any] | None = None
-    depends_on: tuple[Any, ...] = ()
-    config_path: str | None = None
-    run_name: str | None = None
-    parameters: dict[str, Any] = field(default_factory=dict)
-    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
-    max_parallelism: int | None = None
-    orchestrator: dict[str, Any] = field(default_factory=dict)
-    # ZenML options recorded with the run (see _parity for what each means locally)
-    tags: tuple[str, ...] = ()
-    enable_step_logs: bool | None = None
-    environment: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-    model: Any = None
-
-    def recorded(self) -> dict[str, Any]:
-        from ._step import _jsonable
-
-        return {
-            "dynamic": self.dynamic,
-            "enable_cache": self.enable_cache,
-            "settings": _jsonable(self.settings),
-            "substitutions": dict(self.substitutions),
-            "execution_mode": str(self.execution_mode),
-            "retry": dataclasses.asdict(self.retry) if self.retry else None,
-            "budget": dataclasses.asdict(self.budget) if self.budget else None,
-            "config_path": self.config_path,
-            "orchestrator": _jsonable(self.orchestrator),
-            **({"tags": list(self.tags)} if self.tags else {}),
-            **({"enable_step_logs": self.enable_step_logs} if self.enable_step_logs is not None else {}),
-            **({"environment": _jsonable(self.environment)} if self.environment else {}),
-            **({"extra": _jsonable(self.extra)} if self.extra else {}),
-            **({"model": _recorded_model(self.model)} if self.model is not None else {}),
-        }
-
-
-def _recorded_model(model: Any) -> Any:
-    from ._parity import recorded_model
-
-    return recorded_model(model)
-
-
-_PIPELINE_OPTIONS = {f.name for f in dataclasses.fields(PipelineConfig)} - {"name"} | {"name"}
 
 
 class Pipeline(Generic[F]):
@@ -113,6 +29,8 @@ class Pipeline(Generic[F]):
     ``Pipeline(steps=[PythonTask(...), ...], name=...)`` builds a declarative pipeline from a
     list of tasks instead (see ``_declarative.py``); ``.execute(config=...)`` runs either kind.
     """
+
+    _unspool_pipeline = True  # how ``_loading`` recognises a pipeline without importing this module
 
     def __init__(
         self,
@@ -128,7 +46,7 @@ class Pipeline(Generic[F]):
                     "Pipeline(steps=[...]) builds a declarative pipeline from tasks; pass steps or "
                     "a function, not both"
                 )
-            from ._declarative import build_pipeline
+            from ._declarative import build_pipeline  # lazy: keeps `import unspool` light
 
             caller = sys._getframe(1).f_globals.get("__name__", "__main__")
             func, config = build_pipeline(steps, name=name, module=caller)  # type: ignore[assignment]
@@ -161,10 +79,10 @@ class Pipeline(Generic[F]):
                 f"valid options are {sorted(_PIPELINE_OPTIONS)}"
             )
         if overrides.get("config_path") is not None:
-            from ._config_file import options_from_file
+            from ._config_file import options_from_file  # lazy: yaml and pydantic on first use
 
             overrides = options_from_file(self, overrides)
-        merged = _normalise(dict(overrides))
+        merged = normalise(dict(overrides))
         for key in ("settings", "substitutions", "parameters", "environment", "extra"):
             if key in merged:
                 merged[key] = {**getattr(self.config, key), **merged[key]}
@@ -183,17 +101,15 @@ class Pipeline(Generic[F]):
 
         Returns the :class:`~unspool.Snapshot`; trigger it with ``Client().trigger_pipeline``.
         """
-        from ._snapshots import create_snapshot
+        from ._snapshots import create_snapshot  # lazy: the stores (SQLAlchemy) on first use
 
         return create_snapshot(self, name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from ._engine import current_run, run_pipeline
-
         parent = current_run()
         if parent is not None:
             return parent.call_child(self, args, kwargs, mode="sync")
-        from ._loading import loading
+        from ._loading import loading  # lazy: the engine and stores load on the first run
 
         where = loading()
         if where is not None:
@@ -203,63 +119,19 @@ class Pipeline(Generic[F]):
                 file=sys.__stderr__,
             )
             return None
-        from ._parity import run_environment
+        from ._engine import run_pipeline  # lazy: the engine and stores load on the first run
+        from ._parity import run_environment  # lazy: as the engine
 
         with run_environment(self.config.environment):
             return run_pipeline(self, args, kwargs)
 
     def submit(self, *args: Any, **kwargs: Any) -> Any:
         """Run as a child pipeline concurrently (inside a dynamic pipeline body)."""
-        from ._engine import require_body
-
         return require_body(f"{self.name}.submit()").call_child(self, args, kwargs, mode="submit")
 
     def embed(self, *args: Any, **kwargs: Any) -> Any:
         """Run this pipeline's body inside the current run, without a child run."""
-        from ._engine import require_body
-
         return require_body(f"{self.name}.embed()").embed_child(self, args, kwargs)
-
-
-def _normalise(options: dict[str, Any]) -> dict[str, Any]:
-    mode = options.get("execution_mode")
-    if mode is not None and not isinstance(mode, ExecutionMode):
-        try:
-            options["execution_mode"] = ExecutionMode(str(mode).upper())
-        except ValueError:
-            raise StepDefinitionError(
-                f"execution_mode must be one of {[m.value for m in ExecutionMode]}, got {mode!r}"
-            ) from None
-    retry = options.get("retry")
-    if isinstance(retry, dict):
-        options["retry"] = StepRetryConfig(**retry)
-    budget = options.get("budget")
-    if isinstance(budget, dict):
-        options["budget"] = Budget(**budget)
-    tags = options.get("tags")
-    if tags is not None:
-        if isinstance(tags, str) or not all(isinstance(t, str) for t in tags):
-            raise StepDefinitionError(f"tags must be a list of strings, got {tags!r}")
-        options["tags"] = tuple(tags)
-    for key in ("environment", "extra"):
-        if key in options and options[key] is not None and not isinstance(options[key], dict):
-            raise StepDefinitionError(f"{key} must be a dict, got {type(options[key]).__name__}")
-    if "depends_on" in options and options["depends_on"] is not None:
-        options["depends_on"] = tuple(options["depends_on"])
-    for key in ("settings", "substitutions", "parameters", "steps", "orchestrator", "environment", "extra"):
-        if key in options and options[key] is None:
-            options[key] = {}
-    if options.get("orchestrator"):
-        from ._executors import validate_orchestrator
-
-        options["orchestrator"] = validate_orchestrator(options["orchestrator"])
-    mp = options.get("max_parallelism")
-    if mp is not None and (not isinstance(mp, int) or mp < 1):
-        raise StepDefinitionError(f"max_parallelism must be a positive int, got {mp!r}")
-    for dep in options.get("depends_on") or ():
-        if not isinstance(dep, Step):
-            raise StepDefinitionError(f"depends_on takes steps, got {dep!r}")
-    return options
 
 
 @overload
@@ -303,7 +175,7 @@ def pipeline(func: Any = None, /, **options: Any) -> Any:
                 f"@pipeline got unknown option(s) {sorted(unknown)}; valid options are "
                 f"{sorted(_PIPELINE_OPTIONS - {'name'})}"
             )
-        return Pipeline(f, PipelineConfig(name=name, **_normalise(opts)))
+        return Pipeline(f, PipelineConfig(name=name, **normalise(opts)))
 
     if func is not None:
         return wrap(func)

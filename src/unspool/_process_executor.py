@@ -1,7 +1,7 @@
 """Isolated steps on this machine: every attempt in a fresh worker process.
 
-:class:`ProcessExecutor` meets the engine at the usual seam, ``submit(spec, done)``. For
-each spec it
+:class:`ProcessExecutor` meets the engine at the usual seam (``_executors.Executor``:
+``submit(spec)`` returns a future of the step result). For each spec it
 
 1. admits the step when the CPUs and memory it asks for (``settings={"resources": ...}``,
    see ``_resources.py``) fit what the running isolated steps leave of the machine; a step
@@ -13,12 +13,13 @@ each spec it
 3. when the worker exits, reads the result it wrote. No result means the worker died: the
    step fails with "worker process exited with signal 9 (SIGKILL) while running step 'x'"
    (or "with exit code 3"), and that line is appended to the step's log, which holds what
-   the worker printed up to its death. ``done`` is called from a new thread, so a slow
+   the worker printed up to its death. The future is resolved from a new thread, so a slow
    callback (the engine continuing a chain of inline steps) never delays other exits.
 
-``cancel_all()`` kills every running worker and drops the queue (FAIL_FAST); ``shutdown()``
-does the same and stops the zygote. A step with a ``timeout`` has its worker killed when
-the timeout passes. The orchestrating process stays the only writer of the metadata store.
+``cancel(future, reason)`` drops a queued step (it never starts) or kills a running one's
+worker; ``shutdown()`` does that to all and stops the zygote. A step with a ``timeout`` has
+its worker killed when the timeout passes, counted from the worker's start, and ends with a
+``TimeoutError``. The orchestrating process stays the only writer of the metadata store.
 """
 
 from __future__ import annotations
@@ -33,23 +34,32 @@ import tempfile
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable
 
+from ._artifact_io import artifact_store_for
 from ._artifact_store import path_segment
 from ._errors import UnspoolError, WorkerLostError
 from ._resources import StepResources, machine_memory
-from ._runner import StepResult, StepSpec, artifact_store_for, describe_error
+from ._runner import (
+    StepResult,
+    StepSpec,
+    describe_error,
+    failed_result,
+    not_started_result,
+    resolve_soon,
+    timed_out_result,
+)
 from ._worker import RESULT_FILE, SPEC_FILE, dump_spec, load_result
 
-Done = Callable[[StepResult], None]
 OnExit = Callable[[int | None], None]  # the worker's wait status; None: the zygote was lost
 
 
 @dataclass
 class _Job:
     spec: StepSpec
-    done: Done
+    future: Future[StepResult]
     cpu: float
     memory: int
     token: str = ""
@@ -57,6 +67,7 @@ class _Job:
     started: float = 0.0
     stop_reason: str | None = None  # set when we kill it on purpose
     timer: threading.Timer | None = None
+    timed_out: float | None = None  # the timeout that stopped it
     blob: bytes = b""
 
 
@@ -64,6 +75,7 @@ class ProcessExecutor:
     """Runs each step attempt in a fresh worker process (see the module docstring)."""
 
     name = "isolated"
+    in_process = False
 
     def __init__(
         self,
@@ -97,13 +109,14 @@ class ProcessExecutor:
         )
 
     # -- the seam ------------------------------------------------------------------------------------
-    def submit(self, spec: StepSpec, done: Done) -> None:
+    def submit(self, spec: StepSpec) -> Future[StepResult]:
+        future: Future[StepResult] = Future()
         try:
             wanted = StepResources.from_settings(spec.step.config.settings, step=spec.step.name)
         except UnspoolError as exc:
-            _report(done, _failure(exc))
-            return
-        job = _Job(spec, done, cpu=min(wanted.cpu, self.cpus), memory=min(wanted.memory or 0, self.memory))
+            resolve_soon(future, failed_result(exc))
+            return future
+        job = _Job(spec, future, cpu=min(wanted.cpu, self.cpus), memory=min(wanted.memory or 0, self.memory))
         try:
             job.blob = dump_spec(spec)
         except Exception as exc:
@@ -114,8 +127,8 @@ class ProcessExecutor:
                 "be picklable with cloudpickle"
             )
             now = time.time()
-            _report(done, StepResult(ok=False, error=error, exception=exc, start_time=now, end_time=now))
-            return
+            resolve_soon(future, StepResult(ok=False, error=error, exception=exc, start_time=now, end_time=now))
+            return future
         with self._lock:
             if self._closed:
                 closed = True
@@ -123,26 +136,45 @@ class ProcessExecutor:
                 closed = False
                 self._queue.append(job)
         if closed:
-            _report(done, _failure(UnspoolError("the run's process executor is shut down")))
-            return
+            resolve_soon(future, failed_result(UnspoolError("the run's process executor is shut down")))
+            return future
         self._dispatch()
+        return future
 
-    def cancel_all(self, reason: str = "the run is stopping") -> None:
-        """Kill every running worker and drop queued steps (their ``done`` still runs)."""
+    def cancel(self, future: Future[StepResult], reason: str, running: bool = True) -> bool:
+        """A queued step never starts (True); a running one's worker is killed if ``running``."""
+        with self._lock:
+            queued = next((job for job in self._queue if job.future is future), None)
+            if queued is not None:
+                self._queue.remove(queued)
+            victim = None
+            if queued is None and running:
+                victim = next((job for job in self._running.values() if job.future is future), None)
+                if victim is not None:
+                    victim.stop_reason = reason
+        if queued is not None:
+            resolve_soon(future, not_started_result(queued.spec, reason))
+            return True
+        if victim is not None:
+            self._kill(victim, signal.SIGKILL)
+        return False
+
+    def _cancel_all(self, reason: str) -> None:
+        """Kill every running worker and drop queued steps (their futures still resolve)."""
         with self._lock:
             queued, self._queue = list(self._queue), deque()
             running = list(self._running.values())
             for job in running:
                 job.stop_reason = reason
         for job in queued:
-            _report(job.done, _failure(WorkerLostError(f"step {job.spec.invocation_id!r} was not started: {reason}")))
+            resolve_soon(job.future, not_started_result(job.spec, reason))
         for job in running:
             self._kill(job, signal.SIGKILL)
 
     def shutdown(self) -> None:
         with self._lock:
             self._closed = True
-        self.cancel_all("the run ended")
+        self._cancel_all("the run ended")
         deadline = time.monotonic() + 10
         while self._running and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -217,6 +249,7 @@ class ProcessExecutor:
 
     def _timed_out(self, job: _Job, timeout: float) -> None:
         job.stop_reason = f"killed after its timeout of {timeout}s"
+        job.timed_out = timeout
         self._kill(job, signal.SIGKILL)
 
     def _kill(self, job: _Job, signum: int) -> None:
@@ -234,12 +267,12 @@ class ProcessExecutor:
                 with open(result_path, "rb") as f:
                     result = load_result(f.read())
             except Exception as exc:
-                result = _failure(exc, f"the result of step {job.spec.invocation_id!r} could not be read: ")
+                result = failed_result(exc, f"the result of step {job.spec.invocation_id!r} could not be read: ")
         if result is None:
             result = self._lost(job, status, launch_error)
         shutil.rmtree(job.directory, ignore_errors=True)
         self._release(job)
-        _report(job.done, result)
+        resolve_soon(job.future, result)
         self._dispatch()
 
     def _lost(self, job: _Job, status: int | None, launch_error: BaseException | None) -> StepResult:
@@ -254,10 +287,11 @@ class ProcessExecutor:
         message = f"worker process {how} while running step {spec.invocation_id!r}"
         if job.stop_reason:
             message += f" ({job.stop_reason})"
-        exc = WorkerLostError(message)
-        result = _failure(exc)
+        if job.timed_out is not None:
+            result = timed_out_result(spec, job.timed_out, "its worker was stopped", job.started)
+        else:
+            result = failed_result(WorkerLostError(message), start_time=job.started)
         result.error["exit_status"] = None if status is None else _exit_code(status)  # type: ignore[index]
-        result.start_time = job.started
         try:
             store = artifact_store_for(spec.artifact_store_url)
             store.append_text(spec.logs_uri, f"--- {message} ---\n")
@@ -440,16 +474,3 @@ def describe_exit(status: int, hint: bool = True) -> str:
         signal.SIGSEGV: ": the step crashed",
     }.get(signum, "") if hint else ""  # type: ignore[call-overload]
     return f"with signal {signum} ({name}{why})"
-
-
-def _failure(exc: BaseException, prefix: str = "") -> StepResult:
-    error = describe_error(exc)
-    if prefix:
-        error["message"] = prefix + error["message"]
-    now = time.time()
-    return StepResult(ok=False, error=error, exception=exc, start_time=now, end_time=now)
-
-
-def _report(done: Done, result: StepResult) -> None:
-    """Call ``done`` from a thread of its own (it may go on to run inline steps)."""
-    threading.Thread(target=done, args=(result,), name="unspool-step-done", daemon=True).start()

@@ -16,8 +16,9 @@ its outputs and log to the artifact store, which every Ray node must therefore r
   than the whole cluster has fails at once with a clear error instead of waiting forever.
 * Failures: Ray never retries a task (``max_retries=0``). A worker that dies fails only the
   steps it held, and unspool applies the step's ``retry`` like anywhere else.
-  ``cancel_all()`` force-cancels every running task (FAIL_FAST); a step with a ``timeout``
-  is cancelled when it passes.
+  ``cancel(future, reason)`` force-cancels the step's task (FAIL_FAST); a step with a
+  ``timeout`` is cancelled when it passes and ends with a ``TimeoutError`` (Ray does not
+  report when a task starts, so here the clock starts at submission).
 
 Only this module imports ``ray``; install it with ``pip install 'unspool[ray]'``.
 """
@@ -27,14 +28,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, Callable
+from concurrent.futures import Future
+from typing import Any
 
+from ._artifact_io import artifact_store_for
 from ._errors import UnspoolError, WorkerLostError
 from ._resources import StepResources
-from ._runner import StepResult, StepSpec, artifact_store_for, describe_error
+from ._runner import StepResult, StepSpec, failed_result, resolve, resolve_soon, timed_out_result
 from ._worker import dump_spec, load_result, run_serialised
-
-Done = Callable[[StepResult], None]
 
 
 def _ray() -> Any:
@@ -88,6 +89,7 @@ class RayExecutor:
     """Runs step specs as Ray tasks (see the module docstring)."""
 
     name = "ray"
+    in_process = False
 
     def __init__(self, orchestrator: dict[str, Any]) -> None:
         ray = self.ray = _ray()
@@ -100,46 +102,56 @@ class RayExecutor:
         self._task = ray.remote(max_retries=0)(run_remote)
         self._lock = threading.Lock()
         self._pending: dict[Any, tuple[StepSpec, str | None]] = {}  # ref -> (spec, stop reason)
+        self._refs: dict[Future[StepResult], Any] = {}  # future -> ref, while pending
         self._totals: dict[str, float] | None = None
 
     def __repr__(self) -> str:
         return f"<RayExecutor running={len(self._pending)}>"
 
     # -- the seam -------------------------------------------------------------------------------------
-    def submit(self, spec: StepSpec, done: Done) -> None:
+    def submit(self, spec: StepSpec) -> Future[StepResult]:
+        future: Future[StepResult] = Future()
         try:
             wanted = StepResources.from_settings(spec.step.config.settings, step=spec.step.name)
             options = self._options(spec, wanted)
             blob = dump_spec(spec)
         except Exception as exc:
-            _report(done, _failure(exc))
-            return
+            resolve_soon(future, failed_result(exc))
+            return future
         ref = self._task.options(**options).remote(blob)
         with self._lock:
             self._pending[ref] = (spec, None)
+            self._refs[future] = ref
         timeout = spec.step.config.timeout
         timer = None
-        if timeout is not None:
-            timer = threading.Timer(timeout, self._cancel, (ref, f"cancelled after its timeout of {timeout}s"))
+        start = time.time()
+        if timeout is not None:  # Ray does not say when a task starts: the clock starts at submission
+            timer = threading.Timer(timeout, self._time_out, (ref, future, spec, timeout, start))
             timer.daemon = True
             timer.start()
-        start = time.time()
 
         def on_done(fut: Any) -> None:  # in Ray's callback thread: hand over at once
             threading.Thread(
-                target=self._finished, args=(ref, fut, start, timer, done), name="unspool-ray-done", daemon=True
+                target=self._finished, args=(ref, fut, start, timer, future), name="unspool-ray-done", daemon=True
             ).start()
 
         ref.future().add_done_callback(on_done)
+        return future
 
-    def cancel_all(self, reason: str = "the run is stopping") -> None:
+    def cancel(self, future: Future[StepResult], reason: str, running: bool = True) -> bool:
+        """Force-cancel the step's task. Ray does not tell a queued task from a running one,
+        so ``running=False`` leaves it alone; returns False (it may have started)."""
+        with self._lock:
+            ref = self._refs.get(future)
+        if ref is not None and running:
+            self._cancel(ref, reason)
+        return False
+
+    def shutdown(self) -> None:
         with self._lock:
             refs = list(self._pending)
         for ref in refs:
-            self._cancel(ref, reason)
-
-    def shutdown(self) -> None:
-        self.cancel_all("the run ended")
+            self._cancel(ref, "the run ended")
 
     # -- helpers ---------------------------------------------------------------------------------------
     def _options(self, spec: StepSpec, wanted: StepResources) -> dict[str, Any]:
@@ -182,17 +194,23 @@ class RayExecutor:
         except Exception:  # pragma: no cover - already finished
             pass
 
-    def _finished(self, ref: Any, fut: Any, start: float, timer: threading.Timer | None, done: Done) -> None:
+    def _time_out(self, ref: Any, future: Future[StepResult], spec: StepSpec, timeout: float, start: float) -> None:
+        if resolve(future, timed_out_result(spec, timeout, "its Ray task was cancelled", start)):
+            self._cancel(ref, f"cancelled after its timeout of {timeout}s")
+
+    def _finished(self, ref: Any, fut: Any, start: float, timer: threading.Timer | None,
+                  future: Future[StepResult]) -> None:
         if timer is not None:
             timer.cancel()
         with self._lock:
             spec, stop_reason = self._pending.pop(ref, (None, None))
+            self._refs.pop(future, None)
         assert spec is not None
         try:
             result = load_result(fut.result())
         except Exception as exc:
             result = self._lost(spec, exc, stop_reason, start)
-        done(result)
+        resolve(future, result)
 
     def _lost(self, spec: StepSpec, exc: BaseException, stop_reason: str | None, start: float) -> StepResult:
         ray = self.ray
@@ -207,22 +225,11 @@ class RayExecutor:
         message = f"{what} while running step {spec.invocation_id!r}"
         detail = str(exc).strip().splitlines()
         lost = WorkerLostError(message + (f": {detail[0]}" if detail else ""))
-        result = _failure(lost)
+        result = failed_result(lost, start_time=start)
         result.error["ray_error"] = type(exc).__name__  # type: ignore[index]
-        result.start_time = start
         try:
             artifact_store_for(spec.artifact_store_url).append_text(spec.logs_uri, f"--- {message} ---\n")
             result.logs_uri = spec.logs_uri
         except Exception:  # pragma: no cover
             pass
         return result
-
-
-def _failure(exc: BaseException) -> StepResult:
-    now = time.time()
-    return StepResult(ok=False, error=describe_error(exc), exception=exc, start_time=now, end_time=now)
-
-
-def _report(done: Done, result: StepResult) -> None:
-    """Call ``done`` from a thread of its own (never re-enter the engine from ``submit``)."""
-    threading.Thread(target=done, args=(result,), name="unspool-ray-done", daemon=True).start()

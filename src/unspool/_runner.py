@@ -10,20 +10,21 @@ from and writes outputs to the artifact store itself; it never touches the metad
 
 from __future__ import annotations
 
-import contextvars
-import importlib
 import inspect
 import threading
 import time
 import traceback
 import typing
 import weakref
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import _logs
+from ._artifact_io import ArtifactRef, artifact_store_for, load_artifact, type_path
 from ._artifact_store import ArtifactStore, SaveTracker, TrackingArtifactStore, directory_digest
-from ._errors import ArtifactDamagedError, MaterializerError, StepOutputError, StoreError
+from ._context import INFERRED, StepContext, enter_step, leave_step
+from ._errors import MaterializerError, StepOutputError, StoreError
 from ._materializers import (
     BaseMaterializer,
     materializer_from_path,
@@ -31,18 +32,6 @@ from ._materializers import (
     materializer_registry,
 )
 from ._step import Step, split_outputs
-
-
-@dataclass
-class ArtifactRef:
-    """Where an input artifact (or one element of it) lives."""
-
-    uri: str
-    materializer: str
-    data_type: str
-    item_index: int | None = None
-    size: int | None = None  # as recorded: a load checks the files still hold that many bytes
-    name: str | None = None  # the artifact's name, for errors
 
 
 @dataclass
@@ -94,170 +83,10 @@ class StepResult:
     cpu_time: float | None = None  # CPU seconds of the thread that ran it (in-process only)
     spend: dict[str, float] = field(default_factory=dict)  # charges (see _spend.py)
     interrupted: bool = False  # Ctrl-C (KeyboardInterrupt in a main thread): stopped, not failed
+    started: bool = True  # False: cancelled before it started (whoever cancelled records it)
 
 
-# -- step context --------------------------------------------------------------------------------
-
-@dataclass
-class StepContext:
-    """What a running step can know about itself (``get_step_context()``)."""
-
-    run_id: str
-    step_run_id: str
-    invocation_id: str
-    step_name: str
-    pipeline_name: str
-    attempt: int
-    budget_remaining: dict[str, Any] | None
-    step_metadata: dict[str, Any] = field(default_factory=dict)
-    artifact_metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
-    spent: dict[str, float] = field(default_factory=dict)
-
-    def spend(self, **amounts: float) -> None:
-        """Charge this step's use of something counted (``tokens=1200, usd=0.003``).
-
-        Charges are added up per step and per run (children included) by the orchestrator and
-        checked against ``Budget(spend=...)`` before every later step call (``_spend.py``).
-        """
-        from ._spend import add_charges
-
-        add_charges(self.spent, amounts)
-
-    @property
-    def spend_remaining(self) -> dict[str, float] | None:
-        """Per spend limit: what the run had left when this step started, less its own charges."""
-        left = (self.budget_remaining or {}).get("spend")
-        if left is None:
-            return None
-        return {key: value - self.spent.get(key, 0) for key, value in left.items()}
-
-    @property
-    def pipeline_run(self) -> Any:
-        """The stored run this step belongs to (a ``PipelineRun``)."""
-        from ._client import Client
-
-        return Client().get_pipeline_run(self.run_id)
-
-    @property
-    def step_run(self) -> Any:
-        """This step run: ``id``, ``name``, ``invocation_id``, ``attempt``, ``pipeline_run_id``."""
-        from types import SimpleNamespace
-
-        return SimpleNamespace(id=self.step_run_id, name=self.step_name, invocation_id=self.invocation_id,
-                               attempt=self.attempt, pipeline_run_id=self.run_id)
-
-
-_context: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar("unspool_step_context", default=None)
-
-
-def get_step_context() -> StepContext:
-    """The context of the step running in this thread; an error outside a step."""
-    ctx = _context.get()
-    if ctx is None:
-        from ._errors import UnspoolError
-
-        raise UnspoolError("get_step_context() can only be called inside a running step")
-    return ctx
-
-
-def log_metadata(
-    metadata: dict[str, Any],
-    *,
-    artifact_name: str | None = None,
-    infer_artifact: bool = False,
-    step_name: str | None = None,
-    run_id_name_or_prefix: str | None = None,
-    step_id: str | None = None,
-    artifact_version_id: str | None = None,
-    artifact_version: str | int | None = None,
-    **model_options: Any,
-) -> None:
-    """Attach metadata, as in ZenML.
-
-    Inside a step: to the step run, to one of its outputs (``artifact_name``), or to its only
-    output (``infer_artifact=True``). Anywhere: to a stored step run (``step_name`` with
-    ``run_id_name_or_prefix``, or ``step_id``), an artifact version (``artifact_version_id``,
-    or ``artifact_name`` with ``artifact_version``) or a run (``run_id_name_or_prefix``).
-    Model options (``model_name``, ``infer_model``...) are accepted; unspool has no model
-    store, so that metadata goes to the step run when called in a step.
-    """
-    ctx = _context.get()
-    elsewhere = any(v is not None for v in (step_name, run_id_name_or_prefix, step_id, artifact_version_id,
-                                            artifact_version))
-    if ctx is not None and not elsewhere:
-        if artifact_name is not None:
-            ctx.artifact_metadata.setdefault(artifact_name, {}).update(metadata)
-        elif infer_artifact:
-            ctx.artifact_metadata.setdefault(_INFERRED, {}).update(metadata)
-        else:
-            ctx.step_metadata.update(metadata)
-        return
-    from ._parity import log_metadata_stored
-
-    log_metadata_stored(metadata, step_name=step_name, run=run_id_name_or_prefix, step_id=step_id,
-                        artifact_version_id=artifact_version_id, artifact_name=artifact_name,
-                        artifact_version=artifact_version, in_step=ctx is not None)
-
-
-_INFERRED = "\x00inferred"  # log_metadata(infer_artifact=True): the step's only output
-
-
-def in_step() -> bool:
-    return _context.get() is not None
-
-
-# -- loading and saving -----------------------------------------------------------------------------
-
-_stores: dict[str, ArtifactStore] = {}
-
-
-def artifact_store_for(url: str) -> ArtifactStore:
-    store = _stores.get(url)
-    if store is None:
-        store = _stores[url] = ArtifactStore(url)
-    return store
-
-
-def type_path(value_type: type) -> str:
-    return f"{value_type.__module__}:{value_type.__qualname__}"
-
-
-def resolve_type(path: str) -> Any:
-    module, _, qualname = path.partition(":")
-    try:
-        obj: Any = importlib.import_module(module)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-        return obj
-    except Exception:
-        return Any
-
-
-def load_artifact(store: ArtifactStore, ref: ArtifactRef, annotation: Any = Any) -> Any:
-    if ref.size is not None:
-        problem = store.damage(ref.uri, ref.size)
-        if problem is not None:
-            raise ArtifactDamagedError(
-                f"artifact {ref.name or ref.uri!r} is damaged: {problem} (at {ref.uri}); run its "
-                "pipeline again (a cached step whose output is damaged runs again), and see "
-                "`unspool artifacts verify` for other damaged versions"
-            )
-    materializer = materializer_from_path(ref.materializer)(ref.uri, store)
-    if ref.item_index is not None:
-        return materializer.load_item(ref.item_index)
-    # The stored type wins unless the annotation asks for another one (int stored, float
-    # wanted). typing.Any is a class since Python 3.11, so it is never taken as a type.
-    stored = resolve_type(ref.data_type)
-    stored = stored if isinstance(stored, type) and stored is not Any else None
-    wanted = annotation if isinstance(annotation, type) and annotation is not Any else None
-    if wanted is not None and typing.is_typeddict(wanted):
-        wanted = dict  # a TypedDict is a dict at run time; issubclass() refuses it
-    if wanted is not None and not (stored is not None and issubclass(stored, wanted)):
-        data_type = wanted
-    else:
-        data_type = stored or typing.get_origin(annotation) or object
-    return materializer.load(data_type)
-
+# -- saving --------------------------------------------------------------------------------------
 
 def save_artifact(
     store: ArtifactStore, uri: str, value: Any, materializer_cls: type[BaseMaterializer]
@@ -368,7 +197,7 @@ def run_step(spec: StepSpec, log_sink: Callable[[str], None] | None = None) -> S
     holder: dict[str, Any] = {}
 
     def body() -> None:
-        token = _context.set(ctx)
+        token = enter_step(ctx)
         try:
             kwargs = dict(spec.parameters)
             for name, (is_list, refs) in spec.inputs.items():
@@ -392,13 +221,13 @@ def run_step(spec: StepSpec, log_sink: Callable[[str], None] | None = None) -> S
                         f"be saved with {cls.__name__}: {exc}"
                     ) from exc
                 record.metadata.update(ctx.artifact_metadata.get(name, {}))
-                if _INFERRED in ctx.artifact_metadata:
+                if INFERRED in ctx.artifact_metadata:
                     if len(outputs) != 1:
                         raise StepOutputError(
                             f"log_metadata(infer_artifact=True) in step {spec.step.name!r} needs one output, "
                             f"but it has {len(outputs)} ({', '.join(outputs)}); pass artifact_name= instead"
                         )
-                    record.metadata.update(ctx.artifact_metadata[_INFERRED])
+                    record.metadata.update(ctx.artifact_metadata[INFERRED])
                 records[name] = record
             holder["outputs"] = records
             _run_hook(spec.step.config.on_success, None, holder)
@@ -406,7 +235,7 @@ def run_step(spec: StepSpec, log_sink: Callable[[str], None] | None = None) -> S
             _run_hook(spec.step.config.on_failure, exc, holder)
             raise
         finally:
-            _context.reset(token)
+            leave_step(token)
 
     _, error, text = _logs.capture(spec.invocation_id, body, sink=log_sink, key=_log_key(spec))
     result = StepResult(ok=error is None, start_time=start, end_time=time.time(),
@@ -451,6 +280,7 @@ def _log_key(spec: StepSpec) -> str:
 
 _partly_written: set[str] = set()  # attempts whose log a timeout began writing
 
+
 def timed_out_logs(spec: StepSpec) -> str | None:
     """The log of an attempt that timed out: what it printed so far is written now (its
     abandoned thread adds the rest when it ends); an isolated worker streamed its own."""
@@ -485,6 +315,50 @@ def call_hook(hook: Callable[..., Any], exc: BaseException | None) -> None:
         hook()
 
 
+# -- results that did not come from running the step (shared by every executor) -------------------------
+
+def failed_result(exc: BaseException, prefix: str = "", *, start_time: float | None = None) -> StepResult:
+    """A failed result for ``exc`` (raised by the machinery, not by the step)."""
+    error = describe_error(exc)
+    if prefix:
+        error["message"] = prefix + error["message"]
+    now = time.time()
+    return StepResult(ok=False, error=error, exception=exc, start_time=start_time or now, end_time=now)
+
+
+def timed_out_result(spec: StepSpec, timeout: float, consequence: str, start_time: float) -> StepResult:
+    """The result of a step that did not finish within ``timeout`` seconds of its start."""
+    exc = TimeoutError(
+        f"step {spec.invocation_id!r} did not finish within its timeout of {timeout}s; {consequence}"
+    )
+    result = failed_result(exc, start_time=start_time)
+    result.logs_uri = timed_out_logs(spec)  # what it printed so far is kept, not lost
+    return result
+
+
+def not_started_result(spec: StepSpec, reason: str) -> StepResult:
+    """The result of a submitted step that was cancelled before it started (it never will)."""
+    result = failed_result(RuntimeError(f"step {spec.invocation_id!r} was not started: {reason}"))
+    result.error = {"type": "stopped", "message": f"not started: {reason}"}
+    result.started = False
+    return result
+
+
+def resolve(future: Future[StepResult], result: StepResult) -> bool:
+    """Give ``future`` its result unless it has one (a timeout or a cancel came first)."""
+    try:
+        future.set_result(result)
+    except InvalidStateError:
+        return False
+    return True
+
+
+def resolve_soon(future: Future[StepResult], result: StepResult) -> None:
+    """Resolve ``future`` from a thread of its own: its callbacks (the engine going on with
+    the next steps) never run inside ``submit`` or an executor's lock."""
+    threading.Thread(target=resolve, args=(future, result), name="unspool-step-result", daemon=True).start()
+
+
 def describe_error(exc: BaseException) -> dict[str, Any]:
     message = str(exc)
     if isinstance(exc, SystemExit):
@@ -496,4 +370,4 @@ def describe_error(exc: BaseException) -> dict[str, Any]:
     }
 
 
-__all__ = ["StepOutputError"]
+__all__ = ["ArtifactRef", "StepOutputError", "artifact_store_for", "load_artifact"]

@@ -19,8 +19,6 @@ records the snapshot it came from in ``pipeline_runs.snapshot_id``.
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as _dt
 import json
 import os
 import subprocess
@@ -28,55 +26,24 @@ import sys
 import tempfile
 import time
 import uuid
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
-from . import _errors
+from . import _errors, _queries
+from ._config import recorded_options
+from ._config_file import (
+    check_against_pipeline,
+    merge_step_overrides,
+    reapply_recorded,
+    validate_config,
+)
 from ._errors import ConfigError, NotFoundError, UnspoolError
-from ._metadata_store import snapshots
+from ._loading import load_pipeline, locate
+from ._models import PipelineRun, Snapshot, StoreReader
+from ._settings import find_home
 
 if TYPE_CHECKING:
-    from ._client import Client, PipelineRun
     from ._pipeline import Pipeline
-
-# Configuration keys a snapshot stores and re-applies (``with_options`` names).
-_APPLIED = (
-    "enable_cache", "execution_mode", "settings", "substitutions", "retry", "budget",
-    "orchestrator", "run_name", "max_parallelism", "config_path", "parameters", "steps",
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class Snapshot:
-    """A stored, runnable reference to a pipeline (see the module docstring)."""
-
-    id: str
-    name: str
-    pipeline_name: str
-    source: str
-    attribute: str
-    config: dict[str, Any]
-    created: _dt.datetime
-    source_file: str | None = None
-
-    @property
-    def parameters(self) -> dict[str, Any]:
-        return dict(self.config.get("parameters") or {})
-
-    @classmethod
-    def _from_row(cls, row: Any) -> Snapshot:
-        return cls(
-            id=row["id"], name=row["name"], pipeline_name=row["pipeline_name"],
-            source=row["source"], attribute=row["attribute"], config=row["config"],
-            created=_dt.datetime.fromtimestamp(row["created_at"]), source_file=row["source_file"],
-        )
-
-    def __repr__(self) -> str:
-        return f"<Snapshot {self.name} ({self.pipeline_name} from {self.source}:{self.attribute})>"
-
 
 # -- creating and reading ------------------------------------------------------------------------
 
@@ -85,9 +52,6 @@ def create_snapshot(pipeline: Pipeline[Any], name: str, *, attribute: str | None
 
     ``attribute`` names the module-level name of the pipeline when it is not the one found.
     """
-    from ._client import Client
-    from ._loading import locate
-
     if not isinstance(name, str) or not name.strip() or name != name.strip() or len(name) > 255:
         raise UnspoolError(f"a snapshot needs a non-empty name without surrounding spaces, got {name!r}")
     source, found_attribute, source_file = locate(pipeline)
@@ -101,57 +65,31 @@ def create_snapshot(pipeline: Pipeline[Any], name: str, *, attribute: str | None
         "config": snapshot_config(pipeline),
         "created_at": time.time(),
     }
-    client = Client()
-    client.store.add_pipeline(pipeline.name)
+    reader = StoreReader()
+    store = reader.store
+    if _queries.find_snapshot(store, name) is None:
+        store.add_pipeline(pipeline.name)
+        store.insert_snapshot(row)
+        store.flush()  # the writer drops (and reports) a row the database refuses: a name taken meanwhile
     try:
-        with client.store.write() as conn:
-            conn.execute(snapshots.insert().values(**row))
-    except sa.exc.IntegrityError:
-        existing = get_snapshot(client, name)
+        return reader.get_snapshot(row["id"])
+    except NotFoundError:
+        existing = reader.get_snapshot(name)
         raise UnspoolError(
             f"a snapshot named {name!r} already exists (id {existing.id}, pipeline "
             f"{existing.pipeline_name!r}, created {existing.created:%Y-%m-%d %H:%M:%S}); snapshot "
             "names are unique, pick another name"
         ) from None
-    return get_snapshot(client, row["id"])
 
 
 def snapshot_config(pipeline: Pipeline[Any]) -> dict[str, Any]:
     """The pipeline's configuration as JSON: what a run records, plus what re-applies it."""
     c = pipeline.config
-    return {
-        "dynamic": c.dynamic,
-        "enable_cache": c.enable_cache,
-        "execution_mode": str(c.execution_mode),
-        "settings": _plain("settings", c.settings),
-        "substitutions": _plain("substitutions", c.substitutions),
-        "retry": dataclasses.asdict(c.retry) if c.retry else None,
-        "budget": dataclasses.asdict(c.budget) if c.budget else None,
-        "orchestrator": _plain("orchestrator", c.orchestrator),
-        "run_name": c.run_name,
-        "max_parallelism": c.max_parallelism,
-        "config_path": c.config_path,
-        "parameters": _plain("parameters", c.parameters),
-        "steps": _plain("steps", c.steps),
-        "signature": _signature_info(pipeline),
-    }
-
-
-def _plain(key: str, value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = dataclasses.asdict(value)
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, dict):
-        return {str(k): _plain(f"{key}.{k}", v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(f"{key}[{i}]", v) for i, v in enumerate(value)]
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    raise UnspoolError(
-        f"cannot snapshot option {key}: a {type(value).__name__} is not JSON-serialisable; "
-        "snapshots store configuration as JSON (numbers, strings, lists, mappings)"
-    )
+    try:
+        options = recorded_options(c, strict=True)
+    except UnspoolError as exc:
+        raise UnspoolError(f"cannot snapshot pipeline {pipeline.name!r}: {exc}") from None
+    return {"dynamic": c.dynamic, **options, "config_path": c.config_path, "signature": _signature_info(pipeline)}
 
 
 def _signature_info(pipeline: Pipeline[Any]) -> dict[str, Any]:
@@ -163,33 +101,6 @@ def _signature_info(pipeline: Pipeline[Any]) -> dict[str, Any]:
     }
 
 
-def get_snapshot(client: Client, name_or_id: str) -> Snapshot:
-    with client.store.read() as conn:
-        row = conn.execute(
-            sa.select(snapshots).where(sa.or_(snapshots.c.id == name_or_id, snapshots.c.name == name_or_id))
-        ).mappings().first()
-        if row is None and len(name_or_id) >= 6:
-            rows = conn.execute(
-                sa.select(snapshots).where(snapshots.c.id.startswith(name_or_id)).limit(2)
-            ).mappings().all()
-            row = rows[0] if len(rows) == 1 else None
-    if row is None:
-        raise NotFoundError(
-            f"no snapshot with id or name {name_or_id!r}; `unspool snapshots list` shows the known "
-            "snapshots, `unspool snapshots create FILE.py:PIPELINE --name NAME` makes one"
-        )
-    return Snapshot._from_row(row)
-
-
-def list_snapshots(client: Client, pipeline_name: str | None = None) -> list[Snapshot]:
-    """Snapshots, newest first."""
-    query = sa.select(snapshots).order_by(snapshots.c.created_at.desc())
-    if pipeline_name is not None:
-        query = query.where(snapshots.c.pipeline_name == pipeline_name)
-    with client.store.read() as conn:
-        return [Snapshot._from_row(r) for r in conn.execute(query).mappings()]
-
-
 # -- the pipeline a snapshot runs ------------------------------------------------------------------
 
 def check_run_configuration(snapshot: Snapshot, run_configuration: dict[str, Any] | None) -> dict[str, Any]:
@@ -198,8 +109,6 @@ def check_run_configuration(snapshot: Snapshot, run_configuration: dict[str, Any
     Returns the options it sets. Problems are one :class:`ConfigError` whose key paths start
     with ``run_configuration.``.
     """
-    from ._config_file import validate_config
-
     try:
         options = validate_config(run_configuration).options()
     except ConfigError as exc:
@@ -235,14 +144,8 @@ def _as_run_configuration_error(exc: ConfigError) -> ConfigError:
 
 def snapshot_pipeline(snapshot: Snapshot, run_configuration: dict[str, Any] | None = None) -> Pipeline[Any]:
     """Load the snapshot's pipeline with its stored configuration and the run configuration."""
-    from ._config_file import check_against_pipeline, merge_step_overrides
-    from ._loading import load_pipeline
-    from ._pipeline import Pipeline, _normalise
-
     base = load_pipeline(snapshot.source, snapshot.attribute, snapshot.source_file)
-    stored = {k: snapshot.config[k] for k in _APPLIED if k in snapshot.config}
-    stored["name"] = snapshot.pipeline_name
-    pipeline = Pipeline(base.func, dataclasses.replace(base.config, **_normalise(stored)))
+    pipeline = reapply_recorded(base, snapshot.config, what=f"snapshot {snapshot.name!r}", name=snapshot.pipeline_name)
     options = check_run_configuration(snapshot, run_configuration)
     try:
         check_against_pipeline(
@@ -262,17 +165,15 @@ _background: list[subprocess.Popen[bytes]] = []  # runs started with wait=False,
 
 
 def trigger(
-    client: Client,
+    client: StoreReader,
     snapshot_name_or_id: str,
     run_configuration: dict[str, Any] | None = None,
     *,
     wait: bool = True,
 ) -> PipelineRun:
     """Run a snapshot in a new process; see ``Client.trigger_pipeline``."""
-    from ._settings import find_home
-
     _background[:] = [p for p in _background if p.poll() is None]
-    snapshot = get_snapshot(client, snapshot_name_or_id)
+    snapshot = client.get_snapshot(snapshot_name_or_id)
     check_run_configuration(snapshot, run_configuration)
     folder = find_home() / "triggers"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)

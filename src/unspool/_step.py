@@ -1,7 +1,7 @@
 """``@step``: a plain function plus the configuration unspool needs to track it.
 
-Calling a step inside a running pipeline body hands the call to the engine (see
-``_engine.py``); calling it anywhere else just calls the function, which keeps steps
+Calling a step inside a running pipeline body hands the call to the current run (see
+``_context.py`` and ``_engine.py``); calling it anywhere else just calls the function, which keeps steps
 unit-testable. Outputs are read from the return annotation once, on first use.
 """
 
@@ -10,11 +10,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import json
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Literal, TypeVar, overload
 
-from ._errors import StepDefinitionError, StepOutputError
+from ._context import BodyRun, current_run
+from ._errors import PipelineError, StepDefinitionError, StepOutputError
+from ._types import EncodedJSON
 
 F = TypeVar("F", bound=Callable[..., Any])
 Runtime = Literal["inline", "isolated"]
@@ -103,24 +106,7 @@ class StepConfig:
         }
 
 
-class EncodedJSON(dict):  # type: ignore[type-arg]
-    """A read-only-by-convention dict that remembers its JSON text, so the metadata store
-    encodes a value shared by thousands of rows (a step's configuration) once."""
-
-    @property
-    def text(self) -> str:
-        text = self.__dict__.get("_text")
-        if text is None:
-            import json
-
-            text = json.dumps(self, sort_keys=True)
-            self.__dict__["_text"] = text
-        return text
-
-
 def _jsonable(value: Any) -> Any:
-    import json
-
     try:
         json.dumps(value)
         return value
@@ -195,8 +181,6 @@ class Step(Generic[F]):
 
     # -- calling -------------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from ._engine import current_run
-
         run = current_run()
         if run is None:
             return self.func(*args, **kwargs)
@@ -220,10 +204,7 @@ class Step(Generic[F]):
         run = self._engine_run("product")
         return _announce(run, self, run.map_step(self, args, kwargs, product=True))
 
-    def _engine_run(self, what: str) -> Any:
-        from ._engine import current_run
-        from ._errors import PipelineError
-
+    def _engine_run(self, what: str) -> BodyRun:
         run = current_run()
         if run is None:
             raise PipelineError(
@@ -256,7 +237,7 @@ def _validate_config(options: dict[str, Any]) -> None:
             raise StepDefinitionError(f"retry must be a StepRetryConfig, got {retry!r}")
     materializers = options.get("output_materializers")
     if materializers is not None:
-        from ._materializers import BaseMaterializer
+        from ._materializers import BaseMaterializer  # lazy: keeps `import unspool` light (fsspec)
 
         if isinstance(materializers, dict):
             given = list(materializers.values())

@@ -15,14 +15,16 @@ import os
 import sys
 from typing import Any
 
+from ._binding import bind_parameters
+from ._engine import Run
+from ._errors import mask_secrets
+from ._models import StoreReader
+from ._progress import console_progress
+from ._snapshots import error_to_json, snapshot_pipeline, write_handshake
+from ._stores import close_stores, open_stores
+
 
 def main(argv: list[str]) -> int:
-    from ._client import Client
-    from ._engine import Run, bind_parameters, get_environment
-    from ._errors import mask_secrets
-    from ._pipeline import Pipeline
-    from ._snapshots import error_to_json, get_snapshot, snapshot_pipeline, write_handshake
-
     if len(argv) not in (2, 3):
         print(__doc__, file=sys.stderr)
         return 2
@@ -32,7 +34,8 @@ def main(argv: list[str]) -> int:
         with open(config_file) as f:
             run_configuration = json.load(f)
         os.unlink(config_file)
-        snapshot = get_snapshot(Client(), snapshot_id)
+        stores = open_stores()
+        snapshot = StoreReader(stores).get_snapshot(snapshot_id)
         pipeline = snapshot_pipeline(snapshot, run_configuration)
         run_holder: list[Run] = []
         user_on_init = pipeline.config.on_init
@@ -40,13 +43,13 @@ def main(argv: list[str]) -> int:
         def on_init() -> None:
             # the run row exists now: record which snapshot started it
             run = run_holder[0]
-            run.env.metadata.update_run(run.id, snapshot_id=snapshot.id)
+            run.stores.metadata.update_run(run.id, snapshot_id=snapshot.id)
             if user_on_init is not None:
                 user_on_init()
 
-        pipeline = Pipeline(pipeline.func, dataclasses.replace(pipeline.config, on_init=on_init))
+        pipeline = type(pipeline)(pipeline.func, dataclasses.replace(pipeline.config, on_init=on_init))
         params = bind_parameters(pipeline, (), {})
-        run = Run(pipeline, params, get_environment())
+        run = Run(pipeline, params, stores)
         run_holder.append(run)
     except Exception as exc:
         write_handshake(handshake, {"error": error_to_json(exc)})
@@ -57,10 +60,6 @@ def main(argv: list[str]) -> int:
 
 
 def _execute(run: Any) -> int:
-    from ._engine import close_all
-    from ._errors import mask_secrets
-    from ._progress import console_progress
-
     try:
         with console_progress(run):
             run.execute()
@@ -68,7 +67,7 @@ def _execute(run: Any) -> int:
         print(f"unspool: run {run.name} failed: {mask_secrets(str(exc))}", file=sys.stderr)
         return 1
     finally:
-        close_all()
+        close_stores()
     return 0
 
 

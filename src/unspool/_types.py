@@ -1,7 +1,10 @@
-"""Small shared vocabulary: statuses and execution modes (no heavy imports)."""
+"""Small shared vocabulary: statuses, execution modes, encoded JSON and the orchestrator's
+view of an artifact version (no heavy imports, nothing of unspool's)."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from enum import Enum
 
 
@@ -63,3 +66,32 @@ class ArtifactType(str, Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+class EncodedJSON(dict):  # type: ignore[type-arg]
+    """A read-only-by-convention dict that remembers its JSON text, so the metadata store
+    encodes a value shared by thousands of rows (a step's configuration) once."""
+
+    @property
+    def text(self) -> str:
+        text = self.__dict__.get("_text")
+        if text is None:
+            text = json.dumps(self, sort_keys=True)
+            self.__dict__["_text"] = text
+        return text
+
+
+@dataclass(slots=True)
+class Produced:
+    """An artifact version as the orchestrator knows it (version set by the store flush)."""
+
+    id: str
+    name: str
+    uri: str
+    materializer: str
+    data_type: str
+    content_hash: str
+    size: int
+    item_count: int | None
+    producer_step_run_id: str | None
+    version: int | None = None

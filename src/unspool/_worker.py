@@ -41,7 +41,9 @@ from typing import Any
 
 import cloudpickle
 
-from ._runner import StepResult, StepSpec, artifact_store_for, describe_error, run_step
+from ._artifact_io import artifact_store_for, forget_artifact_store
+from ._materializers import materializer_registry
+from ._runner import StepResult, StepSpec, describe_error, run_step
 
 SPEC_FILE = "spec.pkl"
 RESULT_FILE = "result.pkl"
@@ -251,7 +253,6 @@ def _preload() -> None:
     """Import in the zygote what every worker needs, so that no worker pays for it."""
     import tempfile
 
-    from ._materializers import materializer_registry
 
     with tempfile.TemporaryDirectory() as root:  # imports fsspec and the local filesystem
         artifact_store_for(root)
@@ -273,9 +274,7 @@ def _preload() -> None:
 
 
 def _stores_forget(root: str) -> None:
-    from . import _runner
-
-    _runner._stores.pop(root, None)
+    forget_artifact_store(root)
 
 
 def zygote(event_fd: int) -> None:

@@ -1,0 +1,132 @@
+"""One step call in a run (:class:`Invocation`), and what an earlier execution of a run
+left behind (:class:`PreviousRun`, for resume).
+
+An invocation is the unit every other part of the engine works on: the scheduler moves it
+between waiting, ready and running; the recorder writes its step run; the cache decides
+whether it needs to run at all. It holds its own state; the engine's ``Run`` is the only
+place that changes it.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ._errors import StepFailedError
+from ._futures import ArtifactFuture
+from ._ids import new_id
+from ._outcome import note_seen
+from ._runner import StepResult
+from ._types import ExecutionStatus, Produced
+
+if TYPE_CHECKING:
+    from ._engine import Run
+    from ._step import Step
+
+S = ExecutionStatus
+
+
+@dataclass
+class PreviousRun:
+    """What an earlier execution of a run left behind, for resuming it."""
+
+    run_id: str
+    name: str
+    steps: dict[str, tuple[dict[str, Any], dict[str, Produced]]]  # invocation id -> (row, outputs)
+    children: dict[str, str]  # child invocation id -> child run id
+    substitutions: dict[str, str]  # the built-in {date}/{time} the run started with
+
+
+class Invocation:
+    """One step call in a run: its inputs, its state, and what it produced."""
+
+    __slots__ = (
+        "run", "id", "step", "position", "step_run_id", "params", "inputs", "upstream",
+        "status", "finished", "outputs", "error", "exception", "event", "dependents",
+        "waiting", "cache_key", "attempt", "attempts", "start_time", "skip_reason", "recorded",
+        "future", "handled",
+    )
+
+    def __init__(self, run: Run, inv_id: str, step: Step[Any], position: int) -> None:
+        self.run = run
+        self.id = inv_id
+        self.step = step
+        self.position = position
+        self.step_run_id = new_id()
+        self.params: dict[str, Any] = {}
+        self.inputs: dict[str, tuple[bool, list[tuple[Any, int | None]]]] = {}
+        self.upstream: list[Invocation] = []
+        self.status = S.INITIALIZING
+        self.finished = False
+        self.outputs: dict[str, Produced] = {}
+        self.error: dict[str, Any] | None = None
+        self.exception: BaseException | None = None
+        self.event = threading.Event()
+        self.dependents: list[Invocation] = []
+        self.waiting = 0
+        self.cache_key: str | None = None
+        self.attempt = 1
+        self.attempts: list[dict[str, Any]] = []
+        self.start_time: float | None = None
+        self.skip_reason: str | None = None
+        self.recorded = False  # its step run row has been written (or queued)
+        self.future: Future[StepResult] | None = None  # while submitted to an executor
+        self.handled = False  # the body was given its failure (see _outcome)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (S.COMPLETED, S.CACHED)
+
+    def wait(self) -> None:
+        """Block until finished; raise :class:`StepFailedError` unless it succeeded."""
+        if not self.finished:  # nothing runs while a static body compiles: never wait there
+            self.run.ensure_not_compiling("wait for", self.id)
+        self.event.wait()
+        if not self.ok:
+            if self.status == S.STOPPED and isinstance(self.exception, KeyboardInterrupt):
+                raise self.exception  # Ctrl-C while it ran in the body's thread: stop the body
+            note_seen(self)
+            raise self.failure()
+
+    def failure(self) -> StepFailedError:
+        if self.status == S.FAILED:
+            err = self.error or {}
+            message = f"step {self.id!r} failed: {err.get('type', 'Error')}: {err.get('message', '')}"
+        else:
+            message = f"step {self.id!r} did not run ({self.status}): {self.skip_reason}"
+        return StepFailedError(
+            message,
+            invocation_id=self.id,
+            step_run_id=self.step_run_id,
+            original_exception=self.exception,
+            error=self.error,
+            load_step_run=self.run.reader().get_step_run,
+        )
+
+    def output_futures(self) -> Any:
+        specs = self.step.outputs
+        if not specs:
+            return None
+        if len(specs) == 1:
+            return ArtifactFuture(self, specs[0].name)
+        return tuple(ArtifactFuture(self, s.name) for s in specs)
+
+
+def link(inv: Invocation, artifact: Produced, direction: str, name: str, position: int = 0,
+          item_index: int | None = None) -> dict[str, Any]:
+    """A lineage row: ``inv`` consumed (input) or produced (output) ``artifact``."""
+    return {"step_run_id": inv.step_run_id, "artifact_version_id": artifact.id, "direction": direction,
+            "name": name, "position": position, "item_index": item_index}
+
+
+def input_links(inv: Invocation, input_ids: list[tuple[str, int, Produced, int | None]]) -> list[dict[str, Any]]:
+    return [link(inv, p, "input", name, pos, index) for name, pos, p, index in input_ids]
+
+
+class Substitutions(dict):  # type: ignore[type-arg]
+    """Values for ``{placeholders}``; a missing one raises ``KeyError`` (not the empty string)."""
+
+    def __missing__(self, key: str) -> str:
+        raise KeyError(key)
