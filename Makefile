@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint bench bench-quick clean
+.PHONY: demo test lint bench bench-quick clean dashboard-ui
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ bench: $(VENV)/.installed
 
 bench-quick: $(VENV)/.installed
 	$(PY) bench/run.py --quick
+
+# Rebuild the dashboard's UI (needs Node.js and npm) into src/unspool/dashboard/static, which
+# is committed: installing unspool needs no Node. tests/test_dashboard_build.py checks it.
+dashboard-ui:
+	cd dashboard-ui && npm ci --no-audit --no-fund && npm run build
 
 clean:
 	rm -rf $(VENV) .unspool .pytest_cache

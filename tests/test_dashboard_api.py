@@ -133,6 +133,8 @@ def test_graph_folds_a_map_into_a_group_with_counts_and_expands_it() -> None:
     members = [n for n in opened["nodes"] if n.get("group") == "g:square"]
     assert len(members) == 20 and {m["status"] for m in members} == {"completed"}
     assert members[0]["id"] == "square" and members[-1]["id"] == "square_20"
+    # members are drawn as cells of their group: edges stay between skeleton nodes
+    assert {(e["source"], e["target"]) for e in opened["edges"]} == {("make_items", "g:square"), ("g:square", "total")}
     # members are pageable as steps too
     page = api.get(f"/api/runs/{run.id}/steps", params={"step_name": "square", "limit": 8}).json()
     assert [s["invocation_id"] for s in page["steps"]][:2] == ["square", "square_2"]

@@ -67,7 +67,7 @@ def build_graph(
 
     node_of: dict[str, str] = {}  # invocation id -> node id
     nodes: list[dict[str, Any]] = []
-    expanded_budget = MAX_EXPANDED
+    expanded_budget = MAX_EXPANDED  # expanded members are sent as nodes with "group" set
     truncated = False
     for a, b in blocks:
         if b - a < MIN_GROUP:
@@ -95,7 +95,7 @@ def build_graph(
             truncated = truncated or shown < b - a
             nodes[-1]["shown"] = shown
             for row in rows[a : a + shown]:
-                node_of[row[1]] = row[1]
+                node_of[row[1]] = gid  # edges stay on the group: members are drawn as cells
                 node = _step_node(row)
                 node["group"] = gid
                 nodes.append(node)

@@ -425,6 +425,10 @@ def create_app(store: Any, artifact_root: str, *, token: str, loopback: bool, st
         meta = f'<meta name="unspool-token" content="{token}">'
         return HTMLResponse(html.replace("<head>", "<head>" + meta, 1), headers={"Cache-Control": "no-store"})
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Any:
+        return Response(status_code=204)
+
     @app.get("/assets/{name}", include_in_schema=False)
     def asset(name: str) -> Any:
         path = (static / "assets" / name).resolve()
