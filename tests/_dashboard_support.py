@@ -13,6 +13,8 @@ from typing import Any
 
 from _servers import free_port, wait_for_port
 
+SCREENSHOTS: list[Path] = []  # taken this session; conftest lists them in the summary
+
 
 class LiveServer:
     """The dashboard app served by uvicorn in a thread on a free loopback port."""

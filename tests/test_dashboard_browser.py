@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from _dashboard_support import start_script, wait_for
+from _dashboard_support import SCREENSHOTS, start_script, wait_for
 from _servers import free_port, unavailable, wait_for_port
 from unspool import pipeline, step
 
@@ -101,6 +101,7 @@ def shot(page: Any, name: str) -> Path:
     path = SHOTS / f"{name}.png"
     page.screenshot(path=str(path))
     print(f"screenshot: {path}")
+    SCREENSHOTS.append(path)
     return path
 
 
