@@ -1,4 +1,5 @@
-# `make demo`  - create .venv, install unspool, run the demo pipeline on the embedded stores.
+# `make demo`  - create .venv, install unspool with its dashboard (no test extras), run the demo
+#                pipeline on the embedded stores, print how to open the dashboard on its run.
 # `make test`  - create .venv, install unspool with test extras, lint and run the whole suite.
 # `make bench` - run the benchmark suite (see bench/README.md); `make bench-quick` for a short one.
 PYTHON ?= python3
@@ -13,7 +14,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-demo: $(VENV)/.installed
+# What the demo and the dashboard need, and nothing more (the test extras pull in Ray and moto).
+$(VENV)/.demo-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dashboard]'
+	touch $@
+
+demo: $(VENV)/.demo-installed
 	$(PY) examples/demo.py
 
 lint: $(VENV)/.installed

@@ -45,3 +45,4 @@ if __name__ == "__main__":
     print(f"stores: {Client().artifact_root.rsplit(os.sep, 1)[0]}")
     print(f"inspect it with: {cli} runs show {run.id}")
     print(f"           and: {cli} runs dag {run.id}  /  {cli} logs {run.id} count_words_2")
+    print(f"watch it in the dashboard: {cli} dashboard   then open http://127.0.0.1:8237/#/runs/{run.id}")

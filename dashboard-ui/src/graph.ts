@@ -33,7 +33,7 @@ interface Placed {
   w: number;
   h: number;
   box: Graphics;
-  label: BitmapText;
+  label?: BitmapText; // made when first shown: labels of a zoomed-out big graph are never drawn
   sub?: BitmapText;
 }
 
@@ -98,6 +98,7 @@ export class GraphView {
   world = new Container();
   edgeLayer = new Graphics();
   nodeLayer = new Container();
+  labelLayer = new Container();
   regionLayer = new Container();
   placed = new Map<string, Placed>();
   regions = new Map<string, Region>();
@@ -106,6 +107,10 @@ export class GraphView {
   selected: string | null = null;
   filter: { text: string; status: string } = { text: "", status: "" };
   private buckets = new Map<number, number>(); // x bucket -> lowest free y
+  private dirtyNodes = new Set<Placed>();
+  private dirtyRegions = new Set<Region>();
+  private labelsDirty = true;
+  private lastView = "";
   private bottom = 0;
   private worker: Worker;
   private layoutId = 0;
@@ -138,17 +143,25 @@ export class GraphView {
       preserveDrawingBuffer: true, // lets tests and screenshots read the canvas
       autoDensity: true,
       resolution: Math.min(window.devicePixelRatio || 1, 2),
+      autoStart: false, // drawn on demand (below): an idle graph costs no CPU
     });
     this.app.canvas.setAttribute("aria-label", "run graph");
     this.app.canvas.tabIndex = 0;
     this.host.append(this.app.canvas);
-    this.world.addChild(this.edgeLayer, this.regionLayer, this.nodeLayer);
+    this.world.addChild(this.edgeLayer, this.regionLayer, this.nodeLayer, this.labelLayer);
     this.app.stage.addChild(this.world);
     this.bindInput();
-    this.app.ticker.add(() => this.frame());
+    const loop = () => {
+      if (this.destroyed) return;
+      if (this.frame()) this.app.render();
+      requestAnimationFrame(loop);
+    };
+    requestAnimationFrame(loop);
   }
+  private destroyed = false;
 
   destroy(): void {
+    this.destroyed = true;
     this.worker.terminate();
     this.app.destroy(true, { children: true });
   }
@@ -212,8 +225,10 @@ export class GraphView {
     this.ready = true;
   }
 
-  /** A status change from the event stream; false when the step is not on the graph yet. */
-  apply(change: { invocation_id?: string; status: string; position?: number; step_name?: string }): boolean {
+  /** A status change from the event stream: "exact" when applied to a node or a drawn member,
+   * "guess" when a folded group's counts were moved by the lifecycle (the caller reconciles
+   * later), "" when the step is not on the graph yet. */
+  apply(change: { invocation_id?: string; status: string; position?: number; step_name?: string }): "exact" | "guess" | "" {
     const id = change.invocation_id ?? "";
     const p = this.placed.get(id);
     if (p && p.node.kind === "step") {
@@ -221,7 +236,7 @@ export class GraphView {
         p.node.status = change.status;
         this.drawNode(p);
       }
-      return true;
+      return "exact";
     }
     for (const g of this.placed.values()) {
       const n = g.node;
@@ -231,7 +246,8 @@ export class GraphView {
       const at = region?.index.get(id);
       const member = at !== undefined ? region!.members[at] : undefined;
       const before = member?.status ?? guessBefore(n.counts ?? {}, change.status);
-      if (before === change.status) return true;
+      const how = member ? "exact" : "guess";
+      if (before === change.status) return how;
       const counts = { ...(n.counts ?? {}) };
       if (counts[before]) counts[before] -= 1;
       if (!counts[before]) delete counts[before];
@@ -243,9 +259,9 @@ export class GraphView {
         member.status = change.status;
         this.drawRegion(region);
       }
-      return true;
+      return how;
     }
-    return false;
+    return "";
   }
 
   applyRun(runId: string, status: string): void {
@@ -301,19 +317,11 @@ export class GraphView {
   private place(n: GNode, x: number, y: number): void {
     const [w, h] = SIZES[n.kind];
     const box = new Graphics();
-    const label = new BitmapText({ text: "", style: { fontFamily: "sans-serif", fontSize: 13, fill: 0xffffff } });
-    const p: Placed = { node: n, x, y, w, h, box, label };
-    if (n.kind !== "step") {
-      p.sub = new BitmapText({ text: "", style: { fontFamily: "sans-serif", fontSize: 11, fill: 0xffffff } });
-    }
+    const p: Placed = { node: n, x, y, w, h, box };
     box.position.set(x, y);
-    label.position.set(x + 10, y + 7);
-    this.nodeLayer.addChild(box, label);
-    if (p.sub) {
-      p.sub.position.set(x + 10, y + 26);
-      this.nodeLayer.addChild(p.sub);
-    }
+    this.nodeLayer.addChild(box);
     this.placed.set(n.id, p);
+    this.labelsDirty = true;
     for (let b = Math.floor(x / 40); b <= Math.floor((x + w) / 40); b++) {
       this.buckets.set(b, Math.max(this.buckets.get(b) ?? -Infinity, y + h + 16));
     }
@@ -325,34 +333,62 @@ export class GraphView {
     const p = this.placed.get(id);
     if (!p) return;
     p.box.destroy();
-    p.label.destroy();
+    p.label?.destroy();
     p.sub?.destroy();
+    this.dirtyNodes.delete(p);
     this.placed.delete(id);
   }
 
   private drawNode(p: Placed): void {
+    this.dirtyNodes.add(p); // painted once at the next frame, however many changes came
+  }
+
+  private makeLabels(p: Placed): void {
+    p.label = new BitmapText({ text: "", style: { fontFamily: "sans-serif", fontSize: 13, fill: 0xffffff } });
+    p.label.position.set(p.x + 10, p.y + 7);
+    this.labelLayer.addChild(p.label);
+    if (p.node.kind !== "step") {
+      p.sub = new BitmapText({ text: "", style: { fontFamily: "sans-serif", fontSize: 11, fill: 0xffffff } });
+      p.sub.position.set(p.x + 10, p.y + 26);
+      this.labelLayer.addChild(p.sub);
+    }
+    this.paintLabels(p);
+  }
+
+  private paintLabels(p: Placed): void {
+    const n = p.node;
+    if (!p.label) return;
+    const alpha = this.matches(n) ? 1 : 0.25;
+    const label = n.kind === "group" ? `${n.label} ×${(n.size ?? 0).toLocaleString()}` : n.kind === "run" ? `↳ ${n.label}` : n.label;
+    p.label.text = truncate(label, n.kind === "step" ? 24 : 30);
+    p.label.style.fill = this.palette.text[0];
+    p.label.alpha = alpha;
+    if (p.sub) {
+      const counts = n.counts ?? {};
+      const total = Object.values(counts).reduce((a, b) => a + b, 0) || n.size || 0;
+      const done = (counts.completed ?? 0) + (counts.cached ?? 0);
+      p.sub.text = `${done.toLocaleString()}/${total.toLocaleString()} done` + (counts.running ? ` · ${counts.running.toLocaleString()} running` : "") + (counts.failed ? ` · ${counts.failed.toLocaleString()} failed` : "") + (n.expanded ? "  (expanded)" : "");
+      p.sub.style.fill = this.palette.text[1];
+      p.sub.alpha = alpha;
+    }
+  }
+
+  private paint(p: Placed): void {
     const n = p.node;
     const [fill, stroke] = this.palette[n.status] ?? this.palette.initializing;
     const g = p.box;
     g.clear();
     const dim = !this.matches(n);
     g.alpha = dim ? 0.25 : 1;
-    p.label.alpha = g.alpha;
+    this.paintLabels(p);
     g.roundRect(0, 0, p.w, p.h, n.kind === "run" ? 2 : 7).fill({ color: fill });
     g.roundRect(0, 0, p.w, p.h, n.kind === "run" ? 2 : 7).stroke({ width: this.selected === n.id ? 3 : 1.5, color: this.selected === n.id ? this.palette.sel[0] : stroke });
     if (n.kind === "run") g.roundRect(4, 4, p.w - 8, p.h - 8, 2).stroke({ width: 1, color: stroke, alpha: 0.6 });
-    const label = n.kind === "group" ? `${n.label} ×${n.size}` : n.kind === "run" ? `↳ ${n.label}` : n.label;
-    p.label.text = truncate(label, n.kind === "step" ? 24 : 30);
-    p.label.style.fill = this.palette.text[0];
     if (n.kind === "step") {
       g.circle(p.w - 12, p.h / 2, 4).fill({ color: stroke });
-    } else if (p.sub) {
+    } else {
       const counts = n.counts ?? {};
       const total = Object.values(counts).reduce((a, b) => a + b, 0) || n.size || 0;
-      const done = (counts.completed ?? 0) + (counts.cached ?? 0);
-      p.sub.text = `${done}/${total} done` + (counts.running ? ` · ${counts.running} running` : "") + (counts.failed ? ` · ${counts.failed} failed` : "") + (n.expanded ? "  (expanded)" : "");
-      p.sub.style.fill = this.palette.text[1];
-      p.sub.alpha = g.alpha;
       const bx = 10;
       const bw = p.w - 20;
       const by = p.h - 16;
@@ -393,10 +429,15 @@ export class GraphView {
     if (!r) return;
     r.gfx.destroy();
     r.title.destroy();
+    this.dirtyRegions.delete(r);
     this.regions.delete(gid);
   }
 
   private drawRegion(r: Region): void {
+    this.dirtyRegions.add(r);
+  }
+
+  private paintRegion(r: Region): void {
     const g = r.gfx;
     g.clear();
     const rows = Math.ceil(r.members.length / r.cols);
@@ -424,21 +465,39 @@ export class GraphView {
   }
 
   // -- drawing -----------------------------------------------------------------------------------
-  private frame(): void {
+  /** Applies what changed since the last frame; true when the canvas must be drawn again. */
+  private frame(): boolean {
+    let changed = this.dirtyNodes.size > 0 || this.dirtyRegions.size > 0 || this.edgesDirty || this.labelsDirty;
     if (this.edgesDirty) {
       this.edgesDirty = false;
       this.drawEdges();
     }
-    const showLabels = this.world.scale.x > 0.35;
-    if (this.nodeLayer.children.length && showLabels !== this.labelsShown) {
-      this.labelsShown = showLabels;
-      for (const p of this.placed.values()) {
-        p.label.visible = showLabels;
-        if (p.sub) p.sub.visible = showLabels;
+    for (const p of this.dirtyNodes) this.paint(p);
+    this.dirtyNodes.clear();
+    for (const r of this.dirtyRegions) this.paintRegion(r);
+    this.dirtyRegions.clear();
+    const view = `${this.world.x},${this.world.y},${this.world.scale.x},${this.host.clientWidth},${this.host.clientHeight},${this.app.renderer.width},${this.app.renderer.height}`;
+    if (view !== this.lastView) {
+      this.lastView = view;
+      this.labelsDirty = true;
+      changed = true;
+    }
+    if (this.labelsDirty) {
+      this.labelsDirty = false;
+      const show = this.world.scale.x > 0.35;
+      this.labelLayer.visible = show;
+      if (show) {
+        // labels only for nodes in (or near) the viewport, made on first sight
+        const s = this.world.scale.x;
+        const x0 = -this.world.x / s - 200, y0 = -this.world.y / s - 100;
+        const x1 = x0 + this.host.clientWidth / s + 400, y1 = y0 + this.host.clientHeight / s + 200;
+        for (const p of this.placed.values()) {
+          if (!p.label && p.x + p.w >= x0 && p.x <= x1 && p.y + p.h >= y0 && p.y <= y1) this.makeLabels(p);
+        }
       }
     }
+    return changed;
   }
-  private labelsShown = true;
 
   private drawEdges(): void {
     const g = this.edgeLayer;

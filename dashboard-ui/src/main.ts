@@ -167,8 +167,9 @@ async function runPage(runId: string): Promise<void> {
   async function loadGraph(): Promise<void> {
     const graph = await get(`runs/${runId}/graph`, { expand: [...expanded].join(",") });
     await view.update(graph.nodes, graph.edges);
+    // the same nodes as a list, for the keyboard and screen readers (the first 5,000)
     nodeList.replaceChildren(
-      ...graph.nodes.filter((n: GNode) => !n.group).map((n: GNode) =>
+      ...graph.nodes.filter((n: GNode) => !n.group).slice(0, 5000).map((n: GNode) =>
         h("li", { "data-id": n.id, "data-status": n.status, "data-kind": n.kind, "data-counts": n.counts ? JSON.stringify(n.counts) : null },
           h("button", { type: "button", onclick: () => { view.select(n.id, true); openNode(n); } }, `${n.label}${n.size ? ` ×${n.size}` : ""}: ${n.status}`))),
     );
@@ -189,8 +190,9 @@ async function runPage(runId: string): Promise<void> {
     for (const c of changes) {
       if (c.kind === "step" && c.run_id === runId) {
         mine = true;
-        if (!view.apply(c)) unknown = true;
-        else if (!view.placed.has(c.invocation_id ?? "")) reconcile();
+        const how = view.apply(c);
+        if (!how) unknown = true;
+        else if (how === "guess") reconcile();
         const li = nodeList.querySelector(`li[data-id="${CSS.escape(c.invocation_id ?? "")}"]`) as HTMLElement | null;
         if (li) li.dataset.status = c.status;
         if (selectedStep && c.id === selectedStep) refreshStep();

@@ -53,9 +53,15 @@ def build_graph(
     start = 0
     members: set[str] = set()
     name = None
+    parsed: dict[str, list[str]] = {}  # the members of a fan-out share one upstream text
     for i, row in enumerate(rows):
         raw = row[5]
-        up = json.loads(raw) if isinstance(raw, str) else (raw or [])
+        if isinstance(raw, str):
+            up = parsed.get(raw)
+            if up is None:
+                up = parsed[raw] = json.loads(raw)
+        else:
+            up = raw or []
         uppers.append(up)
         if row[3] != name or any(u in members for u in up):
             if i > start:
