@@ -154,6 +154,22 @@ def test_a_chain_of_one_step_is_not_folded_and_child_runs_are_nodes() -> None:
     assert {"source": child[0]["id"], "target": "g:square", "count": 3} in graph2["edges"]
 
 
+def test_a_child_run_reusing_the_parents_step_names_feeds_from_its_own_node() -> None:
+    @pipeline(dynamic=True)
+    def both():
+        mine = make_items(2)
+        theirs = child_fan()  # also calls make_items: the same invocation id in the child
+        total(mine)
+        total(theirs)
+
+    run = both()
+    graph = client_for().get(f"/api/runs/{run.id}/graph").json()
+    child = next(n for n in graph["nodes"] if n["kind"] == "run")
+    edges = {(e["source"], e["target"]): e["count"] for e in graph["edges"]}
+    # the two totals fold into a group; one input each, from the parent's and the child's make_items
+    assert edges == {("make_items", "g:total"): 1, (child["id"], "g:total"): 1}
+
+
 def test_step_detail_io_error_and_logs_with_offsets() -> None:
     run = fan(n=3)
     api = client_for()

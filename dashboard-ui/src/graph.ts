@@ -581,6 +581,11 @@ export class GraphView {
       x0 = Math.min(x0, p.x); y0 = Math.min(y0, p.y);
       x1 = Math.max(x1, p.x + p.w); y1 = Math.max(y1, p.y + p.h);
     }
+    for (const r of this.regions.values()) {
+      const rows = Math.ceil(r.members.length / r.cols);
+      x0 = Math.min(x0, r.x); y0 = Math.min(y0, r.y - 24);
+      x1 = Math.max(x1, r.x + Math.min(r.members.length, r.cols) * (CELL + GAP)); y1 = Math.max(y1, r.y + rows * (CELL + GAP));
+    }
     if (x0 === Infinity) return;
     const w = this.host.clientWidth || 800;
     const h = this.host.clientHeight || 500;

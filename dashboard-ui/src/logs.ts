@@ -21,6 +21,7 @@ export class LogView {
   private highlight: number | null = null;
   private firstLine = 1; // number of the first loaded line (known when loaded from offset 0)
   private stopped = false;
+  private earlier: HTMLButtonElement;
 
   constructor(private stepId: string, line: number | null) {
     this.highlight = line;
@@ -28,8 +29,8 @@ export class LogView {
     this.spacer = h("div", { class: "log-spacer" });
     this.window = h("div", { class: "log-window" });
     this.scroller = h("div", { class: "log-scroll", tabindex: "0", "aria-label": "step log", "data-testid": "log" }, this.spacer, this.window);
-    const earlier = h("button", { type: "button", class: "small", onclick: () => this.loadEarlier() }, "load earlier");
-    this.el = h("div", { class: "logs" }, h("div", { class: "log-bar" }, this.status, earlier), this.scroller);
+    this.earlier = h("button", { type: "button", class: "small", hidden: true, onclick: () => this.loadEarlier() }, "load earlier");
+    this.el = h("div", { class: "logs" }, h("div", { class: "log-bar" }, this.status, this.earlier), this.scroller);
     this.scroller.addEventListener("scroll", () => {
       const atBottom = this.scroller.scrollTop + this.scroller.clientHeight >= this.scroller.scrollHeight - LINE;
       this.follow = atBottom;
@@ -107,9 +108,10 @@ export class LogView {
 
   private updateStatus(size: number, exists: boolean): void {
     const count = this.lines.length + (this.partial ? 1 : 0);
+    this.earlier.hidden = this.start <= 0;
     this.status.textContent = !exists
       ? this.finished ? "no output captured" : "waiting for output…"
-      : `${count.toLocaleString()} lines loaded · ${size.toLocaleString()} bytes${this.start > 0 ? " (tail)" : ""}${this.finished ? "" : " · following"}`;
+      : `${count.toLocaleString()} line${count === 1 ? "" : "s"} loaded · ${size.toLocaleString()} bytes${this.start > 0 ? " (tail)" : ""}${this.finished ? "" : " · following"}`;
   }
 
   private render(toBottom = false): void {

@@ -42,10 +42,13 @@ def build_graph(
     children: list[dict[str, Any]] | None = None,
     child_counts: dict[str, dict[str, int]] | None = None,
     owners: Any = None,
+    cross: list[tuple[str, str, str]] | None = None,
 ) -> dict[str, Any]:
     """Nodes and edges from ``graph_rows``: (id, invocation id, position, step name, status,
     upstream JSON). ``owners(unknown_invocation_ids)`` maps upstream ids that are not steps of
-    this run to the child run holding them."""
+    this run to the child run holding them; ``cross`` (invocation id, child run id, upstream
+    invocation id) says which upstream ids of a step are a child run's, from lineage, which
+    matters when a child run reuses step names of its parent."""
     expand = expand or set()
     # 1. blocks of consecutive independent invocations of one step
     blocks: list[tuple[int, int]] = []  # [start, end) indices into rows
@@ -127,11 +130,13 @@ def build_graph(
         for inv, run_id in owners(unknown).items():
             node_of[inv] = "r:" + run_id
 
+    from_child: dict[tuple[str, str], str] = {(inv, up): "r:" + run for inv, run, up in cross or []}
     edges: dict[tuple[str, str], int] = {}
     for row, up in zip(rows, uppers):
         target = node_of[row[1]]
         for u in up:
-            source = node_of.get(u)
+            source = from_child.get((row[1], u)) if from_child else None
+            source = source or node_of.get(u)
             if source is None or source == target:
                 continue
             key = (source, target)

@@ -177,6 +177,30 @@ def owners_of(conn: sa.Connection, run_ids: list[str], invocation_ids: list[str]
     return out
 
 
+def inputs_from_runs(conn: sa.Connection, run_id: str, producer_runs: list[str]) -> list[tuple[str, str, str]]:
+    """(invocation id in ``run_id``, producing run, producing invocation id) for each input a step of ``run_id`` read
+    from an artifact produced in one of ``producer_runs`` (its child runs): lineage tells
+    which run an upstream invocation id belongs to when a child reuses the parent's names."""
+    if not producer_runs:
+        return []
+    consumer = step_runs.alias("consumer")
+    producer = step_runs.alias("producer")
+    rows = conn.execute(
+        sa.select(consumer.c.invocation_id, producer.c.run_id, producer.c.invocation_id)
+        .select_from(step_run_artifacts)
+        .join(consumer, consumer.c.id == step_run_artifacts.c.step_run_id)
+        .join(artifact_versions, artifact_versions.c.id == step_run_artifacts.c.artifact_version_id)
+        .join(producer, producer.c.id == artifact_versions.c.producer_step_run_id)
+        .where(
+            consumer.c.run_id == run_id,
+            step_run_artifacts.c.direction == "input",
+            producer.c.run_id.in_(producer_runs),
+        )
+        .distinct()
+    )
+    return [(inv, run, up) for inv, run, up in rows]
+
+
 def list_steps(
     conn: sa.Connection,
     run_id: str,

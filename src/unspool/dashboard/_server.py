@@ -207,6 +207,7 @@ def create_app(store: Any, artifact_root: str, *, token: str, loopback: bool, st
             graph = build_graph(
                 rows, expand={g for g in expand.split(",") if g}, children=children, child_counts=child_counts,
                 owners=lambda ids: q.owners_of(conn, child_ids, ids),
+                cross=q.inputs_from_runs(conn, run["id"], child_ids) if child_ids else None,
             )
         graph["run"] = {k: run[k] for k in ("id", "name", "pipeline_name", "status", "dynamic", "parent_run_id")}
         graph["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 1)
