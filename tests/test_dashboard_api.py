@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -392,3 +393,83 @@ def test_postgres_store_serves_runs_graph_steps_and_changes(pg_url: str) -> None
     }
     assert any(e["kind"] == "run" and e["id"] == second.id and e["status"] == "completed" for e in changes)
     assert watcher.poll() == []  # nothing changed since
+
+
+def test_the_watcher_reports_each_change_of_a_growing_run_once() -> None:
+    import threading
+
+    from unspool._engine import get_environment
+    from unspool.dashboard._watch import Watcher
+
+    gates = [threading.Event(), threading.Event()]
+
+    @step(enable_cache=False)
+    def hold(i: int) -> int:
+        assert gates[i].wait(60)
+        return i
+
+    @pipeline(dynamic=True)
+    def slow():
+        first = hold.submit(0)
+        first.result()
+        hold.submit(1)
+
+    watcher = Watcher(get_environment().metadata)
+    assert watcher.poll() == []
+    seen: list[tuple[str, str, str]] = []
+
+    def look(*wanted: tuple[str, str, str]) -> bool:
+        seen.extend((e["kind"], e.get("invocation_id") or e["name"], e["status"]) for e in watcher.poll())
+        return all(w in seen for w in wanted)
+
+    runner = threading.Thread(target=slow)
+    runner.start()
+    wait_for(lambda: look(("step", "hold", "running")), what="hold to run")
+    assert not any(s[1] == "hold_2" for s in seen)  # not called yet: the graph has one node
+    gates[0].set()
+    wait_for(lambda: look(("step", "hold", "completed"), ("step", "hold_2", "running")), what="hold_2 to run")
+    gates[1].set()
+    runner.join(60)
+    wait_for(lambda: look(("step", "hold_2", "completed")) and any(s[0] == "run" and s[2] == "completed" for s in seen), what="the run to end")
+    for _ in range(3):
+        look()
+    steps = [s for s in seen if s[0] == "step"]
+    assert len(steps) == len(set(steps)), f"a change was reported twice: {steps}"
+    assert [s[2] for s in seen if s[0] == "run"][-1] == "completed"
+
+
+def test_trigger_starts_a_snapshot_with_parameters_behind_the_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "dash_flows.py").write_text(
+        "from unspool import pipeline, step\n\n"
+        "@step(enable_cache=False)\n"
+        "def double(x: int) -> int:\n"
+        "    return x * 2\n\n"
+        "@pipeline(dynamic=True)\n"
+        "def doubling(n: int = 1):\n"
+        "    for i in range(n):\n"
+        "        double(i)\n"
+    )
+    monkeypatch.syspath_prepend(str(project))
+    monkeypatch.setenv("PYTHONPATH", str(project) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    flows = importlib.import_module("dash_flows")
+    try:
+        snapshot = flows.doubling.create_snapshot("dash-snap")
+        api = client_for(token="tok")
+        url = f"/api/snapshots/{snapshot.name}/trigger"
+        assert api.post(url, json={"parameters": {"n": 3}}).status_code == 401
+        started = api.post(url, json={"parameters": {"n": 3}}, headers={"x-unspool-token": "tok"})
+        assert started.status_code == 202, started.text
+        run_id = started.json()["run_id"]
+        detail = wait_for(
+            lambda: (d := api.get(f"/api/runs/{run_id}").json())["status"] == "completed" and d, what="the triggered run"
+        )
+        assert detail["parameters"] == {"n": 3} and detail["step_counts"] == {"completed": 3}
+        assert detail["snapshot_id"] == snapshot.id
+        missing = api.post("/api/snapshots/nope/trigger", json={}, headers={"x-unspool-token": "tok"})
+        assert missing.status_code == 404
+    finally:
+        sys.modules.pop("dash_flows", None)

@@ -366,19 +366,23 @@ def changed_runs(conn: sa.Connection, since: float) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-def changed_steps(conn: sa.Connection, run_ids: list[str], since: float) -> list[dict[str, Any]]:
-    """Steps of ``run_ids`` that are not finished, or that started or ended at or after
-    ``since``: every step whose status may have changed since then."""
-    if not run_ids:
-        return []
+def changed_steps(conn: sa.Connection, run_id: str, after_position: int, since: float) -> list[dict[str, Any]]:
+    """Steps of a run that are new (a position after ``after_position``) or that started or
+    ended at or after ``since``: every step whose status may have changed since then. The
+    database filters the run's rows; only the changed ones come back."""
     rows = conn.execute(
         sa.select(*_STEP_SUMMARY).where(
-            step_runs.c.run_id.in_(run_ids),
+            step_runs.c.run_id == run_id,
             sa.or_(
-                step_runs.c.status.in_(ACTIVE),
+                step_runs.c.position > after_position,
                 step_runs.c.end_time >= since,
                 step_runs.c.start_time >= since,
             ),
         )
     ).mappings()
     return [dict(r) for r in rows]
+
+
+def last_position(conn: sa.Connection, run_id: str) -> int:
+    value = conn.execute(sa.select(sa.func.max(step_runs.c.position)).where(step_runs.c.run_id == run_id)).scalar()
+    return -1 if value is None else int(value)

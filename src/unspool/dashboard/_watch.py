@@ -3,9 +3,15 @@
 Only the orchestrating process of a run writes its rows, and it may be another process or
 another machine, so the dashboard cannot subscribe to the in-process event bus: it asks the
 store, every ``POLL_INTERVAL`` seconds, for what may have changed since the last look. That
-is cheap: active runs come from the indexed status column, and only steps of active runs
-that are unfinished or started/ended within the look-back window are read. Each status a
-subscriber is sent is compared with the last one sent, so a change is pushed once.
+is cheap: active runs come from the indexed status column, and of their steps only those
+that are new (a position after the last one seen) or that started or ended within the
+look-back window come back from the database. Each status is compared with the last one
+sent, so a change is pushed once.
+
+The look-back window relies on the timestamps the orchestrating process writes: clocks of
+machines sharing a PostgreSQL store must agree within ``LOOK_BACK`` seconds. A change
+sequence kept by the store itself would remove that condition (a schema change for the
+stores layer).
 """
 
 from __future__ import annotations
@@ -32,8 +38,8 @@ class Watcher:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._runs: dict[str, dict[str, Any]] = {}  # run id -> last seen summary
-        self._steps: dict[str, str] = {}  # step id -> last seen status (steps of active runs)
-        self._step_run: dict[str, str] = {}
+        self._steps: dict[str, tuple[str, float]] = {}  # step id -> (last status, its latest stamp)
+        self._positions: dict[str, int] = {}  # active run id -> last position seen
         self._since: float | None = None
         self.polls = 0
         self.last_poll_s = 0.0
@@ -101,23 +107,28 @@ class Watcher:
                 if run["status"] in q.ACTIVE or before is None or before["status"] in q.ACTIVE:
                     watch.append(run["id"])
                 if not priming and (before is None or before["status"] != run["status"]):
-                    events.append({"kind": "run", **_plain(run)})
-            steps = q.changed_steps(conn, watch, since) if watch else []
+                    events.append({"kind": "run", **run})
+                    if before is not None and before["status"] not in q.ACTIVE:
+                        self._positions.pop(run["id"], None)  # resumed: read its steps afresh
+            steps: list[dict[str, Any]] = []
+            for run_id in watch:
+                after = self._positions.get(run_id)
+                if after is None:
+                    after = q.last_position(conn, run_id) if priming else -1
+                changed = q.changed_steps(conn, run_id, after, since)
+                steps.extend(changed)
+                self._positions[run_id] = max([after, *(s["position"] for s in changed)])
         for step in steps:
-            if self._steps.get(step["id"]) != step["status"]:
-                self._steps[step["id"]] = step["status"]
-                self._step_run[step["id"]] = step["run_id"]
-                if not priming:
-                    events.append({"kind": "step", **_plain(step)})
-        finished = {r["id"] for r in runs if r["status"] not in q.ACTIVE}
-        if finished:  # forget the steps of runs that ended (their last changes were sent)
-            for step_id in [s for s, r in self._step_run.items() if r in finished]:
-                self._steps.pop(step_id, None)
-                self._step_run.pop(step_id, None)
+            stamp = max(step["start_time"] or 0.0, step["end_time"] or 0.0)
+            known = self._steps.get(step["id"])
+            self._steps[step["id"]] = (step["status"], stamp)
+            if not priming and (known is None or known[0] != step["status"]):
+                events.append({"kind": "step", **step})
         self._since = now - LOOK_BACK
+        # forget what the window no longer returns, and the runs that ended
+        self._steps = {k: v for k, v in self._steps.items() if v[1] >= self._since}
+        for run in runs:
+            if run["status"] not in q.ACTIVE:
+                self._positions.pop(run["id"], None)
         self.polls += 1
         return events
-
-
-def _plain(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items()}
