@@ -16,7 +16,7 @@ What it measures, and how:
   expanded group of 20,000 member cells, and from a status change being committed to the
   node's colour changing on the page (p95).
 
-Results print as one table and are written to ``bench/results/dashboard.json``.
+Results print as one table and are written to ``bench/results/dashboard-latest.json``.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def main() -> int:
         if not args.no_browser:
             results["browser"] = browser_figures(server.url, wide, live, ids[30:], store)
 
-    out = BENCH / "results" / "dashboard.json"
+    out = BENCH / "results" / "dashboard-latest.json"
     out.write_text(json.dumps(results, indent=1) + "\n")
     for key, value in results.items():
         print(f"{key:>18}: {value}")

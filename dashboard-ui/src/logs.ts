@@ -32,6 +32,7 @@ export class LogView {
     this.earlier = h("button", { type: "button", class: "small", hidden: true, onclick: () => this.loadEarlier() }, "load earlier");
     this.el = h("div", { class: "logs" }, h("div", { class: "log-bar" }, this.status, this.earlier), this.scroller);
     this.scroller.addEventListener("scroll", () => {
+      if (!this.scroller.isConnected) return; // moved in the page: not the reader scrolling
       const atBottom = this.scroller.scrollTop + this.scroller.clientHeight >= this.scroller.scrollHeight - LINE;
       this.follow = atBottom;
       this.render();

@@ -252,6 +252,7 @@ async function runPage(runId: string): Promise<void> {
   // the side panel
   let selectedStep: string | null = null;
   let logView: LogView | null = null;
+  const panelInfo = h("div", { class: "panel-info" });
   cleanup.push(() => logView?.destroy());
   function openNode(node: GNode | null): void {
     if (!node) {
@@ -324,12 +325,17 @@ async function runPage(runId: string): Promise<void> {
       step.attempts?.length ? h("details", {}, h("summary", {}, `attempts (${step.attempts.length})`), json(step.attempts)) : null,
       Object.keys(step.step_metadata ?? {}).length ? h("details", {}, h("summary", {}, "metadata"), json(step.step_metadata)) : null,
     ];
-    if (!refresh || !logView) {
+    const info = sections.filter(Boolean) as HTMLElement[];
+    if (!refresh || !logView || !panelInfo.isConnected) {
       logView?.destroy();
       const line = route().params.get("line");
       logView = new LogView(stepId, line ? Number(line) : null);
+      panelInfo.replaceChildren(...info);
+      panel.replaceChildren(panelInfo, h("h3", {}, "logs"), logView.el);
+    } else {
+      // only the facts change: the log view stays where it is (and keeps following)
+      panelInfo.replaceChildren(...info);
     }
-    panel.replaceChildren(...sections.filter(Boolean) as HTMLElement[], h("h3", {}, "logs"), logView.el);
     panel.dataset.step = step.invocation_id;
   }
 

@@ -16,6 +16,7 @@ Access rules (``Guard``):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hmac
 import json
@@ -195,11 +196,21 @@ def create_app(store: Any, artifact_root: str, *, token: str, loopback: bool, st
         run.pop("dag", None)
         return run
 
+    finished_graphs: collections.OrderedDict[tuple[Any, ...], dict[str, Any]] = collections.OrderedDict()
+
     @app.get("/api/runs/{run_id}/graph")
     def run_graph(run_id: str, expand: str = Query("", description="comma-separated group ids to send members of")) -> Any:
         started = time.perf_counter()
         with read() as conn:
             run = run_or_404(conn, run_id)
+            key = (run["id"], expand, run["end_time"])  # a resumed run ends again, later
+            if run["status"] in q.TERMINAL and key in finished_graphs:
+                # a finished run's graph no longer changes (a resume makes it active again)
+                finished_graphs.move_to_end(key)
+                graph = dict(finished_graphs[key])
+                graph["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 1)
+                graph["cached"] = True
+                return graph
             rows = q.graph_rows(conn, run["id"])
             children = q.child_runs(conn, run["id"])
             child_counts = q.step_counts(conn, [c["id"] for c in children]) if children else {}
@@ -210,6 +221,11 @@ def create_app(store: Any, artifact_root: str, *, token: str, loopback: bool, st
                 cross=q.inputs_from_runs(conn, run["id"], child_ids) if child_ids else None,
             )
         graph["run"] = {k: run[k] for k in ("id", "name", "pipeline_name", "status", "dynamic", "parent_run_id")}
+        if run["status"] in q.TERMINAL and all(c["status"] in q.TERMINAL for c in children):
+            finished_graphs[key] = graph
+            while len(finished_graphs) > 16:
+                finished_graphs.popitem(last=False)
+        graph = dict(graph)
         graph["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 1)
         return graph
 
