@@ -1,6 +1,6 @@
 // The run's DAG on a WebGL canvas (pixi.js): layout in a worker, positions that never change
 // once drawn, map groups with progress bars that expand into grids of member cells.
-import { Application, BitmapText, Container, Graphics } from "pixi.js";
+import { Application, BitmapText, Container, Graphics, Sprite, type Texture } from "pixi.js";
 
 export interface GNode {
   id: string;
@@ -32,7 +32,7 @@ interface Placed {
   y: number;
   w: number;
   h: number;
-  box: Graphics;
+  box: Graphics | Sprite; // a step is a sprite of a shared per-status texture: cheap by the 100,000
   label?: BitmapText; // made when first shown: labels of a zoomed-out big graph are never drawn
   sub?: BitmapText;
 }
@@ -108,6 +108,7 @@ export class GraphView {
   filter: { text: string; status: string } = { text: "", status: "" };
   private buckets = new Map<number, number>(); // x bucket -> lowest free y
   private dirtyNodes = new Set<Placed>();
+  private textures = new Map<string, Texture>();
   private dirtyRegions = new Set<Region>();
   private labelsDirty = true;
   private lastView = "";
@@ -168,6 +169,8 @@ export class GraphView {
 
   setTheme(dark: boolean): void {
     this.palette = dark ? DARK : LIGHT;
+    for (const t of this.textures.values()) t.destroy(true);
+    this.textures.clear();
     this.app.renderer.background.color = this.palette.bg[0];
     for (const p of this.placed.values()) this.drawNode(p);
     for (const r of this.regions.values()) this.drawRegion(r);
@@ -316,7 +319,7 @@ export class GraphView {
 
   private place(n: GNode, x: number, y: number): void {
     const [w, h] = SIZES[n.kind];
-    const box = new Graphics();
+    const box = n.kind === "step" ? new Sprite() : new Graphics();
     const p: Placed = { node: n, x, y, w, h, box };
     box.position.set(x, y);
     this.nodeLayer.addChild(box);
@@ -373,20 +376,39 @@ export class GraphView {
     }
   }
 
+  private stepTexture(status: string, selected: boolean): Texture {
+    const key = `${status}:${selected}`;
+    let texture = this.textures.get(key);
+    if (!texture) {
+      const [fill, stroke] = this.palette[status] ?? this.palette.initializing;
+      const [w, h] = SIZES.step;
+      const g = new Graphics();
+      g.roundRect(0, 0, w, h, 7).fill({ color: fill });
+      g.roundRect(0, 0, w, h, 7).stroke({ width: selected ? 3 : 1.5, color: selected ? this.palette.sel[0] : stroke });
+      g.circle(w - 12, h / 2, 4).fill({ color: stroke });
+      texture = this.app.renderer.generateTexture({ target: g, resolution: 2, antialias: true });
+      g.destroy();
+      this.textures.set(key, texture);
+    }
+    return texture;
+  }
+
   private paint(p: Placed): void {
     const n = p.node;
     const [fill, stroke] = this.palette[n.status] ?? this.palette.initializing;
+    const dim = !this.matches(n);
+    p.box.alpha = dim ? 0.25 : 1;
+    this.paintLabels(p);
+    if (p.box instanceof Sprite) {
+      p.box.texture = this.stepTexture(n.status, this.selected === n.id);
+      return;
+    }
     const g = p.box;
     g.clear();
-    const dim = !this.matches(n);
-    g.alpha = dim ? 0.25 : 1;
-    this.paintLabels(p);
     g.roundRect(0, 0, p.w, p.h, n.kind === "run" ? 2 : 7).fill({ color: fill });
     g.roundRect(0, 0, p.w, p.h, n.kind === "run" ? 2 : 7).stroke({ width: this.selected === n.id ? 3 : 1.5, color: this.selected === n.id ? this.palette.sel[0] : stroke });
     if (n.kind === "run") g.roundRect(4, 4, p.w - 8, p.h - 8, 2).stroke({ width: 1, color: stroke, alpha: 0.6 });
-    if (n.kind === "step") {
-      g.circle(p.w - 12, p.h / 2, 4).fill({ color: stroke });
-    } else {
+    {
       const counts = n.counts ?? {};
       const total = Object.values(counts).reduce((a, b) => a + b, 0) || n.size || 0;
       const bx = 10;
@@ -510,6 +532,10 @@ export class GraphView {
       const y1 = a.y + a.h / 2;
       const x2 = b.x;
       const y2 = b.y + b.h / 2;
+      if (this.edges.length > 3000) {
+        g.moveTo(x1, y1).lineTo(x2, y2); // straight: curves of many thousands cost too much to build
+        continue;
+      }
       const dx = Math.max(30, (x2 - x1) / 2);
       g.moveTo(x1, y1).bezierCurveTo(x1 + dx, y1, x2 - dx, y2, x2, y2);
     }

@@ -164,15 +164,23 @@ async function runPage(runId: string): Promise<void> {
   const expanded = new Set((params.get("expand") ?? "").split(",").filter(Boolean));
   (window as any).__unspool = { view, expanded };
 
+  let listVersion = 0;
   async function loadGraph(): Promise<void> {
     const graph = await get(`runs/${runId}/graph`, { expand: [...expanded].join(",") });
     await view.update(graph.nodes, graph.edges);
-    // the same nodes as a list, for the keyboard and screen readers (the first 5,000)
-    nodeList.replaceChildren(
-      ...graph.nodes.filter((n: GNode) => !n.group).slice(0, 5000).map((n: GNode) =>
-        h("li", { "data-id": n.id, "data-status": n.status, "data-kind": n.kind, "data-counts": n.counts ? JSON.stringify(n.counts) : null },
-          h("button", { type: "button", onclick: () => { view.select(n.id, true); openNode(n); } }, `${n.label}${n.size ? ` ×${n.size}` : ""}: ${n.status}`))),
-    );
+    // the same nodes as a list, for the keyboard and screen readers (the first 5,000), built
+    // in slices so that a big graph never holds the main thread for long
+    const listed = graph.nodes.filter((n: GNode) => !n.group).slice(0, 5000);
+    const item = (n: GNode) =>
+      h("li", { "data-id": n.id, "data-status": n.status, "data-kind": n.kind, "data-counts": n.counts ? JSON.stringify(n.counts) : null },
+        h("button", { type: "button", onclick: () => { view.select(n.id, true); openNode(n); } }, `${n.label}${n.size ? ` ×${n.size}` : ""}: ${n.status}`));
+    const version = ++listVersion;
+    nodeList.replaceChildren(...listed.slice(0, 500).map(item));
+    for (let i = 500; i < listed.length; i += 500) {
+      setTimeout(() => {
+        if (version === listVersion) nodeList.append(...listed.slice(i, i + 500).map(item));
+      }, 0);
+    }
     canvasHost.dataset.nodes = String(graph.nodes.length);
     canvasHost.dataset.ready = "1";
   }

@@ -1,1 +1,0 @@
-import"./index-BGhV5GyI.js";import"./init-B2I1Yb5B.js";

@@ -1,0 +1,1 @@
+import"./index-D8YgBOSS.js";import"./init-B2I1Yb5B.js";
