@@ -224,6 +224,64 @@ def test_a_dynamic_run_in_another_process_appears_and_its_graph_grows(dashboard:
     shot(page, "run-page-grown")
 
 
+def test_a_running_map_group_counts_its_members_live(dashboard: Dashboard, page: Any, tmp_path: Path) -> None:
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    proc = start_script(tmp_path, f"""
+        import pathlib, time
+        from unspool import pipeline, step
+
+        gates = pathlib.Path({str(gates)!r})
+
+        @step(enable_cache=False)
+        def items() -> list[int]:
+            return list(range(12))
+
+        @step(enable_cache=False)
+        def work(i: int) -> int:
+            while not (gates / str(i % 2)).exists():  # odd and even members wait for their gate
+                time.sleep(0.02)
+            return i
+
+        @pipeline(dynamic=True)
+        def mapped():
+            work.map(items())
+
+        mapped()
+    """)
+    log = tmp_path / "job.py.log"
+    run = wait_for(lambda: api(dashboard.url, "runs?pipeline=mapped")["runs"], what="the run", proc=proc, log=log)[0]
+    page.goto(f"{dashboard.url}#/runs/{run['id']}")
+    group = page.locator('#graph-nodes li[data-id="g:work"]')
+    group.wait_for(state="attached")
+
+    def counts() -> dict[str, int]:
+        return json.loads(group.get_attribute("data-counts") or "{}")
+
+    assert sum(counts().values()) == 12 and not counts().get("completed")
+    def stored() -> dict[str, int]:
+        graph = api(dashboard.url, f"runs/{run['id']}/graph")
+        return next(n["counts"] for n in graph["nodes"] if n["id"] == "g:work")
+
+    (gates / "0").write_text("go")
+    # even members finish until odd ones hold every slot; the page's counts, kept by the
+    # event stream, follow the stored ones
+    wait_for(lambda: stored().get("completed", 0) >= 1 and counts() == stored(), what="the page's counts to follow the store", proc=proc, log=log)
+    assert canvas_colours(page) > 4
+    shot(page, "map-running")
+    (gates / "1").write_text("go")
+    wait_for(lambda: counts() == {"completed": 12}, what="every member completed on the page", proc=proc, log=log)
+    assert proc.wait(60) == 0
+    page.locator('.run-head .chip[data-status="completed"]').wait_for()
+    # the theme switch repaints the canvas
+    before = page.evaluate("document.documentElement.dataset.theme")
+    page.locator("#theme").click()
+    assert page.evaluate("document.documentElement.dataset.theme") != before
+    page.wait_for_function("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))")
+    assert canvas_colours(page) > 4
+    shot(page, f"map-done-{page.evaluate('document.documentElement.dataset.theme')}")
+
+
 def test_a_map_of_10000_items_renders_as_one_group(dashboard: Dashboard, page: Any) -> None:
     run = browsed(n=10_000)
     started = time.perf_counter()

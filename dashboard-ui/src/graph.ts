@@ -119,6 +119,7 @@ export class GraphView {
   private edgesDirty = false;
   private fitted = false;
   lastLayoutMs = 0;
+  onChange: (node: GNode) => void = () => {}; // a node's status or counts changed live
   ready = false;
 
   constructor(
@@ -238,6 +239,7 @@ export class GraphView {
       if (p.node.status !== change.status) {
         p.node.status = change.status;
         this.drawNode(p);
+        this.onChange(p.node);
       }
       return "exact";
     }
@@ -251,6 +253,8 @@ export class GraphView {
       const before = member?.status ?? guessBefore(n.counts ?? {}, change.status);
       const how = member ? "exact" : "guess";
       if (before === change.status) return how;
+      // no member in the guessed state: the counts were fetched after this change already
+      if (!member && !n.counts?.[before]) return how;
       const counts = { ...(n.counts ?? {}) };
       if (counts[before]) counts[before] -= 1;
       if (!counts[before]) delete counts[before];
@@ -258,6 +262,7 @@ export class GraphView {
       n.counts = counts;
       n.status = groupStatus(counts);
       this.drawNode(g);
+      this.onChange(n);
       if (member && region) {
         member.status = change.status;
         this.drawRegion(region);
@@ -272,6 +277,7 @@ export class GraphView {
     if (p && p.node.status !== status) {
       p.node.status = status;
       this.drawNode(p);
+      this.onChange(p.node);
     }
   }
 

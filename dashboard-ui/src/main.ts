@@ -164,6 +164,14 @@ async function runPage(runId: string): Promise<void> {
   const expanded = new Set((params.get("expand") ?? "").split(",").filter(Boolean));
   (window as any).__unspool = { view, expanded };
 
+  view.onChange = (n) => {
+    const li = nodeList.querySelector(`li[data-id="${CSS.escape(n.id)}"]`) as HTMLElement | null;
+    if (!li) return;
+    li.dataset.status = n.status;
+    if (n.counts) li.dataset.counts = JSON.stringify(n.counts);
+    const button = li.firstElementChild as HTMLElement | null;
+    if (button) button.textContent = `${n.label}${n.size ? ` ×${n.size}` : ""}: ${n.status}`;
+  };
   let listVersion = 0;
   async function loadGraph(): Promise<void> {
     const graph = await get(`runs/${runId}/graph`, { expand: [...expanded].join(",") });
@@ -201,8 +209,6 @@ async function runPage(runId: string): Promise<void> {
         const how = view.apply(c);
         if (!how) unknown = true;
         else if (how === "guess") reconcile();
-        const li = nodeList.querySelector(`li[data-id="${CSS.escape(c.invocation_id ?? "")}"]`) as HTMLElement | null;
-        if (li) li.dataset.status = c.status;
         if (selectedStep && c.id === selectedStep) refreshStep();
       } else if (c.kind === "run" && c.id === runId) {
         mine = true;

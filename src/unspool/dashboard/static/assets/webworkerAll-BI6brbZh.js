@@ -1,0 +1,1 @@
+import"./index-BOyRJNO9.js";import"./init-B2I1Yb5B.js";

@@ -1,1 +1,0 @@
-import"./index-D8YgBOSS.js";import"./init-B2I1Yb5B.js";
