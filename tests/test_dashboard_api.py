@@ -259,7 +259,12 @@ def test_artifacts_versions_lineage_and_previews_that_never_unpickle_unasked(tmp
     assert preview_of("text")["value"] == "hello"
     pickled = preview_of("opaque")
     assert pickled["kind"] == "pickled" and pickled["pickled"] and not mark.exists()
-    assert "Loud" in preview_of("opaque", unpickle=True)["text"] and mark.exists()
+    out = api.get(f"/api/steps/{steps['opaque']['id']}").json()["outputs"][0]
+    refused = api.get(f"/api/artifact-versions/{out['id']}/preview", params={"unpickle": True})
+    assert refused.status_code == 401 and not mark.exists()  # unpickling needs the token header
+    token = api.app.state.token
+    loaded = api.get(f"/api/artifact-versions/{out['id']}/preview", params={"unpickle": True}, headers={"x-unspool-token": token})
+    assert "Loud" in loaded.json()["text"] and mark.exists()
     assert api.get("/api/artifacts/nope/versions").status_code == 404
 
 
@@ -278,7 +283,10 @@ def test_a_dataframe_preview_is_a_table_only_when_asked() -> None:
     out = api.get(f"/api/steps/{step_id}").json()["outputs"][0]
     shut = api.get(f"/api/artifact-versions/{out['id']}/preview").json()
     assert shut["kind"] == "pickled" and shut["metadata"]["rows"] == 2000
-    table = api.get(f"/api/artifact-versions/{out['id']}/preview", params={"unpickle": True, "max_rows": 5}).json()
+    table = api.get(
+        f"/api/artifact-versions/{out['id']}/preview", params={"unpickle": True, "max_rows": 5},
+        headers={"x-unspool-token": api.app.state.token},
+    ).json()
     assert table["kind"] == "table" and table["columns"] == ["x", "y"] and table["rows"] == 2000
     assert table["data"][:2] == [[0, "a"], [1, "a"]] and table["truncated"]
 

@@ -163,6 +163,14 @@ def test_the_runs_page_lists_a_finished_run(dashboard: Dashboard, page: Any) -> 
     group = page.locator('#graph-nodes li[data-id="g:bump"]')
     assert json.loads(group.get_attribute("data-counts")) == {"completed": 3}
     shot(page, "run-page-small")
+    # a step's output links to its artifact page, whose preview shows the stored list
+    page.goto(f"{dashboard.url}#/runs/{run.id}?step={run.steps['seed'].id}")
+    page.locator(".panel a", has_text="output").click()
+    preview = page.get_by_test_id("preview")
+    page.wait_for_function("document.querySelector('[data-testid=preview]')?.innerText.includes('3 items')")
+    assert "[\n  0,\n  1,\n  2\n]" in preview.inner_text()
+    assert "browsed::bump::output" in page.locator(".lineage").inner_text()  # its consumers' outputs
+    shot(page, "artifact-page")
 
 
 def test_a_dynamic_run_in_another_process_appears_and_its_graph_grows(dashboard: Dashboard, page: Any, tmp_path: Path) -> None:

@@ -15,7 +15,10 @@ export async function get<T = any>(path: string, params: Record<string, unknown>
     if (v !== undefined && v !== null && v !== "") query.set(k, String(v));
   }
   const qs = query.toString();
-  const response = await fetch(`/api/${path}${qs ? "?" + qs : ""}`, { credentials: "same-origin" });
+  const response = await fetch(`/api/${path}${qs ? "?" + qs : ""}`, {
+    credentials: "same-origin",
+    headers: { "X-Unspool-Token": token }, // needed for reads that run code (unpickling)
+  });
   if (!response.ok) {
     let detail = response.statusText;
     try {

@@ -27,11 +27,16 @@ document.getElementById("theme")!.addEventListener("click", () => {
 
 // -- routing --------------------------------------------------------------------------------------
 let currentPath: string | null = null;
+let onParams: (() => void) | null = null;
 async function render(): Promise<void> {
   const { parts } = route();
   const path = parts.join("/");
-  if (path === currentPath) return; // only parameters changed (deep-link state): the view keeps them
+  if (path === currentPath) {
+    onParams?.(); // only parameters changed (a deep link followed on the same page)
+    return;
+  }
   currentPath = path;
+  onParams = null;
   for (const fn of cleanup) fn();
   cleanup = [];
   app.replaceChildren();
@@ -389,6 +394,13 @@ async function runPage(runId: string): Promise<void> {
     const node = view.select(nodeParam);
     if (node) openNode(node);
   }
+  onParams = () => {
+    const { params: now } = route();
+    const step = now.get("step");
+    if (step && step !== selectedStep) openStep(step);
+    const tab = now.get("tab") ?? "graph";
+    if ((tab === "timeline") === timeline.hidden) showTab(tab);
+  };
   // the panel took room from the canvas: center the deep-linked node in what is left
   if (stepParam || nodeParam) requestAnimationFrame(() => view.select(view.selected, true));
 }

@@ -9,8 +9,9 @@ Access rules (``Guard``):
   token: ``Authorization: Bearer T``, an ``X-Unspool-Token`` header, the ``unspool_token``
   cookie, or ``?token=T`` once (which sets the cookie).
 * Requests that change something (POST: resume, trigger) need the token in a header on
-  every bind, and an ``Origin`` header, when sent, equal to the server's own origin. The
-  page reads the token from a tag in index.html, which only a same-origin script can read.
+  every bind, and an ``Origin`` header, when sent, equal to the server's own origin; so does
+  a preview that unpickles (loading a pickle runs code). The page reads the token from a tag
+  in index.html, which only a same-origin script can read.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class Guard:
 
     def check(self, request: Request) -> Response | None:
         """None when the request may go on, else the response refusing it."""
-        host = (request.headers.get("host") or "").rsplit(":", 1)[0] if not (request.headers.get("host") or "").startswith("[") else (request.headers.get("host") or "").split("]")[0] + "]"
+        host = _hostname(request.headers.get("host") or "")
         if self.loopback and host not in LOOPBACK_HOSTS:
             return JSON({"detail": f"host {host!r} is not this loopback dashboard"}, status_code=403)
         if request.method not in ("GET", "HEAD", "OPTIONS"):
@@ -121,6 +122,7 @@ def create_app(store: Any, artifact_root: str, *, token: str, loopback: bool, st
     app = FastAPI(title="unspool dashboard", version="1", default_response_class=JSON, lifespan=lifespan)
     app.state.watcher = watcher
     app.state.store = store
+    app.state.token = token
     app.state.processes = []  # resumes started, for whoever wants to wait for them
 
     @app.middleware("http")
@@ -339,8 +341,10 @@ def create_app(store: Any, artifact_root: str, *, token: str, loopback: bool, st
         unpickle: bool = Query(False, description="load pickled data (runs code from the artifact store)"),
         max_rows: int = Query(100, ge=1, le=1000), max_bytes: int = Query(1_000_000, ge=1, le=1_000_000),
     ) -> Any:
-        if unpickle and not loopback and not guard.presented(request):
-            raise HTTPException(401, "unpickling needs the dashboard token")
+        if unpickle and not guard.presented(request, headers_only=True):
+            # loading a pickle runs code: like a POST, it needs the token in a header on every
+            # bind, which a page of another site cannot send
+            raise HTTPException(401, "unpickling needs the dashboard token (X-Unspool-Token header)")
         with read() as conn:
             version = q.get_artifact_version(conn, version_id)
         if version is None:
@@ -458,6 +462,13 @@ def create_app(store: Any, artifact_root: str, *, token: str, loopback: bool, st
         )
 
     return app
+
+
+def _hostname(host: str) -> str:
+    """The name in a Host header, without its port ("[::1]:8237" -> "[::1]")."""
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0]
 
 
 def offset_is_mid_line(store: Any, uri: str, offset: int) -> bool:

@@ -1,1 +1,0 @@
-import"./index-BOyRJNO9.js";import"./init-B2I1Yb5B.js";
