@@ -60,4 +60,9 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str | None 
         echo(f"unspool dashboard: {url}?token={token}" if generated else f"unspool dashboard: {url} (token required)")
     echo(f"store: {redact(env.metadata.url)}  artifacts: {env.artifact_root}  (Ctrl+C stops)")
     sys.stdout.flush()
-    uvicorn.run(app, host=host.strip("[]"), port=port, log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        app, host=host.strip("[]"), port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=5
+    )
+    server = uvicorn.Server(config)
+    app.state.should_stop = lambda: server.should_exit  # event streams end when the server stops
+    server.run()

@@ -123,6 +123,7 @@ def create_app(store: Any, artifact_root: str, *, token: str, loopback: bool, st
     app.state.watcher = watcher
     app.state.store = store
     app.state.token = token
+    app.state.should_stop = lambda: False  # serve() points it at the server's exit flag
     app.state.processes = []  # resumes started, for whoever wants to wait for them
 
     @app.middleware("http")
@@ -413,14 +414,19 @@ def create_app(store: Any, artifact_root: str, *, token: str, loopback: bool, st
         async def stream() -> Any:
             try:
                 yield "retry: 1000\n: connected\n\n"
-                while True:
+                quiet = 0.0
+                while not app.state.should_stop():
                     try:
-                        batch = await asyncio.wait_for(queue.get(), timeout=10)
+                        batch = await asyncio.wait_for(queue.get(), timeout=0.5)
                     except asyncio.TimeoutError:
-                        if await request.is_disconnected():
-                            return
-                        yield ": keep-alive\n\n"
+                        quiet += 0.5
+                        if quiet >= 10:
+                            quiet = 0.0
+                            if await request.is_disconnected():
+                                return
+                            yield ": keep-alive\n\n"
                         continue
+                    quiet = 0.0
                     chosen = [e for e in batch if wanted(e)]
                     if chosen:
                         data = json.dumps(chosen, default=_json_default, separators=(",", ":"))
