@@ -349,6 +349,13 @@ def test_the_log_of_a_running_step_streams(dashboard: Dashboard, page: Any, tmp_
     page.wait_for_function("document.querySelector('[data-testid=log]')?.innerText.includes('later line 199')")
     assert proc.wait(60) == 0
     shot(page, "log-streaming")
+    # a deep link to a log line restores the step, the log and the highlighted line
+    page.goto("about:blank")
+    page.goto(f"{dashboard.url}#/runs/{run_id}?step={step_id}&line=51")
+    line = page.locator('.log-line.hl[data-line="51"]')
+    line.wait_for()
+    assert "later line 49" in line.inner_text()
+    shot(page, "log-line-link")
 
 
 def test_a_non_loopback_bind_enforces_the_token(tmp_path: Path, browser: Any) -> None:

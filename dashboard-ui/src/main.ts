@@ -163,6 +163,9 @@ async function runPage(runId: string): Promise<void> {
 
   // the graph
   const view = new GraphView(canvasHost, (node) => openNode(node));
+  // fetch the graph while WebGL starts (the first one is taken from here)
+  let firstGraph: Promise<any> | null = get(`runs/${runId}/graph`, { expand: (params.get("expand") ?? "") });
+  firstGraph.catch(() => null);
   await view.init(isDark());
   themeListeners.add(view.setTheme.bind(view));
   cleanup.push(() => view.destroy());
@@ -179,7 +182,9 @@ async function runPage(runId: string): Promise<void> {
   };
   let listVersion = 0;
   async function loadGraph(): Promise<void> {
-    const graph = await get(`runs/${runId}/graph`, { expand: [...expanded].join(",") });
+    const pending = firstGraph;
+    firstGraph = null;
+    const graph = pending ? await pending : await get(`runs/${runId}/graph`, { expand: [...expanded].join(",") });
     await view.update(graph.nodes, graph.edges);
     // the same nodes as a list, for the keyboard and screen readers (the first 5,000), built
     // in slices so that a big graph never holds the main thread for long
@@ -226,6 +231,8 @@ async function runPage(runId: string): Promise<void> {
     if (mine) reloadRun();
   }));
   await loadGraph();
+  // the first graph was fetched before the event stream was listened to: look again once
+  if (["initializing", "running"].includes(run.status)) setTimeout(() => reload(), 1000);
 
   // search and filter
   search.addEventListener("input", () => applyFilter());

@@ -1,1 +1,0 @@
-import"./index-BJct1H8h.js";import"./init-B2I1Yb5B.js";
