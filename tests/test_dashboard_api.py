@@ -481,3 +481,20 @@ def test_trigger_starts_a_snapshot_with_parameters_behind_the_token(tmp_path: Pa
         assert missing.status_code == 404
     finally:
         sys.modules.pop("dash_flows", None)
+
+
+def test_the_timeline_says_when_and_where_each_step_ran() -> None:
+    @step(runtime="isolated", enable_cache=False)
+    def apart(x: int) -> int:
+        return x
+
+    @pipeline(dynamic=True)
+    def mixed():
+        apart(square(3))
+
+    run = mixed()
+    timeline = client_for().get(f"/api/runs/{run.id}/timeline").json()
+    assert timeline["orchestrator"] == "local" and not timeline["truncated"]
+    rows = {s["invocation_id"]: s for s in timeline["steps"]}
+    assert rows["square"]["executor"] == "thread" and rows["apart"]["executor"] == "process"
+    assert rows["square"]["start_time"] <= rows["apart"]["start_time"] <= rows["apart"]["end_time"]

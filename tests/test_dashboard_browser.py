@@ -163,6 +163,10 @@ def test_the_runs_page_lists_a_finished_run(dashboard: Dashboard, page: Any) -> 
     group = page.locator('#graph-nodes li[data-id="g:bump"]')
     assert json.loads(group.get_attribute("data-counts")) == {"completed": 3}
     shot(page, "run-page-small")
+    # the timeline tab: one bar per step that ran, with where it ran
+    page.get_by_role("tab", name="Timeline").click()
+    page.locator('.trow[data-executor="thread"]').first.wait_for()
+    assert page.locator(".trow").count() == 5
     # a step's output links to its artifact page, whose preview shows the stored list
     page.goto(f"{dashboard.url}#/runs/{run.id}?step={run.steps['seed'].id}")
     page.locator(".panel a", has_text="output").click()

@@ -367,20 +367,23 @@ async function runPage(runId: string): Promise<void> {
 
   // the timeline
   async function drawTimeline(): Promise<void> {
-    const page = await get(`runs/${runId}/steps`, { limit: 2000 });
-    const steps = page.steps.filter((s: any) => s.start_time);
+    const page = await get(`runs/${runId}/timeline`, { limit: 2000 });
+    const steps = page.steps;
     if (!steps.length) {
       timeline.replaceChildren(h("p", { class: "muted" }, "No step has started yet."));
       return;
     }
+    const now = Date.now() / 1000;
     const t0 = Math.min(...steps.map((s: any) => s.start_time));
-    const t1 = Math.max(...steps.map((s: any) => s.end_time ?? Date.now() / 1000));
+    const t1 = Math.max(...steps.map((s: any) => s.end_time ?? now));
     const span = Math.max(t1 - t0, 0.001);
+    const executors = [...new Set(steps.map((s: any) => s.executor))].join(", ");
     timeline.replaceChildren(
-      h("p", { class: "muted" }, `${steps.length} steps over ${fmtDuration(span)}${page.next_cursor ? " (the first 2,000)" : ""}`),
-      ...steps.map((s: any) => h("div", { class: "trow" },
+      h("p", { class: "muted" }, `${steps.length} steps over ${fmtDuration(span)} on ${executors} (orchestrator: ${page.orchestrator})${page.truncated ? " · the first 2,000 to start" : ""}`),
+      ...steps.map((s: any) => h("div", { class: "trow", "data-executor": s.executor },
         h("a", { class: "tname", href: `#/runs/${runId}?step=${s.id}`, onclick: (e: Event) => { e.preventDefault(); showTab("graph"); openStep(s.id); } }, s.invocation_id),
-        h("div", { class: "ttrack" }, h("span", { class: `tbar s-${s.status}`, title: `${s.invocation_id}: ${fmtDuration((s.end_time ?? Date.now() / 1000) - s.start_time)}`, style: { left: `${(100 * (s.start_time - t0)) / span}%`, width: `${Math.max(0.3, (100 * ((s.end_time ?? Date.now() / 1000) - s.start_time)) / span)}%` } })))),
+        h("span", { class: "texec muted" }, s.executor),
+        h("div", { class: "ttrack" }, h("span", { class: `tbar s-${s.status}`, title: `${s.invocation_id} on ${s.executor}: ${fmtDuration((s.end_time ?? now) - s.start_time)}`, style: { left: `${(100 * (s.start_time - t0)) / span}%`, width: `${Math.max(0.3, (100 * ((s.end_time ?? now) - s.start_time)) / span)}%` } })))),
     );
   }
   function showTab(tab: string): void {

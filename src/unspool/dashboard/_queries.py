@@ -234,6 +234,23 @@ def list_steps(
     return rows, (encode_cursor(rows[-1]["position"]) if more and rows else None)
 
 
+def timeline(conn: sa.Connection, run_id: str, limit: int) -> list[dict[str, Any]]:
+    """The steps of a run that started, in start order, with where each ran (``runtime``)."""
+    rows = conn.execute(
+        sa.select(*_STEP_SUMMARY, step_runs.c.config)
+        .where(step_runs.c.run_id == run_id, step_runs.c.start_time.is_not(None))
+        .order_by(step_runs.c.start_time, step_runs.c.position)
+        .limit(limit)
+    ).mappings()
+    out = []
+    for r in rows:
+        row = dict(r)
+        config = row.pop("config") or {}
+        row["runtime"] = config.get("runtime") or "inline"
+        out.append(row)
+    return out
+
+
 def get_step(conn: sa.Connection, step_id: str) -> dict[str, Any] | None:
     row = conn.execute(sa.select(step_runs).where(step_runs.c.id == step_id)).mappings().first()
     return None if row is None else dict(row)

@@ -249,6 +249,25 @@ def create_app(store: Any, artifact_root: str, *, token: str, loopback: bool, st
                 raise HTTPException(400, str(exc)) from None
         return {"steps": rows, "next_cursor": next_cursor}
 
+    @app.get("/api/runs/{run_id}/timeline")
+    def run_timeline(run_id: str, limit: int = Query(2000, ge=1, le=20_000)) -> Any:
+        """When each step ran and where (its runtime: inline threads, isolated processes),
+        plus the run's orchestrator, for a Gantt view."""
+        with read() as conn:
+            run = run_or_404(conn, run_id)
+            steps = q.timeline(conn, run["id"], limit + 1)
+        orchestrator = (run.get("config") or {}).get("orchestrator") or {}
+        kind = orchestrator.get("type") if isinstance(orchestrator, dict) else None
+        for step in steps:
+            isolated = step["runtime"] == "isolated"
+            if kind == "process":
+                step["executor"] = "process"
+            elif kind == "ray":
+                step["executor"] = "ray" if isolated or orchestrator.get("all_steps") else "thread"
+            else:
+                step["executor"] = "process" if isolated else "thread"
+        return {"steps": steps[:limit], "truncated": len(steps) > limit, "orchestrator": kind or "local"}
+
     # -- steps ---------------------------------------------------------------------------------
     @app.get("/api/steps/{step_id}")
     def step_detail(step_id: str) -> Any:

@@ -1,1 +1,0 @@
-import"./index-B3WoJa13.js";import"./init-B2I1Yb5B.js";
