@@ -1,4 +1,5 @@
-# `make demo`  - create .venv, install unspool, run the e-mail analysis example offline (examples/demo.py).
+# `make demo`  - create .venv, install unspool with its dashboard (no test extras), run the
+#                e-mail analysis example offline, print how to open the dashboard on its run.
 # `make test`  - create .venv, install unspool with test extras, lint and run the whole suite.
 # `make examples` - run the three worked examples in examples/ offline (optuna, doc search, RLM).
 # `make bench` - run the benchmark suite (see bench/README.md); `make bench-quick` for a short one.
@@ -7,7 +8,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo examples test lint bench bench-quick bench-peers clean
+.PHONY: demo examples test lint bench bench-quick bench-peers clean dashboard-ui
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +16,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test,examples]'
 	touch $@
 
-demo: $(VENV)/.installed
+# What the demo and the dashboard need, and nothing more (the test extras pull in Ray and moto).
+$(VENV)/.demo-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dashboard,demo]'
+	touch $@
+
+demo: $(VENV)/.demo-installed
 	$(PY) examples/demo.py
 
 examples: $(VENV)/.installed
@@ -37,6 +45,11 @@ bench-quick: $(VENV)/.installed
 
 bench-peers: $(VENV)/.installed
 	$(PY) bench/peers.py
+
+# Rebuild the dashboard's UI (needs Node.js and npm) into src/unspool/dashboard/static, which
+# is committed: installing unspool needs no Node. tests/test_dashboard_build.py checks it.
+dashboard-ui:
+	cd dashboard-ui && npm ci --no-audit --no-fund && npm run build
 
 clean:
 	rm -rf $(VENV) .unspool .pytest_cache .bench-venvs

@@ -40,6 +40,7 @@ def main() -> None:
     print(f"look at it with: {cli} runs show {run.id[:8]}     (steps, child runs, budget)")
     print(f"            and: {cli} runs dag {run.id[:8]}  /  {cli} logs {run.id[:8]} analyze_chunk")
     print(f"            and: {cli} artifacts show rlm_synthesis")
+    print(f"watch it in the dashboard: {cli} dashboard   then open http://127.0.0.1:8237/#/runs/{run.id}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,3 +21,13 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     from unspool.testing import reset_stores
 
     reset_stores()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """List the screenshots the dashboard's browser tests took (tests/screenshots/)."""
+    from _dashboard_support import SCREENSHOTS
+
+    if SCREENSHOTS:
+        terminalreporter.section("dashboard screenshots")
+        for path in SCREENSHOTS:
+            terminalreporter.write_line(str(path))

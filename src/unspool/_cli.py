@@ -273,6 +273,24 @@ def logs(
             _err().print(f"step {s.invocation_id} captured no output", style="dim", markup=False)
 
 
+# -- dashboard -----------------------------------------------------------------------------------
+
+@app.command()
+@_friendly_errors
+def dashboard(
+    host: Annotated[str, typer.Option("--host", help="Address to bind; any non-loopback one requires a token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")] = 8237,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", envvar="UNSPOOL_DASHBOARD_TOKEN", help="Token every request must carry off loopback (default: generated and printed once)."),
+    ] = None,
+) -> None:
+    """Serve the web dashboard and its JSON API over this project's stores."""
+    from .dashboard import serve
+
+    serve(host, port, token)
+
+
 # -- snapshots -----------------------------------------------------------------------------------
 
 @snapshots_app.command("create")

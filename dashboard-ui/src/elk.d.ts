@@ -1,0 +1,4 @@
+declare module "elkjs/lib/elk.bundled.js" {
+  const ELK: any;
+  export default ELK;
+}

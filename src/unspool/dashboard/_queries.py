@@ -1,0 +1,405 @@
+"""Every read the dashboard makes of the metadata store, in SQLAlchemy Core.
+
+Kept in one module, against the table objects ``_metadata_store`` defines, so that the
+stores layer can take these queries over as they are. Nothing here writes, except
+``reap_dead_runs`` (the same rule every reader applies: a run whose orchestrator died is
+shown stopped, never running forever).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import sqlalchemy as sa
+
+from .._metadata_store import (
+    artifact_versions,
+    pipeline_runs,
+    snapshots,
+    step_run_artifacts,
+    step_runs,
+)
+
+ACTIVE = ("initializing", "running")
+TERMINAL = ("completed", "failed", "cached", "skipped", "stopped")
+
+# The columns of a run that lists show (the big JSON columns stay in the database).
+_RUN_SUMMARY = (
+    pipeline_runs.c.id, pipeline_runs.c.name, pipeline_runs.c.pipeline_name, pipeline_runs.c.status,
+    pipeline_runs.c.dynamic, pipeline_runs.c.parent_run_id, pipeline_runs.c.invocation_id,
+    pipeline_runs.c.error, pipeline_runs.c.run_metadata, pipeline_runs.c.orchestrator,
+    pipeline_runs.c.snapshot_id, pipeline_runs.c.start_time, pipeline_runs.c.end_time,
+    pipeline_runs.c.created_at,
+)
+_STEP_SUMMARY = (
+    step_runs.c.id, step_runs.c.run_id, step_runs.c.invocation_id, step_runs.c.position,
+    step_runs.c.step_name, step_runs.c.status, step_runs.c.start_time, step_runs.c.end_time,
+)
+
+
+# -- cursors -------------------------------------------------------------------------------------
+
+def encode_cursor(*values: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> list[Any]:
+    padded = cursor + "=" * (-len(cursor) % 4)
+    try:
+        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"invalid cursor {cursor!r}") from exc
+    if not isinstance(values, list):
+        raise ValueError(f"invalid cursor {cursor!r}")
+    return values
+
+
+# -- runs ----------------------------------------------------------------------------------------
+
+def list_runs(
+    conn: sa.Connection,
+    *,
+    pipeline: str | None = None,
+    status: str | None = None,
+    parent: str | None = None,
+    top_level: bool = False,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Runs newest first, ``limit`` at a time; returns the page and the next page's cursor."""
+    query = sa.select(*_RUN_SUMMARY)
+    if pipeline:
+        query = query.where(pipeline_runs.c.pipeline_name == pipeline)
+    if status:
+        query = query.where(pipeline_runs.c.status == status)
+    if parent:
+        query = query.where(pipeline_runs.c.parent_run_id == parent)
+    elif top_level:
+        query = query.where(pipeline_runs.c.parent_run_id.is_(None))
+    if cursor:
+        created, run_id = decode_cursor(cursor)
+        query = query.where(
+            sa.or_(
+                pipeline_runs.c.created_at < created,
+                sa.and_(pipeline_runs.c.created_at == created, pipeline_runs.c.id < run_id),
+            )
+        )
+    query = query.order_by(pipeline_runs.c.created_at.desc(), pipeline_runs.c.id.desc()).limit(limit + 1)
+    rows = [dict(r) for r in conn.execute(query).mappings()]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    live = [r["id"] for r in rows if r["status"] in ACTIVE]
+    counts = step_counts(conn, live) if live else {}
+    for r in rows:
+        recorded = (r.get("run_metadata") or {}).get("step_counts")
+        r["step_counts"] = counts.get(r["id"], {}) if r["id"] in counts or recorded is None else recorded
+        r["failed_steps"] = list((r.get("error") or {}).get("failed_steps") or [])
+    next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more and rows else None
+    return rows, next_cursor
+
+
+def step_counts(conn: sa.Connection, run_ids: list[str]) -> dict[str, dict[str, int]]:
+    """Steps by status, per run."""
+    out: dict[str, dict[str, int]] = {run_id: {} for run_id in run_ids}
+    if not run_ids:
+        return out
+    rows = conn.execute(
+        sa.select(step_runs.c.run_id, step_runs.c.status, sa.func.count())
+        .where(step_runs.c.run_id.in_(run_ids))
+        .group_by(step_runs.c.run_id, step_runs.c.status)
+    )
+    for run_id, status, n in rows:
+        out[run_id][status] = n
+    return out
+
+
+def get_run(conn: sa.Connection, run_id: str) -> dict[str, Any] | None:
+    """A run by id, name or unique id prefix (6+ characters), with every column."""
+    row = conn.execute(
+        sa.select(pipeline_runs).where(sa.or_(pipeline_runs.c.id == run_id, pipeline_runs.c.name == run_id))
+    ).mappings().first()
+    if row is None and len(run_id) >= 6:
+        found = conn.execute(
+            sa.select(pipeline_runs).where(pipeline_runs.c.id.startswith(run_id)).limit(2)
+        ).mappings().all()
+        row = found[0] if len(found) == 1 else None
+    return None if row is None else dict(row)
+
+
+def child_runs(conn: sa.Connection, run_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        sa.select(*_RUN_SUMMARY).where(pipeline_runs.c.parent_run_id == run_id).order_by(pipeline_runs.c.created_at)
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def pipelines_seen(conn: sa.Connection) -> list[str]:
+    return list(conn.execute(sa.select(pipeline_runs.c.pipeline_name).distinct().order_by(pipeline_runs.c.pipeline_name)).scalars())
+
+
+# -- steps ---------------------------------------------------------------------------------------
+
+def graph_rows(conn: sa.Connection, run_id: str) -> list[tuple[Any, ...]]:
+    """(id, invocation id, position, step name, status, upstream JSON text) of every step of a
+    run, in invocation order: the one query behind the graph."""
+    upstream = sa.cast(step_runs.c.upstream, sa.Text) if conn.dialect.name == "postgresql" else step_runs.c.upstream
+    query = (
+        sa.select(
+            step_runs.c.id, step_runs.c.invocation_id, step_runs.c.position, step_runs.c.step_name,
+            step_runs.c.status, upstream.label("upstream"),
+        )
+        .where(step_runs.c.run_id == run_id)
+        .order_by(step_runs.c.position)
+    )
+    if conn.dialect.name == "sqlite":
+        # The JSON column's text as stored; the graph builder parses only what it needs.
+        query = query.with_only_columns(
+            step_runs.c.id, step_runs.c.invocation_id, step_runs.c.position, step_runs.c.step_name,
+            step_runs.c.status, sa.type_coerce(step_runs.c.upstream, sa.Text).label("upstream"),
+        )
+    return [tuple(r) for r in conn.execute(query)]
+
+
+def owners_of(conn: sa.Connection, run_ids: list[str], invocation_ids: list[str]) -> dict[str, str]:
+    """Which of ``run_ids`` holds each invocation id (a child run's step feeding its parent)."""
+    out: dict[str, str] = {}
+    if not run_ids or not invocation_ids:
+        return out
+    for i in range(0, len(invocation_ids), 500):
+        rows = conn.execute(
+            sa.select(step_runs.c.invocation_id, step_runs.c.run_id).where(
+                step_runs.c.run_id.in_(run_ids), step_runs.c.invocation_id.in_(invocation_ids[i : i + 500])
+            )
+        )
+        out.update({inv: run for inv, run in rows})
+    return out
+
+
+def inputs_from_runs(conn: sa.Connection, run_id: str, producer_runs: list[str]) -> list[tuple[str, str, str]]:
+    """(invocation id in ``run_id``, producing run, producing invocation id) for each input a step of ``run_id`` read
+    from an artifact produced in one of ``producer_runs`` (its child runs): lineage tells
+    which run an upstream invocation id belongs to when a child reuses the parent's names."""
+    if not producer_runs:
+        return []
+    consumer = step_runs.alias("consumer")
+    producer = step_runs.alias("producer")
+    rows = conn.execute(
+        sa.select(consumer.c.invocation_id, producer.c.run_id, producer.c.invocation_id)
+        .select_from(step_run_artifacts)
+        .join(consumer, consumer.c.id == step_run_artifacts.c.step_run_id)
+        .join(artifact_versions, artifact_versions.c.id == step_run_artifacts.c.artifact_version_id)
+        .join(producer, producer.c.id == artifact_versions.c.producer_step_run_id)
+        .where(
+            consumer.c.run_id == run_id,
+            step_run_artifacts.c.direction == "input",
+            producer.c.run_id.in_(producer_runs),
+        )
+        .distinct()
+    )
+    return [(inv, run, up) for inv, run, up in rows]
+
+
+def list_steps(
+    conn: sa.Connection,
+    run_id: str,
+    *,
+    status: str | None = None,
+    step_name: str | None = None,
+    position_from: int | None = None,
+    position_to: int | None = None,
+    search: str | None = None,
+    limit: int = 200,
+    cursor: str | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A run's steps in invocation order, paged by position."""
+    query = sa.select(*_STEP_SUMMARY).where(step_runs.c.run_id == run_id)
+    if status:
+        query = query.where(step_runs.c.status == status)
+    if step_name:
+        query = query.where(step_runs.c.step_name == step_name)
+    if position_from is not None:
+        query = query.where(step_runs.c.position >= position_from)
+    if position_to is not None:
+        query = query.where(step_runs.c.position <= position_to)
+    if search:
+        query = query.where(step_runs.c.invocation_id.contains(search, autoescape=True))
+    if cursor:
+        (after,) = decode_cursor(cursor)
+        query = query.where(step_runs.c.position > int(after))
+    rows = [dict(r) for r in conn.execute(query.order_by(step_runs.c.position).limit(limit + 1)).mappings()]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (encode_cursor(rows[-1]["position"]) if more and rows else None)
+
+
+def timeline(conn: sa.Connection, run_id: str, limit: int) -> list[dict[str, Any]]:
+    """The steps of a run that started, in start order, with where each ran (``runtime``)."""
+    rows = conn.execute(
+        sa.select(*_STEP_SUMMARY, step_runs.c.config)
+        .where(step_runs.c.run_id == run_id, step_runs.c.start_time.is_not(None))
+        .order_by(step_runs.c.start_time, step_runs.c.position)
+        .limit(limit)
+    ).mappings()
+    out = []
+    for r in rows:
+        row = dict(r)
+        config = row.pop("config") or {}
+        row["runtime"] = config.get("runtime") or "inline"
+        out.append(row)
+    return out
+
+
+def get_step(conn: sa.Connection, step_id: str) -> dict[str, Any] | None:
+    row = conn.execute(sa.select(step_runs).where(step_runs.c.id == step_id)).mappings().first()
+    return None if row is None else dict(row)
+
+
+def step_brief(conn: sa.Connection, step_ids: list[str]) -> dict[str, dict[str, Any]]:
+    if not step_ids:
+        return {}
+    rows = conn.execute(sa.select(*_STEP_SUMMARY).where(step_runs.c.id.in_(step_ids))).mappings()
+    return {r["id"]: dict(r) for r in rows}
+
+
+def step_io(conn: sa.Connection, step_id: str) -> list[dict[str, Any]]:
+    """The artifact versions a step read and wrote, with the link's name and direction."""
+    rows = conn.execute(
+        sa.select(
+            step_run_artifacts.c.direction, step_run_artifacts.c.name.label("io_name"),
+            step_run_artifacts.c.position.label("io_position"), step_run_artifacts.c.item_index,
+            *_VERSION_SUMMARY,
+        )
+        .join(artifact_versions, artifact_versions.c.id == step_run_artifacts.c.artifact_version_id)
+        .where(step_run_artifacts.c.step_run_id == step_id)
+        .order_by(step_run_artifacts.c.direction, step_run_artifacts.c.name, step_run_artifacts.c.position)
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+# -- artifacts -------------------------------------------------------------------------------------
+
+_VERSION_SUMMARY = (
+    artifact_versions.c.id, artifact_versions.c.name, artifact_versions.c.version, artifact_versions.c.uri,
+    artifact_versions.c.data_type, artifact_versions.c.materializer, artifact_versions.c.size,
+    artifact_versions.c.item_count, artifact_versions.c.producer_step_run_id, artifact_versions.c.run_id,
+    artifact_versions.c.created_at,
+)
+
+
+def list_artifacts(conn: sa.Connection, *, search: str | None = None, limit: int = 200, cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    """Artifact names with their number of versions and latest version, by name."""
+    av = artifact_versions
+    query = sa.select(
+        av.c.name, sa.func.count().label("versions"), sa.func.max(av.c.version).label("latest"),
+        sa.func.max(av.c.created_at).label("updated"),
+    ).group_by(av.c.name)
+    if search:
+        query = query.where(av.c.name.contains(search, autoescape=True))
+    if cursor:
+        (after,) = decode_cursor(cursor)
+        query = query.where(av.c.name > after)
+    rows = [dict(r) for r in conn.execute(query.order_by(av.c.name).limit(limit + 1)).mappings()]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (encode_cursor(rows[-1]["name"]) if more and rows else None)
+
+
+def artifact_versions_of(conn: sa.Connection, name: str, *, limit: int = 200, cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    query = sa.select(*_VERSION_SUMMARY).where(artifact_versions.c.name == name)
+    if cursor:
+        (before,) = decode_cursor(cursor)
+        query = query.where(artifact_versions.c.version < int(before))
+    rows = [dict(r) for r in conn.execute(query.order_by(artifact_versions.c.version.desc()).limit(limit + 1)).mappings()]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (encode_cursor(rows[-1]["version"]) if more and rows else None)
+
+
+def get_artifact_version(conn: sa.Connection, version_id: str) -> dict[str, Any] | None:
+    row = conn.execute(sa.select(artifact_versions).where(artifact_versions.c.id == version_id)).mappings().first()
+    return None if row is None else dict(row)
+
+
+def consumers_of(conn: sa.Connection, version_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+    ids = conn.execute(
+        sa.select(step_run_artifacts.c.step_run_id)
+        .where(step_run_artifacts.c.artifact_version_id == version_id, step_run_artifacts.c.direction == "input")
+        .distinct()
+        .limit(limit)
+    ).scalars().all()
+    return list(step_brief(conn, list(ids)).values())
+
+
+def inputs_of_steps(conn: sa.Connection, step_ids: list[str]) -> list[dict[str, Any]]:
+    """(step run id, artifact version summary) of what those steps read."""
+    if not step_ids:
+        return []
+    rows = conn.execute(
+        sa.select(step_run_artifacts.c.step_run_id.label("consumer"), *_VERSION_SUMMARY)
+        .join(artifact_versions, artifact_versions.c.id == step_run_artifacts.c.artifact_version_id)
+        .where(step_run_artifacts.c.step_run_id.in_(step_ids), step_run_artifacts.c.direction == "input")
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def outputs_of_steps(conn: sa.Connection, step_ids: list[str]) -> list[dict[str, Any]]:
+    if not step_ids:
+        return []
+    rows = conn.execute(
+        sa.select(step_run_artifacts.c.step_run_id.label("producer"), *_VERSION_SUMMARY)
+        .join(artifact_versions, artifact_versions.c.id == step_run_artifacts.c.artifact_version_id)
+        .where(step_run_artifacts.c.step_run_id.in_(step_ids), step_run_artifacts.c.direction == "output")
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+# -- snapshots -------------------------------------------------------------------------------------
+
+def get_snapshot(conn: sa.Connection, snapshot_id: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        sa.select(snapshots).where(sa.or_(snapshots.c.id == snapshot_id, snapshots.c.name == snapshot_id))
+    ).mappings().first()
+    return None if row is None else dict(row)
+
+
+# -- the change feed ------------------------------------------------------------------------------
+
+def changed_runs(conn: sa.Connection, since: float) -> list[dict[str, Any]]:
+    """Runs that are active, or that were created or ended at or after ``since``."""
+    rows = conn.execute(
+        sa.select(
+            pipeline_runs.c.id, pipeline_runs.c.name, pipeline_runs.c.pipeline_name, pipeline_runs.c.status,
+            pipeline_runs.c.parent_run_id, pipeline_runs.c.invocation_id, pipeline_runs.c.end_time,
+        ).where(
+            sa.or_(
+                pipeline_runs.c.status.in_(ACTIVE),
+                pipeline_runs.c.end_time >= since,
+                pipeline_runs.c.created_at >= since,
+            )
+        )
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def changed_steps(conn: sa.Connection, run_id: str, after_position: int, since: float) -> list[dict[str, Any]]:
+    """Steps of a run that are new (a position after ``after_position``) or that started or
+    ended at or after ``since``: every step whose status may have changed since then. The
+    database filters the run's rows; only the changed ones come back."""
+    rows = conn.execute(
+        sa.select(*_STEP_SUMMARY).where(
+            step_runs.c.run_id == run_id,
+            sa.or_(
+                step_runs.c.position > after_position,
+                step_runs.c.end_time >= since,
+                step_runs.c.start_time >= since,
+            ),
+        )
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def last_position(conn: sa.Connection, run_id: str) -> int:
+    value = conn.execute(sa.select(sa.func.max(step_runs.c.position)).where(step_runs.c.run_id == run_id)).scalar()
+    return -1 if value is None else int(value)
