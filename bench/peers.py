@@ -106,11 +106,14 @@ def run_once(framework: str, workload: str, size: int) -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             return {"error": f"no result after {TIMEOUT_S} s"}
         wall = time.perf_counter() - began
-        if done.returncode != 0 or not out.exists():
+        if not out.exists():  # the workload did not finish: say what the framework printed last
             lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-            return {"error": (lines[-1] if lines else f"exit code {done.returncode}")[:300]}
+            errors = [line for line in lines if "Error" in line or "Exception" in line]
+            return {"error": ((errors or lines)[-1] if lines else f"exit code {done.returncode}")[:300]}
         result = json.loads(out.read_text())
         result["process_s"] = wall
+        if done.returncode != 0:  # finished its work, then failed on the way out (kept, and said)
+            result["exit_code"] = done.returncode
         return result
 
 

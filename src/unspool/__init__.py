@@ -31,7 +31,7 @@ from ._types import ArtifactType, ExecutionMode, ExecutionStatus
 if TYPE_CHECKING:
     from ._cache_keys import CachePolicy
     from ._client import ArtifactVersion, Client, PipelineRun, Snapshot, StepRun
-    from ._context import StepContext, get_step_context, log_metadata
+    from ._context import StepContext, get_step_context
     from ._declarative import PythonTask
     from ._futures import (
         ArtifactChunk,
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         Model,
         get_pipeline_context,
         load_artifact,
+        log_metadata,
         register_artifact,
         save_artifact,
     )
@@ -63,9 +64,9 @@ _LAZY = {
     "StepRunFuture": "_futures", "ChildRunFuture": "_futures", "unmapped": "_futures",
     "BaseMaterializer": "_materializers",
     "CachePolicy": "_cache_keys",
-    "Model": "_parity", "get_pipeline_context": "_parity", "load_artifact": "_parity",
+    "Model": "_parity", "get_pipeline_context": "_parity", "load_artifact": "_parity", "log_metadata": "_parity",
     "register_artifact": "_parity", "save_artifact": "_parity",
-    "StepContext": "_context", "get_step_context": "_context", "log_metadata": "_context",
+    "StepContext": "_context", "get_step_context": "_context",
     "spend_exempt": "_spend",
 }
 

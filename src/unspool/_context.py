@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextvars
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from ._errors import PipelineError, UnspoolError
 from ._spend import add_charges
@@ -66,13 +66,15 @@ class StepContext:
             return None
         return {key: value - self.spent.get(key, 0) for key, value in left.items()}
 
+    run_reader: Callable[[str], Any] | None = field(default=None, repr=False, compare=False)
+
     @property
     def pipeline_run(self) -> Any:
-        """The stored run this step belongs to (a ``PipelineRun``)."""
-        # lazy: a read through the surfaces layer, only when a step asks for it
-        from ._client import Client
-
-        return Client().get_pipeline_run(self.run_id)
+        """The stored run this step belongs to (a ``PipelineRun``), read through the reader the
+        step's runner gave (this module stays a leaf: it knows no store)."""
+        if self.run_reader is None:
+            raise UnspoolError("this step context cannot read the metadata store (no run reader was given)")
+        return self.run_reader(self.run_id)
 
     @property
     def step_run(self) -> Any:
@@ -132,47 +134,12 @@ def get_step_context() -> StepContext:
     return ctx
 
 
-def log_metadata(
-    metadata: dict[str, Any],
-    *,
-    artifact_name: str | None = None,
-    infer_artifact: bool = False,
-    step_name: str | None = None,
-    run_id_name_or_prefix: str | None = None,
-    step_id: str | None = None,
-    artifact_version_id: str | None = None,
-    artifact_version: str | int | None = None,
-    **model_options: Any,
-) -> None:
-    """Attach metadata, as in ZenML.
-
-    Inside a step: to the step run, to one of its outputs (``artifact_name``), or to its only
-    output (``infer_artifact=True``). Anywhere: to a stored step run (``step_name`` with
-    ``run_id_name_or_prefix``, or ``step_id``), an artifact version (``artifact_version_id``,
-    or ``artifact_name`` with ``artifact_version``) or a run (``run_id_name_or_prefix``).
-    Model options (``model_name``, ``infer_model``...) are accepted; unspool has no model
-    store, so that metadata goes to the step run when called in a step.
-    """
-    ctx = _step.get()
-    elsewhere = any(v is not None for v in (step_name, run_id_name_or_prefix, step_id, artifact_version_id,
-                                            artifact_version))
-    if ctx is not None and not elsewhere:
-        if artifact_name is not None:
-            ctx.artifact_metadata.setdefault(artifact_name, {}).update(metadata)
-        elif infer_artifact:
-            ctx.artifact_metadata.setdefault(INFERRED, {}).update(metadata)
-        else:
-            ctx.step_metadata.update(metadata)
-        return
-    # lazy: metadata for stored records is written through the surfaces layer
-    from ._parity import log_metadata_stored
-
-    log_metadata_stored(metadata, step_name=step_name, run=run_id_name_or_prefix, step_id=step_id,
-                        artifact_version_id=artifact_version_id, artifact_name=artifact_name,
-                        artifact_version=artifact_version, in_step=ctx is not None)
-
-
 INFERRED = "\x00inferred"  # log_metadata(infer_artifact=True): the step's only output
+
+
+def current_step() -> StepContext | None:
+    """The context of the step running in this thread, or None."""
+    return _step.get()
 
 
 def in_step() -> bool:

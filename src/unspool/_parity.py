@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from ._context import INFERRED, current_step
 from ._errors import NotFoundError, PipelineError, StepInputError
 
 
@@ -159,6 +160,43 @@ def register_artifact(folder_or_file_uri: str, name: str, version: Any = None, t
 
     return _store_version(name, path, materializer_path(PathMaterializer), "pathlib:Path", digest.hexdigest(),
                           size, None, tags, artifact_metadata)
+
+
+def log_metadata(
+    metadata: dict[str, Any],
+    *,
+    artifact_name: str | None = None,
+    infer_artifact: bool = False,
+    step_name: str | None = None,
+    run_id_name_or_prefix: str | None = None,
+    step_id: str | None = None,
+    artifact_version_id: str | None = None,
+    artifact_version: str | int | None = None,
+    **model_options: Any,
+) -> None:
+    """Attach metadata, as in ZenML.
+
+    Inside a step: to the step run, to one of its outputs (``artifact_name``), or to its only
+    output (``infer_artifact=True``). Anywhere: to a stored step run (``step_name`` with
+    ``run_id_name_or_prefix``, or ``step_id``), an artifact version (``artifact_version_id``,
+    or ``artifact_name`` with ``artifact_version``) or a run (``run_id_name_or_prefix``).
+    Model options (``model_name``, ``infer_model``...) are accepted; unspool has no model
+    store, so that metadata goes to the step run when called in a step.
+    """
+    ctx = current_step()
+    elsewhere = any(v is not None for v in (step_name, run_id_name_or_prefix, step_id, artifact_version_id,
+                                            artifact_version))
+    if ctx is not None and not elsewhere:
+        if artifact_name is not None:
+            ctx.artifact_metadata.setdefault(artifact_name, {}).update(metadata)
+        elif infer_artifact:
+            ctx.artifact_metadata.setdefault(INFERRED, {}).update(metadata)
+        else:
+            ctx.step_metadata.update(metadata)
+        return
+    log_metadata_stored(metadata, step_name=step_name, run=run_id_name_or_prefix, step_id=step_id,
+                        artifact_version_id=artifact_version_id, artifact_name=artifact_name,
+                        artifact_version=artifact_version, in_step=ctx is not None)
 
 
 def log_metadata_stored(metadata: dict[str, Any], *, step_name: str | None, run: str | None, step_id: str | None,

@@ -193,6 +193,7 @@ def run_step(spec: StepSpec, log_sink: Callable[[str], None] | None = None) -> S
         pipeline_name=spec.pipeline_name,
         attempt=spec.attempt,
         budget_remaining=spec.budget_remaining,
+        run_reader=_read_run,
     )
     holder: dict[str, Any] = {}
 
@@ -272,6 +273,14 @@ def run_step(spec: StepSpec, log_sink: Callable[[str], None] | None = None) -> S
     elif store.exists(spec.logs_uri):  # a timed-out attempt wrote its part already
         result.logs_uri = spec.logs_uri
     return result
+
+
+def _read_run(run_id: str) -> Any:
+    """``get_step_context().pipeline_run``: the stored run, read in whatever process the step runs."""
+    # lazy: the stores' read side (SQLAlchemy) loads only when a step asks for its run
+    from ._models import StoreReader
+
+    return StoreReader().get_pipeline_run(run_id)
 
 
 def _log_key(spec: StepSpec) -> str:

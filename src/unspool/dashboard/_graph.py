@@ -126,6 +126,16 @@ def build_graph(
         )
 
     unknown = sorted({u for up in uppers for u in up if u not in node_of})
+    # An upstream in another run of the tree is recorded as a path of child invocation ids
+    # ("pipeline:child/produce"): it hangs on the node of the child run that path goes through.
+    by_invocation = {c.get("invocation_id"): "r:" + c["id"] for c in children or [] if c.get("invocation_id")}
+    for u in unknown:
+        if "/" in u:
+            for part in u.split("/")[:-1]:
+                if part in by_invocation:
+                    node_of[u] = by_invocation[part]
+                    break
+    unknown = [u for u in unknown if u not in node_of]
     if unknown and owners is not None:
         for inv, run_id in owners(unknown).items():
             node_of[inv] = "r:" + run_id
