@@ -9,6 +9,14 @@ export default defineConfig({
     assetsDir: "assets",
     sourcemap: false,
     chunkSizeWarningLimit: 2000,
+    rollupOptions: {
+      output: {
+        // pixi.js loads parts of itself with import(): split into chunks that import each other,
+        // a chunk could run before one it needs had initialised ("Cannot access 'D' before
+        // initialization", seen in the browser tests). One chunk for all of pixi has no such order.
+        manualChunks: (id: string) => (id.includes("node_modules/pixi.js") ? "pixi" : undefined),
+      },
+    },
   },
   worker: { format: "es" },
 });

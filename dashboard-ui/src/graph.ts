@@ -1,6 +1,7 @@
 // The run's DAG on a WebGL canvas (pixi.js): layout in a worker, positions that never change
 // once drawn, map groups with progress bars that expand into grids of member cells.
 import { Application, BitmapText, Container, Graphics, Sprite, type Texture } from "pixi.js";
+import "pixi.js/browser"; // the browser's extensions, loaded up front instead of by pixi's own import()
 
 export interface GNode {
   id: string;
@@ -146,6 +147,7 @@ export class GraphView {
       autoDensity: true,
       resolution: Math.min(window.devicePixelRatio || 1, 2),
       autoStart: false, // drawn on demand (below): an idle graph costs no CPU
+      skipExtensionImports: true, // imported above, in the same chunk
     });
     this.app.canvas.setAttribute("aria-label", "run graph");
     this.app.canvas.tabIndex = 0;

@@ -1,1 +1,0 @@
-import"./index-3sr56F1u.js";import"./init-B2I1Yb5B.js";
