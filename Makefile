@@ -2,11 +2,12 @@
 # `make test`  - create .venv, install unspool with test extras, lint and run the whole suite.
 # `make examples` - run the three worked examples in examples/ offline (optuna, doc search, RLM).
 # `make bench` - run the benchmark suite (see bench/README.md); `make bench-quick` for a short one.
+# `make torture` - the reliability suite (kills, concurrent resumes and writers, full disks; see README); not part of `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo examples test lint bench bench-quick clean
+.PHONY: demo examples test lint bench bench-quick torture torture-quick clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +24,7 @@ examples: $(VENV)/.installed
 	$(VENV)/bin/unspool run examples/rlm_analysis/rlm.py:rlm_analysis --config examples/rlm_analysis/config.yaml
 
 lint: $(VENV)/.installed
-	$(PY) -m ruff check src tests bench examples
+	$(PY) -m ruff check src tests bench examples torture
 
 test: lint
 	$(PY) -m pytest -q
@@ -33,6 +34,12 @@ bench: $(VENV)/.installed
 
 bench-quick: $(VENV)/.installed
 	$(PY) bench/run.py --quick
+
+torture: $(VENV)/.installed
+	$(PY) torture/run.py
+
+torture-quick: $(VENV)/.installed
+	$(PY) torture/run.py --quick --out torture/results/quick.json
 
 clean:
 	rm -rf $(VENV) .unspool .pytest_cache
