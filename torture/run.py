@@ -311,11 +311,13 @@ def evaluate(trial: Trial, final: subprocess.Popen[Any] | None, finished: bool, 
     recorded: set[str] = set()
     seen: set[str] = set()
     unfinished: set[str] = set()
+    where: dict[str, str] = {}  # the last kill each re-executed step had completed before
     for k in trial.kills:
         at_kill: Effects = k["effects"]
         for invocation in at_kill.done | k["completed"]:
             if end.starts[invocation] > at_kill.starts[invocation]:
                 reexec.add(invocation)
+                where[invocation] = k["where"].split(":")[0]
                 if invocation in k["completed"]:
                     recorded.add(invocation)
                 if any(at_kill.starts[c] for c in CONSUMERS.get(invocation, ())):
@@ -328,6 +330,7 @@ def evaluate(trial: Trial, final: subprocess.Popen[Any] | None, finished: bool, 
     figures["reexecuted_result_seen"] += len(seen)
     figures["reexecuted_unfinished"] += len(unfinished - reexec)
     record["reexecuted_after_completion"] = sorted(reexec)
+    record["reexecuted_by_point"] = dict(Counter(where.values()))
     if row is None:  # killed before the run reached the store: nothing to resume
         figures["unresumable"] += 1
         figures["steps_done_unrecorded"] += len(end.done)
@@ -439,8 +442,10 @@ def sweep(base: Path, quick: bool, rng: random.Random, trials_override: int | No
     result["kills"] = sum(kills_by_point.values())
     result["steps_done_unrecorded"] = figures.get("steps_done_unrecorded", 0)
     result["kills_by_point"] = dict(sorted(kills_by_point.items()))
-    result["reexecuted_by_point"] = dict(sorted(Counter(
-        d["kills"][-1] for d in details if d.get("reexecuted_after_completion")).items()))
+    by_point: Counter[str] = Counter()
+    for d in details:
+        by_point.update(d.get("reexecuted_by_point", {}))
+    result["reexecuted_by_point"] = dict(sorted(by_point.items()))  # steps, by the kill they had completed before
     result["trial_details"] = details if quick else []
     result["examples"] = [d for d in details if d.get("lost") or d.get("hang") or d.get("run_status") != "completed"][:5]
     result.update(figures_meta)
