@@ -66,6 +66,7 @@ FIGURES = {
         "staging_left": "half-written artifact folders (.staging-*) left after the resume",
         "unresumable": "kills before the run reached the store (nothing to resume), with steps_done_unrecorded",
         "completed_run_changed": "completed runs no longer completed after a resume of them was killed",
+        "harness_errors": "trials the harness could not place (a hold point never reached by a live process)",
     },
     "concurrent_resume": {
         "trials": "killed runs resumed by two `unspool runs resume RUN` at once",
@@ -389,54 +390,71 @@ def sweep(base: Path, quick: bool, rng: random.Random, trials_override: int | No
         plan = plan[:trials_override]
 
     for number, (first, during_resume) in enumerate(plan):
-        trial = Trial(base, f"t{number:03d}")
-        trial.body_marks = 1  # type: ignore[attr-defined]
-        if first == "completed":  # an uninterrupted run; only its resume is killed
-            proc = trial.start_run()
-            landed = finish(proc, RESUME_BOUND) and proc.returncode == 0
-        elif first == "random":
-            proc = trial.start_run(mark_body=True)
-            landed = random_kill(trial, proc, rng.uniform(0, body_s * 1.1), "random")
-        else:
-            hold, trigger = chosen_point(first)
-            proc = trial.start_run(hold=hold)
-            landed = held_kill(trial, proc, trigger, first)
-        if not landed:
-            figures["missed"] += 1
-            continue
-        if during_resume and run_row(trial.db) is not None:
-            if during_resume == "resume_random":
-                trial.body_marks = len(markers(trial.holds, "body-started")) + 1  # type: ignore[attr-defined]
-                proc = trial.start_resume(mark_body=True)
-                if not random_kill(trial, proc, rng.uniform(0, body_s * 1.1), during_resume):
-                    figures["missed"] += 1
-            else:
-                hold, trigger = chosen_point({"resume_body": "before_steps", "resume_map": "during_map"}[during_resume])
-                done_before = len(markers(trial.holds, "body")) + len(list(trial.holds.glob("start-square*")))
-                proc = trial.start_resume(hold=hold)
-
-                def reached(t: Trial, trigger: Callable[[Trial], bool] = trigger, n: int = done_before) -> bool:
-                    fresh = len(markers(t.holds, "body")) + len(list(t.holds.glob("start-square*"))) > n
-                    return fresh and trigger(t)
-
-                if not held_kill(trial, proc, reached, during_resume):
-                    figures["missed"] += 1
-                elif first == "completed" and (run_row(trial.db) or ("", ""))[1] != "completed":
-                    figures["completed_run_changed"] += 1  # the killed resume took a completed run back
-        final = None
-        finished = True
-        if run_row(trial.db) is not None:
-            final = trial.start_resume()
-            finished = finish(final, RESUME_BOUND)
-        record = evaluate(trial, final, finished, reference_hash, figures)
-        figures["trials"] += 1
-        details.append(record)
-        if not quick and figures["trials"] % 10 == 0:
-            print(f"  sweep: {figures['trials']}/{len(plan)} trials, {sum(len(d['kills']) for d in details)} kills",
-                  flush=True)
-        shutil.rmtree(trial.dir, ignore_errors=True)
+        try:
+            sweep_trial(base, number, first, during_resume, rng, body_s, reference_hash, figures, details, quick)
+        except RuntimeError as exc:  # the harness could not place a kill: reported, never silent
+            figures["harness_errors"] += 1
+            details.append({"kills": [], "harness_error": str(exc)[:600]})
+        if not quick and (number + 1) % 10 == 0:
+            print(f"  sweep: {number + 1}/{len(plan)} planned trials, {figures['trials']} resumed, "
+                  f"{sum(len(d['kills']) for d in details)} kills", flush=True)
     shutil.rmtree(ref.dir, ignore_errors=True)
+    return sweep_result(figures, details, quick, figures_meta)
 
+
+def sweep_trial(base: Path, number: int, first: str, during_resume: str, rng: random.Random, body_s: float,
+                reference_hash: str | None, figures: Counter[str], details: list[dict[str, Any]],
+                quick: bool) -> None:
+    trial = Trial(base, f"t{number:03d}")
+    trial.body_marks = 1  # type: ignore[attr-defined]
+    if first == "completed":  # an uninterrupted run; only its resume is killed
+        proc = trial.start_run()
+        landed = finish(proc, RESUME_BOUND) and proc.returncode == 0
+    elif first == "random":
+        proc = trial.start_run(mark_body=True)
+        landed = random_kill(trial, proc, rng.uniform(0, body_s * 1.1), "random")
+    else:
+        hold, trigger = chosen_point(first)
+        proc = trial.start_run(hold=hold)
+        landed = held_kill(trial, proc, trigger, first)
+    if not landed:
+        figures["missed"] += 1
+        shutil.rmtree(trial.dir, ignore_errors=True)
+        return
+    if during_resume and run_row(trial.db) is not None:
+        if during_resume == "resume_random":
+            trial.body_marks = len(markers(trial.holds, "body-started")) + 1  # type: ignore[attr-defined]
+            proc = trial.start_resume(mark_body=True)
+            if not random_kill(trial, proc, rng.uniform(0, body_s * 1.1), during_resume):
+                figures["missed"] += 1
+        else:
+            # The resume waits at its body, or at the squares it runs itself from the third
+            # one that ever started (every square can be one it re-runs, so no store condition).
+            hold = {"resume_body": "body", "resume_map": "map"}[during_resume]
+            done_before = len(markers(trial.holds, "body")) + len(list(trial.holds.glob("start-square*")))
+            proc = trial.start_resume(hold=hold)
+
+            def reached(t: Trial, n: int = done_before, body: bool = during_resume == "resume_body") -> bool:
+                fresh = len(markers(t.holds, "body")) + len(list(t.holds.glob("start-square*"))) > n
+                return fresh and (not body or run_row(t.db) is not None)
+
+            if not held_kill(trial, proc, reached, during_resume):
+                figures["missed"] += 1
+            elif first == "completed" and (run_row(trial.db) or ("", ""))[1] != "completed":
+                figures["completed_run_changed"] += 1  # the killed resume took a completed run back
+    final = None
+    finished = True
+    if run_row(trial.db) is not None:
+        final = trial.start_resume()
+        finished = finish(final, RESUME_BOUND)
+    record = evaluate(trial, final, finished, reference_hash, figures)
+    figures["trials"] += 1
+    details.append(record)
+    shutil.rmtree(trial.dir, ignore_errors=True)
+
+
+def sweep_result(figures: Counter[str], details: list[dict[str, Any]], quick: bool,
+                 figures_meta: dict[str, Any]) -> dict[str, Any]:
     kills_by_point = Counter(k for d in details for k in d["kills"])
     result = {k: figures.get(k, 0) for k in FIGURES["sweep"]}
     result["kills"] = sum(kills_by_point.values())
@@ -447,6 +465,7 @@ def sweep(base: Path, quick: bool, rng: random.Random, trials_override: int | No
         by_point.update(d.get("reexecuted_by_point", {}))
     result["reexecuted_by_point"] = dict(sorted(by_point.items()))  # steps, by the kill they had completed before
     result["trial_details"] = details if quick else []
+    result["harness_errors"] = figures.get("harness_errors", 0)
     result["examples"] = [d for d in details if d.get("lost") or d.get("hang") or d.get("run_status") != "completed"][:5]
     result.update(figures_meta)
     return result
@@ -523,7 +542,8 @@ def concurrent_resume(base: Path, quick: bool) -> dict[str, Any]:
         for p in resumes:
             for line in output(p).splitlines():
                 if re.search(r"error|refused|UNIQUE|still running|No such file", line, re.I):
-                    messages[re.sub(r"[0-9a-f]{8,}", "…", line.strip())[:160]] += 1
+                    line = line.replace(str(base), "<tmp>")
+                    messages[re.sub(r"[0-9a-f]{8,}", "…", line.strip())[:300]] += 1
         figures["trials"] += 1
         shutil.rmtree(trial.dir, ignore_errors=True)
     return {**{k: figures.get(k, 0) for k in ("trials", "both_executed", "double_executions",
