@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 SWEEP = ("kills", "trials", "missed", "reexecuted_after_completion", "reexecuted_result_seen",
          "reexecuted_recorded_completed", "reexecuted_unfinished", "lost_records", "hangs", "non_terminal",
-         "not_completed", "wrong_outputs", "staging_left", "unresumable", "completed_run_changed")
+         "not_completed", "wrong_outputs", "staging_left", "unresumable", "completed_run_changed", "harness_errors")
 RESUME = ("trials", "both_executed", "double_executions", "completed_with_failed_step", "hangs")
 WRITERS = ("processes", "expected_step_rows", "step_rows", "lost_rows", "errors", "hangs", "version_anomalies")
 DISK = ("trials", "success_not_stored", "hangs", "non_terminal")
@@ -46,7 +46,7 @@ def test_torture_smoke_reports_every_figure(tmp_path: Path) -> None:
 
     sweep = scenarios["sweep"]
     assert all(_count(sweep[k]) for k in SWEEP), sweep
-    assert sweep["trials"] + sweep["missed"] == 2 and sweep["kills"] >= sweep["trials"] >= 1
+    assert sweep["trials"] + sweep["missed"] + sweep["harness_errors"] == 2 and sweep["kills"] >= sweep["trials"] >= 1
     assert sum(sweep["kills_by_point"].values()) == sweep["kills"]
     assert sweep["reexecuted_result_seen"] <= sweep["reexecuted_after_completion"]
 

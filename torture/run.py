@@ -301,6 +301,23 @@ def held_kill(trial: Trial, proc: subprocess.Popen[Any], trigger: Callable[[Tria
     return trial.kill_now(proc, where)
 
 
+def locked_store_kill(trial: Trial, after: int) -> bool:
+    """Another process holds SQLite's write lock while the run goes on; kill after ``after`` steps
+    finished (no patch of unspool: the realistic form of a stalled flush)."""
+    proc = trial.start_run(hold="body")
+    if not wait_for(lambda: bool(markers(trial.holds, "body")) and run_row(trial.db) is not None, proc):
+        return False
+    other = sqlite3.connect(trial.db, isolation_level=None, timeout=60)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        (trial.holds / f"release-{trial.phase}").touch()
+        wait_for(lambda: len(Effects(trial.effects).done) >= after, proc)
+        return trial.kill_now(proc, f"store_locked:{after}")
+    finally:
+        other.rollback()
+        other.close()
+
+
 def evaluate(trial: Trial, final: subprocess.Popen[Any] | None, finished: bool, reference_hash: str | None,
              figures: dict[str, Any]) -> dict[str, Any]:
     end = Effects(trial.effects)
@@ -318,7 +335,7 @@ def evaluate(trial: Trial, final: subprocess.Popen[Any] | None, finished: bool, 
         for invocation in at_kill.done | k["completed"]:
             if end.starts[invocation] > at_kill.starts[invocation]:
                 reexec.add(invocation)
-                where[invocation] = k["where"].split(":")[0]
+                where[invocation] = k["where"].split(":")[0]  # during_flush:4 -> during_flush
                 if invocation in k["completed"]:
                     recorded.add(invocation)
                 if any(at_kill.starts[c] for c in CONSUMERS.get(invocation, ())):
@@ -380,6 +397,7 @@ def sweep(base: Path, quick: bool, rng: random.Random, trials_override: int | No
     for point in points:
         plan += [(point, "")] * per_point
     plan += [(flush_points[i % len(flush_points)], "") for i in range(per_point)]
+    plan += [(f"store_locked:{(2, 6, 10, 14)[i % 4]}", "") for i in range(per_point)]
     resume_kills = ["resume_body", "resume_map", "resume_random"]
     for i in range(1 if quick else 18):
         plan.append((["during_map", "random", "during_step"][i % 3], resume_kills[i % 3]))
@@ -410,6 +428,8 @@ def sweep_trial(base: Path, number: int, first: str, during_resume: str, rng: ra
     if first == "completed":  # an uninterrupted run; only its resume is killed
         proc = trial.start_run()
         landed = finish(proc, RESUME_BOUND) and proc.returncode == 0
+    elif first.startswith("store_locked"):
+        landed = locked_store_kill(trial, int(first.split(":")[1]))
     elif first == "random":
         proc = trial.start_run(mark_body=True)
         landed = random_kill(trial, proc, rng.uniform(0, body_s * 1.1), "random")
