@@ -373,7 +373,8 @@ def evaluate(trial: Trial, final: subprocess.Popen[Any] | None, finished: bool, 
     return record
 
 
-def sweep(base: Path, quick: bool, rng: random.Random, trials_override: int | None) -> dict[str, Any]:
+def sweep(base: Path, quick: bool, rng: random.Random, trials_override: int | None,
+          kinds: list[tuple[str, str]] | None = None) -> dict[str, Any]:
     figures: dict[str, Any] = Counter()
     details: list[dict[str, Any]] = []
 
@@ -403,6 +404,8 @@ def sweep(base: Path, quick: bool, rng: random.Random, trials_override: int | No
         plan.append((["during_map", "random", "during_step"][i % 3], resume_kills[i % 3]))
     plan += [("completed", "resume_body")] * (0 if quick else 4)
     plan += [("random", "")] * (1 if quick else 30)
+    if kinds:
+        plan = kinds
     if trials_override is not None:
         rng.shuffle(plan)
         plan = plan[:trials_override]
@@ -775,7 +778,8 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
             f"sweep: {s['kills']} kills in {s['trials']} trials; re-executed after completion "
             f"{s['reexecuted_after_completion']} (result seen {s['reexecuted_result_seen']}, recorded completed "
             f"{s['reexecuted_recorded_completed']}); lost records {s['lost_records']}; hangs {s['hangs']}; "
-            f"non-terminal {s['non_terminal']}; not completed {s['not_completed']}; wrong outputs {s['wrong_outputs']}")
+            f"non-terminal {s['non_terminal']}; not completed {s['not_completed']}; wrong outputs {s['wrong_outputs']}; "
+            f"completed runs changed by a killed resume {s['completed_run_changed']}; harness errors {s['harness_errors']}")
     c = results["scenarios"].get("concurrent_resume")
     if c and "error" not in c:
         lines.append(
@@ -814,6 +818,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke-sized run (about a minute)")
     parser.add_argument("--only", default="", help="comma-separated scenarios: sweep,concurrent_resume,writers,full_disk")
     parser.add_argument("--trials", type=int, default=None, help="sweep trials (a random subset of the plan)")
+    parser.add_argument("--kinds", default="", help=(
+        "sweep trials to run instead of the plan, comma-separated FIRST[/RESUME]: FIRST one of before_steps, "
+        "during_step, between_steps, after_step_returned, during_map, during_flush:N, store_locked:N, random, "
+        "completed; RESUME one of resume_body, resume_map, resume_random (e.g. completed/resume_body)"))
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--out", default=str(HERE / "results" / "latest.json"))
     args = parser.parse_args(argv)
@@ -841,7 +849,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"torture: {name} ...", flush=True)
             try:
                 if name == "sweep":
-                    result = sweep(base / name, args.quick, rng, args.trials)
+                    kinds = [tuple((k.split("/") + [""])[:2]) for k in args.kinds.split(",") if k]
+                    result = sweep(base / name, args.quick, rng, args.trials, kinds)  # type: ignore[arg-type]
                 elif name == "concurrent_resume":
                     result = concurrent_resume(base / name, args.quick)
                 elif name == "writers":
