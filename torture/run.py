@@ -69,7 +69,8 @@ FIGURES = {
         "harness_errors": "trials the harness could not place (a hold point never reached by a live process)",
     },
     "concurrent_resume": {
-        "trials": "killed runs resumed by two `unspool runs resume RUN` at once",
+        "trials": "killed runs resumed by two `unspool runs resume RUN` at once, both let past the status check "
+                  "before either executes ('plain': started at once, nothing else)",
         "both_executed": "trials in which both resumes executed steps",
         "double_executions": "invocations executed by both resumes (summed over trials)",
         "completed_with_failed_step": "trials whose run ended completed while a step row is failed",
@@ -497,11 +498,20 @@ def sweep_result(figures: Counter[str], details: list[dict[str, Any]], quick: bo
 # -- two resumes at once ---------------------------------------------------------------------------
 
 def concurrent_resume(base: Path, quick: bool) -> dict[str, Any]:
+    """Gated trials (both resumes let past the status check before either executes) decide the
+    figures; plain ones (two `unspool runs resume RUN` started at once, nothing else) show how
+    often the race is lost without help."""
+    result = _concurrent_resumes(base / "gated", 1 if quick else 6, gated=True)
+    result["plain"] = _concurrent_resumes(base / "plain", 0 if quick else 3, gated=False)
+    return result
+
+
+def _concurrent_resumes(base: Path, trials: int, gated: bool) -> dict[str, Any]:
     figures: Counter[str] = Counter()
     end_states: Counter[str] = Counter()
     exit_codes: Counter[str] = Counter()
     messages: Counter[str] = Counter()
-    for number in range(1 if quick else 6):
+    for number in range(trials):
         trial = Trial(base, f"c{number:02d}")
         hold, trigger = chosen_point("during_map")
         proc = trial.start_run(hold=hold)
@@ -532,7 +542,8 @@ def concurrent_resume(base: Path, quick: bool) -> dict[str, Any]:
             "    _resume.import_pipeline = checked\n"
             f"sys.argv = ['unspool', 'runs', 'resume', {run_id!r}]; _cli.main()"
         )
-        resumes = [start([PY, "-c", code], env, trial.dir, f"cli-resume-{i}") for i in (1, 2)]
+        command = [PY, "-c", code] if gated else [UNSPOOL, "runs", "resume", run_id]
+        resumes = [start(command, env, trial.dir, f"cli-resume-{i}") for i in (1, 2)]
 
         def both_there_or_gone(trial: Trial = trial, resumes: list[Any] = resumes, gone: Path = gone,
                                before: int = before) -> bool:
@@ -786,6 +797,10 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
             f"concurrent resume: {c['trials']} trials; both executed {c['both_executed']}; double executions "
             f"{c['double_executions']}; completed with a failed step {c['completed_with_failed_step']}; "
             f"end states {c['end_states']}; exit codes {c['exit_codes']}")
+        plain = c.get("plain") or {}
+        if plain.get("trials"):
+            lines.append(f"concurrent resume, plain: {plain['trials']} trials; both executed {plain['both_executed']}; "
+                         f"double executions {plain['double_executions']}; end states {plain['end_states']}")
     w = results["scenarios"].get("writers")
     if w and "error" not in w:
         for store, r in w.items():
