@@ -763,6 +763,12 @@ def _full_disk_trial(base: Path, name: str, where: str, leave: int, steps: int, 
 def full_disk(base: Path, quick: bool) -> dict[str, Any]:
     if os.geteuid() != 0:
         return {"unavailable": "needs root to mount a tmpfs"}
+    probe = base / "probe"
+    try:
+        mount_tmpfs(probe, "64k")  # root in a container may still be refused a mount
+    except RuntimeError as exc:
+        return {"unavailable": str(exc)}
+    unmount(probe)
     # (store on the tmpfs, bytes left free, steps, bytes each step prints): with nothing free the
     # run fails at its start; with a little free it starts and the disk fills up during the run.
     cases = [("metadata", 65_536, 400, 0), ("artifacts", 65_536, 100, 2000)]
