@@ -4,11 +4,12 @@
 # `make examples` - run the three worked examples in examples/ offline (optuna, doc search, RLM).
 # `make bench` - run the benchmark suite (see bench/README.md); `make bench-quick` for a short one.
 # `make bench-peers` - the same workloads through plain Python, unspool, Prefect and ZenML (each peer in its own venv).
+# `make torture` - the reliability suite (kills, concurrent resumes and writers, full disks; see README); not part of `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo examples test lint bench bench-quick bench-peers clean dashboard-ui
+.PHONY: demo examples test lint bench bench-quick bench-peers torture torture-quick clean dashboard-ui
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +33,7 @@ examples: $(VENV)/.installed
 	$(VENV)/bin/unspool run examples/rlm_analysis/rlm.py:rlm_analysis --config examples/rlm_analysis/config.yaml
 
 lint: $(VENV)/.installed
-	$(PY) -m ruff check src tests bench examples
+	$(PY) -m ruff check src tests bench examples torture
 
 test: lint
 	$(PY) -m pytest -q
@@ -50,6 +51,12 @@ bench-peers: $(VENV)/.installed
 # is committed: installing unspool needs no Node. tests/test_dashboard_build.py checks it.
 dashboard-ui:
 	cd dashboard-ui && npm ci --no-audit --no-fund && npm run build
+
+torture: $(VENV)/.installed
+	$(PY) torture/run.py
+
+torture-quick: $(VENV)/.installed
+	$(PY) torture/run.py --quick --out torture/results/quick.json
 
 clean:
 	rm -rf $(VENV) .unspool .pytest_cache .bench-venvs
