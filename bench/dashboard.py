@@ -95,9 +95,9 @@ def main() -> int:
 
     from _dashboard_support import LiveServer, app_for_current_project
     from unspool._metadata_store import step_runs
-    from unspool.testing import current_stores as get_environment
+    from unspool.testing import current_stores
 
-    store = get_environment().metadata
+    store = current_stores().metadata
     results: dict[str, Any] = {"steps": args.steps, "nodes": args.nodes, "machine": os.uname().machine, "load": os.getloadavg()}
     t = time.perf_counter()
     big = fill(store, "big-map", mapped(args.steps))

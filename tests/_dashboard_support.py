@@ -43,9 +43,9 @@ class LiveServer:
 def app_for_current_project(**kwargs: Any) -> Any:
     """The dashboard app over the stores the test's environment names."""
     from unspool.dashboard import create_app
-    from unspool.testing import current_stores as get_environment
+    from unspool.testing import current_stores
 
-    env = get_environment()
+    env = current_stores()
     return create_app(env.metadata, env.artifact_root, **kwargs)
 
 

@@ -380,7 +380,7 @@ def test_events_stream_status_changes_of_a_run_in_another_process(tmp_path: Path
 
 def test_postgres_store_serves_runs_graph_steps_and_changes(pg_url: str) -> None:
     from unspool.dashboard._watch import Watcher
-    from unspool.testing import current_stores as get_environment
+    from unspool.testing import current_stores
 
     run = fan(n=12)
     api = client_for()
@@ -392,7 +392,7 @@ def test_postgres_store_serves_runs_graph_steps_and_changes(pg_url: str) -> None
     page = api.get(f"/api/runs/{run.id}/steps", params={"limit": 5}).json()
     more = api.get(f"/api/runs/{run.id}/steps", params={"cursor": page["next_cursor"]}).json()
     assert len(page["steps"]) + len(more["steps"]) == 14
-    watcher = Watcher(get_environment().metadata)
+    watcher = Watcher(current_stores().metadata)
     assert watcher.poll() == []  # the first look only learns what is there
     second = fan.with_options(enable_cache=False)(n=2)
     changes = watcher.poll()
@@ -407,7 +407,7 @@ def test_the_watcher_reports_each_change_of_a_growing_run_once() -> None:
     import threading
 
     from unspool.dashboard._watch import Watcher
-    from unspool.testing import current_stores as get_environment
+    from unspool.testing import current_stores
 
     gates = [threading.Event(), threading.Event()]
 
@@ -422,7 +422,7 @@ def test_the_watcher_reports_each_change_of_a_growing_run_once() -> None:
         first.result()
         hold.submit(1)
 
-    watcher = Watcher(get_environment().metadata)
+    watcher = Watcher(current_stores().metadata)
     assert watcher.poll() == []
     seen: list[tuple[str, str, str]] = []
 

@@ -453,13 +453,13 @@ def test_store_passwords_are_masked_in_init_and_in_the_newer_schema_error(pg_url
 
     from _servers import PG_PASSWORD
     from unspool._cli import app
-    from unspool.testing import reset_stores as close_all
+    from unspool.testing import reset_stores
 
     runner = CliRunner()
     init = runner.invoke(app, ["init"])
     assert init.exit_code == 0, init.output
     assert PG_PASSWORD not in init.output and "metadata store: postgresql+psycopg://unspool:***@" in init.output
-    close_all()
+    reset_stores()
 
     engine = sa.create_engine(pg_url)
     with engine.begin() as conn:
@@ -556,11 +556,11 @@ def test_opening_an_up_to_date_store_takes_no_write_lock(home: Path) -> None:
     import subprocess
     import sys
 
-    from unspool.testing import reset_stores as close_all
+    from unspool.testing import reset_stores
 
     summed()
     run = Client().list_pipeline_runs(pipeline_name="summed")[0]
-    close_all()
+    reset_stores()
     writer = sqlite3.connect(home / "unspool.db", isolation_level=None)
     try:
         writer.execute("BEGIN IMMEDIATE")  # another process's write transaction, held open
@@ -631,9 +631,9 @@ def test_an_output_named_log_and_a_nul_in_a_step_name_do_not_break_bookkeeping()
 def test_a_run_whose_setup_fails_ends_failed_at_once(home: Path) -> None:
     import shutil
 
-    from unspool.testing import current_stores as get_environment
+    from unspool.testing import current_stores
 
-    env = get_environment()
+    env = current_stores()
     root = Path(env.artifact_root)
     shutil.rmtree(root)
     root.write_text("not a folder")  # the run's artifact folder cannot be created

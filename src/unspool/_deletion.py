@@ -61,7 +61,7 @@ def delete_run(client: Any, run_id: str) -> None:
             artifacts.remove(uri)
         except Exception:  # a file already gone is what we wanted
             pass
-    from ._stores import open_stores as get_environment
+    from ._stores import open_stores
 
-    get_environment().cache_memo.clear()  # deleted outputs must not be cache hits in this process
-    get_environment()._cache_index.clear()
+    open_stores().cache_memo.clear()  # deleted outputs must not be cache hits in this process
+    open_stores()._cache_index.clear()

@@ -79,12 +79,12 @@ def _store_version(name: str, uri: str, materializer: str, data_type: str, conte
                    item_count: int | None, tags: list[str] | None, metadata: dict[str, Any] | None) -> Any:
     from ._client import Client
     from ._ids import new_id
-    from ._stores import open_stores as get_environment
+    from ._stores import open_stores
     from ._types import Produced
 
     if not name or "{" in name:
         raise StepInputError(f"artifact name {name!r} must be a non-empty name without {{placeholders}}")
-    env = get_environment()
+    env = open_stores()
     produced = Produced(id=new_id(), name=name, uri=uri, materializer=materializer, data_type=data_type,
                         content_hash=content_hash, size=size, item_count=item_count, producer_step_run_id=None)
     env.metadata.insert_artifact_version(
@@ -111,9 +111,9 @@ def save_artifact(data: Any, name: str, version: Any = None, tags: list[str] | N
     from ._ids import new_id
     from ._materializers import materializer_from_path, materializer_registry
     from ._runner import save_artifact as write
-    from ._stores import open_stores as get_environment
+    from ._stores import open_stores
 
-    env = get_environment()
+    env = open_stores()
     if isinstance(materializer, str):
         materializer = materializer_from_path(materializer)
     cls = materializer or materializer_registry.for_type(type(data))
@@ -208,10 +208,10 @@ def log_metadata_stored(metadata: dict[str, Any], *, step_name: str | None, run:
     from ._client import Client
     from ._errors import UnspoolError
     from ._metadata_store import artifact_versions
-    from ._stores import open_stores as get_environment
+    from ._stores import open_stores
 
     client = Client()
-    store = get_environment().metadata
+    store = open_stores().metadata
     if step_id is not None or step_name is not None:
         if step_id is not None:
             step_run = client.get_step_run(step_id)

@@ -41,9 +41,9 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str | None 
             f"the dashboard needs FastAPI and uvicorn ({exc}); install them with: pip install 'unspool[dashboard]'"
         ) from None
     from .._metadata_store import redact
-    from .._stores import open_stores as get_environment
+    from .._stores import open_stores
 
-    env = get_environment()
+    env = open_stores()
     loopback = is_loopback(host)
     generated = False
     if token is None:
