@@ -25,7 +25,6 @@ def _run_tree(conn: Any, run_id: str) -> list[str]:
 
 
 def delete_run(client: Any, run_id: str) -> None:
-    from ._artifact_io import artifact_store_for
     from ._metadata_store import artifact_versions, pipeline_runs, step_run_artifacts, step_runs
 
     store = client.store
@@ -55,13 +54,10 @@ def delete_run(client: Any, run_id: str) -> None:
             conn.execute(sa.delete(step_run_artifacts).where(step_run_artifacts.c.step_run_id.in_(step_ids)))
             conn.execute(sa.delete(step_runs).where(step_runs.c.id.in_(step_ids)))
         conn.execute(sa.delete(pipeline_runs).where(pipeline_runs.c.id.in_(run_ids)))
-    artifacts = artifact_store_for(client.artifact_root)
+    artifacts = client.stores.artifacts
     for uri in files:
         try:
             artifacts.remove(uri)
         except Exception:  # a file already gone is what we wanted
             pass
-    from ._stores import open_stores
-
-    open_stores().cache_memo.clear()  # deleted outputs must not be cache hits in this process
-    open_stores()._cache_index.clear()
+    client.stores.forget_cached()  # deleted outputs must not be cache hits in this process

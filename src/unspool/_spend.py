@@ -101,10 +101,8 @@ def charge(run: Any, invocation_id: str, amounts: dict[str, float] | None) -> di
         return dict(spent) if spent else None
 
 
-def check(run: Any) -> None:
-    """Raise :class:`BudgetExceeded` if the run or an ancestor reached a spend limit."""
-    if _exempt.get():
-        return
+def _limits_and_totals(run: Any) -> Iterator[tuple[dict[str, float], dict[str, float]]]:
+    """``(spend limits, totals so far)`` of the run and each ancestor that has spend limits."""
     node = run
     while node is not None:
         budget = node.config.budget
@@ -112,27 +110,28 @@ def check(run: Any) -> None:
         if limits:
             with _lock:
                 total = dict(_ledger(node)["total"])
-            for key, limit in limits.items():
-                used = total.get(key, 0)
-                if used >= limit:
-                    raise BudgetExceeded(f"spend.{key}", limit, used, 0)
+            yield limits, total
         node = node.parent
+
+
+def check(run: Any) -> None:
+    """Raise :class:`BudgetExceeded` if the run or an ancestor reached a spend limit."""
+    if _exempt.get():
+        return
+    for limits, total in _limits_and_totals(run):
+        for key, limit in limits.items():
+            used = total.get(key, 0)
+            if used >= limit:
+                raise BudgetExceeded(f"spend.{key}", limit, used, 0)
 
 
 def remaining(run: Any) -> dict[str, float] | None:
     """The smallest headroom per key over the run and its ancestors (None: no spend limit)."""
     left: dict[str, float] = {}
-    node = run
-    while node is not None:
-        budget = node.config.budget
-        limits = getattr(budget, "spend", None) if budget is not None else None
-        if limits:
-            with _lock:
-                total = dict(_ledger(node)["total"])
-            for key, limit in limits.items():
-                headroom = _tidy(limit - total.get(key, 0))
-                left[key] = min(left.get(key, headroom), headroom)
-        node = node.parent
+    for limits, total in _limits_and_totals(run):
+        for key, limit in limits.items():
+            headroom = _tidy(limit - total.get(key, 0))
+            left[key] = min(left.get(key, headroom), headroom)
     return left or None
 
 

@@ -57,6 +57,12 @@ class Stores:
                             entry[1][output_name] = Produced(**produced)
         return index
 
+    def forget_cached(self) -> None:
+        """Drop what this process knows of completed step runs (after some were deleted)."""
+        with self._cache_lock:
+            self.cache_memo.clear()
+            self._cache_index.clear()
+
 
 _open: dict[tuple[str, str], Stores] = {}
 _lock = threading.Lock()
