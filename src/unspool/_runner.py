@@ -256,7 +256,7 @@ def run_step(spec: StepSpec, log_sink: Callable[[str], None] | None = None) -> S
         if log_sink is None:
             started = _log_key(spec) in _partly_written
             _partly_written.discard(_log_key(spec))
-            header = f"--- attempt {spec.attempt} ---\n" if spec.attempt > 1 and not started else ""
+            header = "" if started else attempt_header(spec)
             try:
                 store.append_text(spec.logs_uri, header + text)
             except Exception as exc:  # a full or broken store: the step fails, saying why
@@ -283,6 +283,11 @@ def _read_run(run_id: str) -> Any:
     return StoreReader().get_pipeline_run(run_id)
 
 
+def attempt_header(spec: StepSpec) -> str:
+    """The line that opens a retry's part of a step's log (the first attempt has none)."""
+    return f"--- attempt {spec.attempt} ---\n" if spec.attempt > 1 else ""
+
+
 def _log_key(spec: StepSpec) -> str:
     return f"{spec.step_run_id}#{spec.attempt}"
 
@@ -296,7 +301,7 @@ def timed_out_logs(spec: StepSpec) -> str | None:
     store = artifact_store_for(spec.artifact_store_url)
     text = _logs.take_live(_log_key(spec))
     if text:
-        header = f"--- attempt {spec.attempt} ---\n" if spec.attempt > 1 else ""
+        header = attempt_header(spec)
         store.append_text(spec.logs_uri, header + text)
         _partly_written.add(_log_key(spec))
     if text is not None or store.exists(spec.logs_uri):

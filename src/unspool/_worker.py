@@ -43,7 +43,7 @@ import cloudpickle
 
 from ._artifact_io import artifact_store_for, forget_artifact_store
 from ._materializers import materializer_registry
-from ._runner import StepResult, StepSpec, describe_error, run_step
+from ._runner import StepResult, StepSpec, attempt_header, describe_error, run_step
 
 SPEC_FILE = "spec.pkl"
 RESULT_FILE = "result.pkl"
@@ -107,7 +107,7 @@ class LogStream:
     def __init__(self, spec: StepSpec, interval: float = 2.0) -> None:
         self.store = artifact_store_for(spec.artifact_store_url)
         self.uri = spec.logs_uri
-        self.header = f"--- attempt {spec.attempt} ---\n" if spec.attempt > 1 else ""
+        self.header = attempt_header(spec)
         self.interval = interval
         self.file: Any = None
         self._buffer: list[str] = []
