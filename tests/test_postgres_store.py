@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from _servers import PG_PASSWORD, PostgresServer, free_port, unavailable
 from unspool import Client, ExecutionStatus, StoreError, log_metadata, pipeline, step
 from unspool import _metadata_store as ms
+from unspool._store_writes import dumps_strict_json, insert_missing
 from unspool.testing import current_stores, reset_stores
 
 # -- runs end to end ---------------------------------------------------------------------------------
@@ -195,12 +196,12 @@ def test_insert_on_conflict_waits_for_and_skips_a_concurrent_insert(pg_url: str)
     outcome: list[Any] = []
     try:
         with store.write() as first:
-            store._insert_missing(first, ms.artifacts, [dict(row)])
+            insert_missing(first, ms.artifacts, [dict(row)])
 
             def second() -> None:
                 try:
                     with store.write() as conn:
-                        store._insert_missing(conn, ms.artifacts, [dict(row)])
+                        insert_missing(conn, ms.artifacts, [dict(row)])
                         outcome.append(
                             conn.execute(
                                 ms.artifacts.update().where(ms.artifacts.c.name == "raced")
@@ -369,6 +370,6 @@ def test_a_missing_server_fails_under_ci_and_skips_elsewhere(monkeypatch: pytest
 
 
 def test_nan_and_infinities_are_stored_as_strings() -> None:
-    assert ms._dumps_strict({"a": [math.nan, math.inf, -math.inf, 1.5]}) == (
+    assert dumps_strict_json({"a": [math.nan, math.inf, -math.inf, 1.5]}) == (
         '{"a": ["NaN", "Infinity", "-Infinity", 1.5]}'
     )

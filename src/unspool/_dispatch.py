@@ -194,13 +194,20 @@ class Dispatch:
         enable_cache = step.config.enable_cache if step.config.enable_cache is not None else self.run.config.enable_cache
         refs: dict[str, tuple[bool, list[ArtifactRef]]] = {}
         input_ids: list[tuple[str, int, Produced, int | None]] = []
+        seen = 0
         for name, (is_list, sources) in inv.inputs.items():
             lst = []
             for pos, (source, index) in enumerate(sources):
-                produced = source._inv.outputs[source.output_name] if isinstance(source, ArtifactFuture) else source
+                if isinstance(source, ArtifactFuture):
+                    seen = max(seen, source._inv.durable_at)
+                    produced = source._inv.outputs[source.output_name]
+                else:
+                    produced = source
                 lst.append(ArtifactRef(produced.uri, produced.materializer, produced.data_type, index, produced.size, produced.name))
                 input_ids.append((name, pos, produced, index))
             refs[name] = (is_list, lst)
+        if seen:
+            self.run.stores.metadata.durable(seen)  # the upstream results it is about to use
         inv.cache_key = _cache.cache_key(inv, input_ids, [self.artifact_name(inv, o) for o in step.outputs])
         retrying = inv.status == S.RUNNING  # a retry: its step run and links are recorded already
         # The earlier execution is consulted once, at the first attempt (a retry that did it
@@ -346,6 +353,11 @@ class Dispatch:
                 result = StepResult(ok=False, error=describe_error(exc), exception=exc)
             else:
                 inv.outputs = produced
+                # Its completion is buffered; whoever uses the result first (the body through
+                # ``Invocation.wait``, a downstream step in ``start``) commits it before
+                # looking (``durable_at``), so a result anything has seen is never executed
+                # again after a crash, and the results of a fan-out share one commit.
+                inv.durable_at = self.run.stores.metadata.written
                 if inv.cache_key:
                     self.run.stores.cache_memo[inv.cache_key] = (inv.step_run_id, produced)
                 self.finish(inv, S.COMPLETED)

@@ -182,35 +182,32 @@ class Run:
                     f"a run named {self.name!r} already exists and run names are unique; put "
                     "{time} (or another changing substitution) in run_name, or choose another name"
                 )
-            store.insert_run(
-                {
-                    "id": self.id,
-                    "name": self.name,
-                    "pipeline_name": self.config.name,
-                    "status": S.INITIALIZING.value,
-                    "dynamic": self.config.dynamic,
-                    "parent_run_id": self.parent.id if self.parent else None,
-                    "invocation_id": self.invocation_id,
-                    "parameters": self.parameters,
-                        "config": recorded_config(self),
-                    "dag": None,
-                    "error": None,
-                    "run_metadata": {},
-                    "orchestrator": orchestrator,
-                    "heartbeat": time.time(),
-                    "start_time": self.started,
-                    "end_time": None,
-                    "created_at": self.started,
-                }
-            )
+            store.insert_run(new_run_row(self, orchestrator))
+        if self.parent is None:
+            store.clear_failure()  # an earlier run's; this run's first flush tells whether it lasts
+        stop_listening = store.on_failure(self._store_failed)
         try:
             store.beat(self.id)
             store.flush()  # a run exists durably before any of its steps runs
             self.stores.artifacts.makedirs(self.stores.artifacts.join(self.id))
             self.recorder.run(S.INITIALIZING)
         except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised
+            stop_listening()
             record_setup_failure(self, exc)
             raise
+        try:
+            return self._execute_body()
+        finally:
+            stop_listening()
+
+    def _store_failed(self, error: BaseException) -> None:
+        """The metadata store refused a write for good: nothing more can be recorded, so
+        nothing more starts (the run ends with the store's error, see ``_execute_body``)."""
+        self.aborted = True
+        self.stop_everything(f"the metadata store refused a write ({error})")
+
+    def _execute_body(self) -> Any:
+        store = self.stores.metadata
         token = enter_run(self)
         body_error: BaseException | None = None
         result: Any = None
@@ -239,6 +236,8 @@ class Run:
             leave_run(token)
             self.dispatch.shutdown()
         status, error = final_status(self, body_error)
+        if store.failure is not None:  # raised by the flush below, after the hooks
+            status, error = S.FAILED, {"type": "StoreError", "message": str(store.failure), "failed_steps": []}
         if status == S.FAILED:
             self._hook(self.config.on_failure, body_error or RunFailedError(error["message"]))
         else:
@@ -507,6 +506,29 @@ def check_output_names(run: Run, step: Step[Any]) -> None:
         probe = Invocation(run, step.name, step, -1)
         for spec in step.outputs:
             run.dispatch.artifact_name(probe, spec)
+
+
+def new_run_row(run: Run, orchestrator: str) -> dict[str, Any]:
+    """The row of a run that starts for the first time."""
+    return {
+        "id": run.id,
+        "name": run.name,
+        "pipeline_name": run.config.name,
+        "status": S.INITIALIZING.value,
+        "dynamic": run.config.dynamic,
+        "parent_run_id": run.parent.id if run.parent else None,
+        "invocation_id": run.invocation_id,
+        "parameters": run.parameters,
+        "config": recorded_config(run),
+        "dag": None,
+        "error": None,
+        "run_metadata": {},
+        "orchestrator": orchestrator,
+        "heartbeat": time.time(),
+        "start_time": run.started,
+        "end_time": None,
+        "created_at": run.started,
+    }
 
 
 def record_setup_failure(run: Run, exc: BaseException) -> None:

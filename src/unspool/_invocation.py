@@ -46,7 +46,7 @@ class Invocation:
         "run", "id", "step", "position", "step_run_id", "params", "inputs", "upstream",
         "status", "finished", "outputs", "error", "exception", "event", "dependents",
         "waiting", "cache_key", "attempt", "attempts", "start_time", "skip_reason", "recorded",
-        "future", "handled",
+        "future", "handled", "durable_at",
     )
 
     def __init__(self, run: Run, inv_id: str, step: Step[Any], position: int) -> None:
@@ -74,6 +74,7 @@ class Invocation:
         self.recorded = False  # its step run row has been written (or queued)
         self.future: Future[StepResult] | None = None  # while submitted to an executor
         self.handled = False  # the body was given its failure (see _outcome)
+        self.durable_at = 0  # the store's write number that makes its completion durable
 
     @property
     def ok(self) -> bool:
@@ -84,6 +85,8 @@ class Invocation:
         if not self.finished:  # nothing runs while a static body compiles: never wait there
             self.run.ensure_not_compiling("wait for", self.id)
         self.event.wait()
+        if self.durable_at:  # its result is about to be seen: committed first (see Dispatch.record_result)
+            self.run.stores.metadata.durable(self.durable_at)
         if not self.ok:
             if self.status == S.STOPPED and isinstance(self.exception, KeyboardInterrupt):
                 raise self.exception  # Ctrl-C while it ran in the body's thread: stop the body

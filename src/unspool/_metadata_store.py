@@ -15,24 +15,35 @@ transactions, so concurrent processes queue for the write lock instead of failin
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import threading
 import time
-from collections import defaultdict
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import sqlalchemy as sa
 from sqlalchemy import event
 
 from ._errors import StoreError, mask_secrets
-from ._types import EncodedJSON
+from ._store_writes import (
+    ROW_REFUSED,
+    Batch,
+    CoreStatements,
+    SQLiteWriter,
+    dumps_json,
+    dumps_strict_json,
+    write_batch,
+)
 
 SCHEMA_VERSION = 2
 FLUSH_INTERVAL = 0.2
 HEARTBEAT_INTERVAL = 5.0  # a running run's heartbeat is refreshed this often
 HEARTBEAT_TIMEOUT = 60.0  # ... and is considered dead when older than this
+RETRY_WINDOW = 30.0  # a write refused for a passing reason is retried this long, then the store fails
+
+# What a database says when a write cannot succeed however often it is retried.
+_LASTING = ("is full", "disk full", "no space left", "readonly", "read-only", "disk i/o error", "permission denied",
+            "unable to open database file", "malformed", "out of memory")
 
 metadata = sa.MetaData()
 
@@ -161,6 +172,12 @@ def _migrate_2(conn: sa.Connection) -> None:
         conn.execute(sa.text("ALTER TABLE pipeline_runs ADD COLUMN snapshot_id VARCHAR(32)"))
 
 
+# The tables a flush writes, by name (``_store_writes.write_batch``).
+_SCHEMA = SimpleNamespace(
+    pipelines=pipelines, pipeline_runs=pipeline_runs, step_runs=step_runs, artifacts=artifacts,
+    artifact_versions=artifact_versions, step_run_artifacts=step_run_artifacts, snapshots=snapshots,
+)
+
 # Each migration brings the schema from version N-1 to N. New columns and tables for later
 # features are added here as numbered steps; existing stores are upgraded on open.
 MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
@@ -169,73 +186,17 @@ MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
 }
 
 
-def _update_many(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[str, Any]]) -> int:
-    """Apply per-row updates as one executemany per set of changed columns; returns statements."""
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
-    for row_id, changes in updates.items():
-        columns = tuple(sorted(changes))
-        groups[columns].append({"_row_id": row_id, **{f"_v_{c}": changes[c] for c in columns}})
-    for columns, params in groups.items():
-        statement = (
-            table.update()
-            .where(table.c.id == sa.bindparam("_row_id"))
-            .values({c: sa.bindparam(f"_v_{c}") for c in columns})
-        )
-        conn.execute(statement, params)
-    return len(groups)
-
-
-def _dumps(value: Any) -> str:
-    if type(value) is EncodedJSON:
-        return value.text
-    return json.dumps(value, default=_json_default)
-
-
-def _json_default(value: Any) -> Any:
-    """A value JSON cannot hold never poisons a flush: numpy scalars and arrays become numbers
-    and lists (``tolist``), sets lists, anything else its repr."""
-    tolist = getattr(value, "tolist", None)
-    if callable(tolist):
-        try:
-            return tolist()
-        except Exception:
-            pass
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=repr)
-    try:  # pydantic models, enums, dates, UUIDs, paths, dataclasses: their JSON form
-        from pydantic_core import to_jsonable_python
-
-        return to_jsonable_python(value)
-    except Exception:
-        return repr(value)
-
-
-def _dumps_strict(value: Any) -> str:
-    """JSON for servers that validate it (PostgreSQL): NaN and infinities become strings."""
-    if type(value) is EncodedJSON:
-        return value.text
-    try:
-        return json.dumps(value, allow_nan=False, default=_json_default)
-    except ValueError:
-        return json.dumps(_finite(json.loads(_dumps(value))), allow_nan=False)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def redact(url: str) -> str:
     """``url`` with its password masked, for every message and output that shows it."""
     try:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
     except Exception:
         return mask_secrets(url)
+
+
+def _lasting(exc: BaseException) -> bool:
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    return any(word in text for word in _LASTING)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -273,7 +234,7 @@ def create_engine(url: str) -> sa.Engine:
             engine = sa.create_engine(
                 url,
                 connect_args={"timeout": 120, "check_same_thread": False},
-                json_serializer=_dumps,
+                json_serializer=dumps_json,
             )
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_on_begin)
@@ -285,7 +246,7 @@ def create_engine(url: str) -> sa.Engine:
             if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
                 connect_args["connect_timeout"] = 10
             engine = sa.create_engine(
-                url, pool_pre_ping=True, json_serializer=_dumps_strict, connect_args=connect_args
+                url, pool_pre_ping=True, json_serializer=dumps_strict_json, connect_args=connect_args
             )
     except (sa.exc.ArgumentError, ImportError) as exc:
         hint = ""
@@ -311,6 +272,16 @@ def _create_private_sqlite_file(url: str) -> None:
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     except OSError:
         pass  # a missing folder and the like: SQLite reports it when it opens the file
+
+
+def _sqlite_writer(url: str) -> SQLiteWriter | None:
+    """The flush's own sqlite3 connection for a SQLite file store (see ``_store_writes``)."""
+    if not url.startswith("sqlite"):
+        return None
+    path = sa.engine.make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    return SQLiteWriter(path, dumps_json)
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -347,10 +318,20 @@ class MetadataStore:
         self._flusher: threading.Thread | None = None
         self._wake = threading.Event()
         self._closed = False
-        self.statements = 0  # executed write statements; the benchmark regression guard reads it
+        self.statements = 0  # executed write statements; the overhead guard reads them
+        self.transactions = 0  # ... and committed write transactions (flushes)
+        self._sqlite = _sqlite_writer(url)
         self.rejected: list[dict[str, Any]] = []  # rows the database refused (see _salvage)
         self._beating: set[str] = set()
         self._last_beat = 0.0
+        # Group commit: every buffered write takes the next number (``written``);
+        # ``committed`` is the highest number a finished flush included (see ``durable``).
+        self.written = 0
+        self.committed = 0
+        # A write the database refused for a reason that will not go away (see ``_refused``):
+        # set once, then every write is dropped and ``flush``/``durable`` raise it.
+        self.failure: StoreError | None = None
+        self._failure_listeners: list[Callable[[StoreError], None]] = []
         self._migrate()
 
     # -- schema ----------------------------------------------------------------------------
@@ -393,8 +374,10 @@ class MetadataStore:
 
     def read(self) -> sa.Connection:
         """A connection for reading (``_queries``) that sees every write this process made:
-        what is still buffered is committed first (a no-op when nothing is)."""
-        self.flush()
+        what is still buffered is committed first (a no-op when nothing is; skipped once the
+        store failed, so that what it holds can still be read)."""
+        if self.failure is None:
+            self.flush()
         return self.engine.connect()
 
     # -- buffered writes ----------------------------------------------------------------------
@@ -412,17 +395,20 @@ class MetadataStore:
     def add_pipeline(self, name: str) -> None:
         check_lengths(pipelines, {"name": name})
         with self._lock:
+            self.written += 1
             self._pipelines.add(name)
         self._kick()
 
     def insert_run(self, row: dict[str, Any]) -> None:
         check_lengths(pipeline_runs, row)
         with self._lock:
+            self.written += 1
             self._run_inserts[row["id"]] = row
         self._kick()
 
     def update_run(self, run_id: str, **changes: Any) -> None:
         with self._lock:
+            self.written += 1
             target = self._run_inserts.get(run_id)
             if target is None:
                 target = self._run_updates.setdefault(run_id, {})
@@ -432,11 +418,13 @@ class MetadataStore:
     def insert_step_run(self, row: dict[str, Any]) -> None:
         check_lengths(step_runs, row)
         with self._lock:
+            self.written += 1
             self._step_inserts[row["id"]] = row
         self._kick()
 
     def update_step_run(self, step_run_id: str, **changes: Any) -> None:
         with self._lock:
+            self.written += 1
             target = self._step_inserts.get(step_run_id)
             if target is None:
                 target = self._step_updates.setdefault(step_run_id, {})
@@ -447,18 +435,21 @@ class MetadataStore:
         """Queue a version; ``handle.version`` is set once the flush numbers it."""
         check_lengths(artifact_versions, row)
         with self._lock:
+            self.written += 1
             self._artifact_inserts.append((row, handle))
         self._kick()
 
     def insert_snapshot(self, row: dict[str, Any]) -> None:
         check_lengths(snapshots, row)
         with self._lock:
+            self.written += 1
             self._snapshots.append(row)
         self._kick()
 
     def delete_step_run(self, step_run_id: str) -> None:
         """Drop a step run and its links (resume replaces a failed attempt this way)."""
         with self._lock:
+            self.written += 1
             self._deletes.append(step_run_id)
             self._step_inserts.pop(step_run_id, None)
             self._step_updates.pop(step_run_id, None)
@@ -477,6 +468,7 @@ class MetadataStore:
 
     def insert_links(self, rows: list[dict[str, Any]]) -> None:
         with self._lock:
+            self.written += 1
             self._links.extend(rows)
         self._kick()
 
@@ -491,6 +483,8 @@ class MetadataStore:
         while not self._closed:
             self._wake.wait(FLUSH_INTERVAL)
             self._wake.clear()
+            if self.failure is not None:
+                continue  # reported once, to the listeners and to every explicit flush
             try:
                 now = time.time()
                 if self._beating and now - self._last_beat >= HEARTBEAT_INTERVAL:
@@ -498,18 +492,66 @@ class MetadataStore:
                     for run_id in list(self._beating):
                         self.update_run(run_id, heartbeat=now)
                 self.flush()
-            except Exception:  # pragma: no cover - reported by the next explicit flush
+            except Exception:  # noqa: BLE001 - a lasting refusal is ``self.failure``, told to the listeners
                 time.sleep(FLUSH_INTERVAL)
 
     def flush(self) -> None:
-        """Commit everything buffered so far, in one transaction."""
+        """Commit everything buffered so far, in one transaction.
+
+        A write the database refuses for a passing reason (a lock held past the busy timeout,
+        a dropped connection) is retried for ``RETRY_WINDOW`` seconds; one it refuses for a
+        lasting reason (a full disk, a read-only file) or past the retries makes the store
+        *failed*: the run's listeners are told at once and every later flush raises the same
+        :class:`StoreError` (see ``on_failure``).
+        """
         with self._flush_lock:
+            self._commit()
+
+    def durable(self, upto: int | None = None) -> None:
+        """Return once the writes numbered up to ``upto`` (default: every write buffered before
+        this call) are committed.
+
+        Group commit: whoever holds the flush lock commits everything buffered so far, the
+        writes of the threads queued behind it included, so concurrent callers share one
+        transaction and a caller whose writes a flush already took returns without one.
+        """
+        target = self.written if upto is None else upto
+        if self.committed >= target and self.failure is None:
+            return
+        with self._flush_lock:
+            if self.committed < target or self.failure is not None:
+                self._commit()
+
+    def on_failure(self, listener: Callable[[StoreError], None]) -> Callable[[], None]:
+        """Call ``listener`` (in a thread of its own) when the store fails; returns an unsubscribe."""
+        with self._lock:
+            self._failure_listeners.append(listener)
+
+        def unsubscribe() -> None:
             with self._lock:
+                if listener in self._failure_listeners:
+                    self._failure_listeners.remove(listener)
+
+        return unsubscribe
+
+    def clear_failure(self) -> None:
+        """Forget an earlier failure so that a new run tries again (its first flush finds out)."""
+        self.failure = None
+
+    def _commit(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+        first_error = None
+        delay = 0.05
+        while True:
+            with self._lock:
+                upto = self.written
                 if not (
                     self._run_inserts or self._run_updates or self._step_inserts or self._step_updates
                     or self._artifact_inserts or self._links or self._pipelines or self._deletes
                     or self._snapshots
                 ):
+                    self.committed = upto
                     return
                 batch = (
                     self._pipelines, self._run_inserts, self._run_updates, self._step_inserts,
@@ -519,13 +561,36 @@ class MetadataStore:
                 self._reset_buffers()
             try:
                 self._write_batch(*batch)
-            except (sa.exc.IntegrityError, sa.exc.DataError, sa.exc.ProgrammingError):
+            except ROW_REFUSED:
                 # The database refused some row. Retrying the batch would refuse it forever and
                 # block every later write; write item by item instead and drop only the refused.
                 self._salvage(batch)
-            except Exception:
+            except Exception as exc:
                 self._requeue(*batch)
-                raise
+                now = time.monotonic()
+                first_error = first_error if first_error is not None else now
+                if _lasting(exc) or now - first_error > RETRY_WINDOW:
+                    raise self._fail(exc) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            self.committed = upto
+            return
+
+    def _fail(self, exc: BaseException) -> StoreError:
+        cause = _one_line(getattr(exc, "orig", None) or exc)
+        failure = StoreError(
+            f"the metadata store at {redact(self.url)} refused a write: {cause}. The run was stopped; "
+            "what it recorded before stays. Fix the store (free space, permissions, connection) and "
+            "resume the run"
+        )
+        with self._lock:
+            self.failure = failure
+            self._reset_buffers()
+            listeners = list(self._failure_listeners)
+        for listener in listeners:
+            threading.Thread(target=listener, args=(failure,), name="unspool-store-failed", daemon=True).start()
+        return failure
 
     def _salvage(self, batch: tuple[Any, ...]) -> None:
         pipes, run_ins, run_upd, step_ins, step_upd, arts, links, deletes, snaps = batch
@@ -558,7 +623,7 @@ class MetadataStore:
         for what, key, parts in singles:
             try:
                 self._write_batch(*parts)
-            except (sa.exc.IntegrityError, sa.exc.DataError, sa.exc.ProgrammingError) as exc:
+            except ROW_REFUSED as exc:
                 reason = _one_line(exc.orig if getattr(exc, "orig", None) is not None else exc)
                 self.rejected.append({"what": what, "key": key, "error": reason})
                 import sys
@@ -586,93 +651,28 @@ class MetadataStore:
             self._artifact_inserts[:0] = arts
             self._links[:0] = links
 
-    def _write_batch(
-        self,
-        pipes: set[str],
-        run_ins: dict[str, dict[str, Any]],
-        run_upd: dict[str, dict[str, Any]],
-        step_ins: dict[str, dict[str, Any]],
-        step_upd: dict[str, dict[str, Any]],
-        arts: list[tuple[dict[str, Any], Any]],
-        links: list[dict[str, Any]],
-        deletes: list[str],
-        snaps: list[dict[str, Any]],
-    ) -> None:
+    def _write_batch(self, *parts: Any) -> None:
+        batch = Batch(*parts)
         now = time.time()
-        assigned: list[tuple[Any, int]] = []
-        with self.write() as conn:
-            n = 0
-            if deletes:
-                conn.execute(step_run_artifacts.delete().where(step_run_artifacts.c.step_run_id.in_(deletes)))
-                conn.execute(step_runs.delete().where(step_runs.c.id.in_(deletes)))
-                n += 2
-            if pipes:
-                existing = set(conn.execute(sa.select(pipelines.c.name).where(pipelines.c.name.in_(pipes))).scalars())
-                new = [{"name": p, "created_at": now} for p in sorted(pipes - existing)]
-                if new:
-                    self._insert_missing(conn, pipelines, new)
-                    n += 1
-            if run_ins:
-                conn.execute(pipeline_runs.insert(), list(run_ins.values()))
-                n += 1
-            for run_id, changes in run_upd.items():
-                conn.execute(pipeline_runs.update().where(pipeline_runs.c.id == run_id).values(**changes))
-                n += 1
-            if step_ins:
-                conn.execute(step_runs.insert(), list(step_ins.values()))
-                n += 1
-            n += _update_many(conn, step_runs, step_upd)
-            if arts:
-                by_name: dict[str, list[tuple[dict[str, Any], Any]]] = defaultdict(list)
-                for row, handle in arts:
-                    by_name[row["name"]].append((row, handle))
-                known = set(conn.execute(sa.select(artifacts.c.name).where(artifacts.c.name.in_(list(by_name)))).scalars())
-                # Names in one order in every process, so that two flushes locking the same
-                # counter rows cannot deadlock on a server database.
-                missing = sorted(name for name in by_name if name not in known)
-                if missing:
-                    self._insert_missing(
-                        conn, artifacts, [{"name": name, "latest_version": 0, "created_at": now} for name in missing]
-                    )
-                    n += 1
-                for name, group in sorted(by_name.items()):
-                    last = conn.execute(
-                        artifacts.update()
-                        .where(artifacts.c.name == name)
-                        .values(latest_version=artifacts.c.latest_version + len(group))
-                        .returning(artifacts.c.latest_version)
-                    ).scalar_one()
-                    n += 1
-                    for offset, (row, handle) in enumerate(group):
-                        row["version"] = last - len(group) + 1 + offset
-                        if handle is not None:
-                            assigned.append((handle, row["version"]))
-                conn.execute(artifact_versions.insert(), [row for row, _ in arts])
-                n += 1
-            if links:
-                conn.execute(step_run_artifacts.insert(), links)
-                n += 1
-            if snaps:
-                conn.execute(snapshots.insert(), snaps)
-                n += 1
-            self.statements += n
+        if self._sqlite is not None:
+            with self._sqlite.transaction() as st:
+                n, assigned = write_batch(st, batch, _SCHEMA, now)
+        else:
+            with self.write() as conn:
+                n, assigned = write_batch(CoreStatements(conn), batch, _SCHEMA, now)
+        self.statements += n
+        self.transactions += 1
         for handle, version in assigned:
             handle.version = version
 
-    def _insert_missing(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-        """Insert rows keyed by ``name``, skipping names another process inserted meanwhile."""
-        dialect = conn.dialect.name
-        if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        elif dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
-        else:  # pragma: no cover - other databases: plain insert, unique names assumed
-            conn.execute(table.insert(), rows)
-            return
-        conn.execute(insert(table).on_conflict_do_nothing(index_elements=["name"]), rows)
-
     def close(self) -> None:
-        self.flush()
+        try:
+            self.flush()
+        except StoreError:
+            if self.failure is None:
+                raise  # a failed store was reported when it failed
         self._closed = True
         self._wake.set()
+        if self._sqlite is not None:
+            self._sqlite.close()
         self.engine.dispose()

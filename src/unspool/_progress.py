@@ -170,6 +170,10 @@ class _PlainView:
 
 
 def _summary(run: Run, elapsed: float, out: Any) -> None:
+    failure = run.stores.metadata.failure
+    if failure is not None:  # the counts below would be what ran, not what is stored
+        print(f"unspool: run {run.name} could not be recorded: {failure}", file=out)
+        return
     parts = ", ".join(f"{n} {status}" for status, n in sorted(run.status_counts().items())) or "no steps"
     print(
         f"unspool: run {run.name} finished in {elapsed:.2f}s ({parts}). Inspect it with: "

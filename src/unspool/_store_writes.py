@@ -1,0 +1,340 @@
+"""One flush's batch as the statements of one write transaction.
+
+The writer (``_metadata_store.MetadataStore``) collects rows in memory; :func:`write_batch`
+turns a batch into SQL through one of two statement runners with the same few operations:
+
+* :class:`CoreStatements`, SQLAlchemy Core on a connection: server databases (PostgreSQL);
+* :class:`SQLiteStatements`, the ``sqlite3`` module on the writer's own connection to a
+  SQLite file. A step's completion is committed before anything uses its result, so a chain
+  of steps costs one transaction per step; there SQLAlchemy's per-statement machinery (and
+  its pool's checkout and reset around every transaction) cost several times the SQL itself.
+
+Both write the same values: JSON columns as JSON text (``None`` as ``null``), the rest as is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sqlite3
+from collections import defaultdict
+from typing import Any, Callable, Iterator, NamedTuple, Protocol
+
+import sqlalchemy as sa
+
+from ._types import EncodedJSON
+
+# Errors that mean "the database refused this row", whichever runner raised them: the
+# writer retries the batch item by item and drops only what is refused.
+ROW_REFUSED: tuple[type[BaseException], ...] = (
+    sa.exc.IntegrityError, sa.exc.DataError, sa.exc.ProgrammingError,
+    sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError, sqlite3.InterfaceError,
+)
+
+
+class Batch(NamedTuple):
+    pipelines: set[str]
+    run_inserts: dict[str, dict[str, Any]]
+    run_updates: dict[str, dict[str, Any]]
+    step_inserts: dict[str, dict[str, Any]]
+    step_updates: dict[str, dict[str, Any]]
+    artifact_inserts: list[tuple[dict[str, Any], Any]]
+    links: list[dict[str, Any]]
+    deletes: list[str]
+    snapshots: list[dict[str, Any]]
+
+
+class Statements(Protocol):
+    def insert(self, table: sa.Table, rows: list[dict[str, Any]]) -> None: ...
+
+    def insert_missing(self, table: sa.Table, rows: list[dict[str, Any]]) -> None: ...
+
+    def existing(self, table: sa.Table, names: list[str]) -> set[str]: ...
+
+    def update(self, table: sa.Table, updates: dict[str, dict[str, Any]]) -> int: ...
+
+    def delete_step_runs(self, links: sa.Table, steps: sa.Table, ids: list[str]) -> None: ...
+
+    def bump_version(self, table: sa.Table, name: str, by: int) -> int: ...
+
+
+def write_batch(st: Statements, batch: Batch, tables: Any, now: float) -> tuple[int, list[tuple[Any, int]]]:
+    """Write ``batch``; returns the statements executed and the (handle, version) pairs to
+    publish once the transaction committed. ``tables`` is the schema module."""
+    n = 0
+    assigned: list[tuple[Any, int]] = []
+    if batch.deletes:
+        st.delete_step_runs(tables.step_run_artifacts, tables.step_runs, batch.deletes)
+        n += 2
+    if batch.pipelines:
+        names = sorted(batch.pipelines)
+        new = [{"name": p, "created_at": now} for p in names if p not in st.existing(tables.pipelines, names)]
+        if new:
+            st.insert_missing(tables.pipelines, new)
+            n += 1
+    if batch.run_inserts:
+        st.insert(tables.pipeline_runs, list(batch.run_inserts.values()))
+        n += 1
+    n += st.update(tables.pipeline_runs, batch.run_updates)
+    if batch.step_inserts:
+        st.insert(tables.step_runs, list(batch.step_inserts.values()))
+        n += 1
+    n += st.update(tables.step_runs, batch.step_updates)
+    if batch.artifact_inserts:
+        by_name: dict[str, list[tuple[dict[str, Any], Any]]] = defaultdict(list)
+        for row, handle in batch.artifact_inserts:
+            by_name[row["name"]].append((row, handle))
+        # Names in one order in every process, so that two flushes locking the same counter
+        # rows cannot deadlock on a server database.
+        names = sorted(by_name)
+        known = st.existing(tables.artifacts, names)
+        missing = [name for name in names if name not in known]
+        if missing:
+            st.insert_missing(tables.artifacts, [{"name": name, "latest_version": 0, "created_at": now} for name in missing])
+            n += 1
+        for name in names:
+            group = by_name[name]
+            last = st.bump_version(tables.artifacts, name, len(group))
+            n += 1
+            for offset, (row, handle) in enumerate(group):
+                row["version"] = last - len(group) + 1 + offset
+                if handle is not None:
+                    assigned.append((handle, row["version"]))
+        st.insert(tables.artifact_versions, [row for row, _ in batch.artifact_inserts])
+        n += 1
+    if batch.links:
+        st.insert(tables.step_run_artifacts, batch.links)
+        n += 1
+    if batch.snapshots:
+        st.insert(tables.snapshots, batch.snapshots)
+        n += 1
+    return n, assigned
+
+
+# -- SQLAlchemy Core -------------------------------------------------------------------------------
+
+
+class CoreStatements:
+    def __init__(self, conn: sa.Connection) -> None:
+        self.conn = conn
+
+    def insert(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        self.conn.execute(table.insert(), rows)
+
+    def insert_missing(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        insert_missing(self.conn, table, rows)
+
+    def existing(self, table: sa.Table, names: list[str]) -> set[str]:
+        return set(self.conn.execute(sa.select(table.c.name).where(table.c.name.in_(names))).scalars())
+
+    def update(self, table: sa.Table, updates: dict[str, dict[str, Any]]) -> int:
+        groups = _by_columns(updates)
+        for columns, params in groups.items():
+            statement = (
+                table.update()
+                .where(table.c.id == sa.bindparam("_row_id"))
+                .values({c: sa.bindparam(f"_v_{c}") for c in columns})
+            )
+            self.conn.execute(statement, [{"_row_id": key, **{f"_v_{c}": v for c, v in zip(columns, values)}}
+                                          for key, values in params])
+        return len(groups)
+
+    def delete_step_runs(self, links: sa.Table, steps: sa.Table, ids: list[str]) -> None:
+        self.conn.execute(links.delete().where(links.c.step_run_id.in_(ids)))
+        self.conn.execute(steps.delete().where(steps.c.id.in_(ids)))
+
+    def bump_version(self, table: sa.Table, name: str, by: int) -> int:
+        return int(self.conn.execute(
+            table.update().where(table.c.name == name)
+            .values(latest_version=table.c.latest_version + by)
+            .returning(table.c.latest_version)
+        ).scalar_one())
+
+
+def insert_missing(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Insert rows keyed by ``name``, skipping names another process inserted meanwhile."""
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+    else:  # pragma: no cover - other databases: plain insert, unique names assumed
+        conn.execute(table.insert(), rows)
+        return
+    conn.execute(insert(table).on_conflict_do_nothing(index_elements=["name"]), rows)
+
+
+def _by_columns(updates: dict[str, dict[str, Any]]) -> dict[tuple[str, ...], list[tuple[str, list[Any]]]]:
+    """Per-row changes grouped by the set of columns they change: one executemany per group."""
+    groups: dict[tuple[str, ...], list[tuple[str, list[Any]]]] = defaultdict(list)
+    for row_id, changes in updates.items():
+        columns = tuple(sorted(changes))
+        groups[columns].append((row_id, [changes[c] for c in columns]))
+    return groups
+
+
+# -- sqlite3 -----------------------------------------------------------------------------------------
+
+
+class SQLiteStatements:
+    def __init__(self, cursor: sqlite3.Cursor, dumps: Callable[[Any], str]) -> None:
+        self.cursor = cursor
+        self.dumps = dumps
+
+    def _values(self, table: sa.Table, columns: list[str], rows: list[dict[str, Any]]) -> list[list[Any]]:
+        json_columns = _json_columns(table)
+        dumps = self.dumps
+        out = []
+        for row in rows:
+            values = []
+            for c in columns:
+                value = row.get(c)
+                values.append(dumps(value) if c in json_columns and c in row else value)
+            out.append(values)
+        return out
+
+    def insert(self, table: sa.Table, rows: list[dict[str, Any]], verb: str = "INSERT") -> None:
+        keys = {k for row in rows for k in row}
+        columns = [c.name for c in table.c if c.name in keys]
+        sql = f"{verb} INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        self.cursor.executemany(sql, self._values(table, columns, rows))
+
+    def insert_missing(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        self.insert(table, rows, verb="INSERT OR IGNORE")
+
+    def existing(self, table: sa.Table, names: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(names), 500):
+            chunk = names[start:start + 500]
+            sql = f"SELECT name FROM {table.name} WHERE name IN ({', '.join('?' * len(chunk))})"
+            found.update(name for (name,) in self.cursor.execute(sql, chunk))
+        return found
+
+    def update(self, table: sa.Table, updates: dict[str, dict[str, Any]]) -> int:
+        json_columns = _json_columns(table)
+        groups = _by_columns(updates)
+        dumps = self.dumps
+        for columns, params in groups.items():
+            sql = f"UPDATE {table.name} SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?"
+            self.cursor.executemany(sql, [
+                [dumps(v) if c in json_columns else v for c, v in zip(columns, values)] + [key]
+                for key, values in params
+            ])
+        return len(groups)
+
+    def delete_step_runs(self, links: sa.Table, steps: sa.Table, ids: list[str]) -> None:
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ", ".join("?" * len(chunk))
+            self.cursor.execute(f"DELETE FROM {links.name} WHERE step_run_id IN ({marks})", chunk)
+            self.cursor.execute(f"DELETE FROM {steps.name} WHERE id IN ({marks})", chunk)
+
+    def bump_version(self, table: sa.Table, name: str, by: int) -> int:
+        self.cursor.execute(
+            f"UPDATE {table.name} SET latest_version = latest_version + ? WHERE name = ? RETURNING latest_version",
+            (by, name),
+        )
+        return int(self.cursor.fetchone()[0])
+
+
+_JSON_COLUMNS: dict[str, frozenset[str]] = {}
+
+
+def _json_columns(table: sa.Table) -> frozenset[str]:
+    found = _JSON_COLUMNS.get(table.name)
+    if found is None:
+        found = _JSON_COLUMNS[table.name] = frozenset(c.name for c in table.c if isinstance(c.type, sa.JSON))
+    return found
+
+
+class SQLiteWriter:
+    """The writer's own ``sqlite3`` connection to a SQLite file, opened on first use.
+
+    Used under the writer's flush lock only, so one connection serves every thread; it is
+    configured as the SQLAlchemy engine's connections are (WAL, ``synchronous=NORMAL``: a
+    commit survives the process being killed; a long busy timeout) and takes the write lock
+    at ``BEGIN IMMEDIATE``.
+    """
+
+    def __init__(self, path: str, dumps: Callable[[Any], str]) -> None:
+        self.path = path
+        self.dumps = dumps
+        self._conn: sqlite3.Connection | None = None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[SQLiteStatements]:
+        conn = self._conn
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=120, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=120000")
+            self._conn = conn
+        cursor = conn.cursor()
+        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            yield SQLiteStatements(cursor, self.dumps)
+            cursor.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            raise
+        finally:
+            cursor.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+# -- JSON columns ------------------------------------------------------------------------------------
+
+
+def dumps_json(value: Any) -> str:
+    if type(value) is EncodedJSON:
+        return value.text
+    return json.dumps(value, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    """A value JSON cannot hold never poisons a flush: numpy scalars and arrays become numbers
+    and lists (``tolist``), sets lists, anything else its repr."""
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):
+        try:
+            return tolist()
+        except Exception:
+            pass
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    try:  # pydantic models, enums, dates, UUIDs, paths, dataclasses: their JSON form
+        from pydantic_core import to_jsonable_python
+
+        return to_jsonable_python(value)
+    except Exception:
+        return repr(value)
+
+
+def dumps_strict_json(value: Any) -> str:
+    """JSON for servers that validate it (PostgreSQL): NaN and infinities become strings."""
+    if type(value) is EncodedJSON:
+        return value.text
+    try:
+        return json.dumps(value, allow_nan=False, default=_json_default)
+    except ValueError:
+        return json.dumps(_finite(json.loads(dumps_json(value))), allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
