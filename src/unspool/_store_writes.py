@@ -56,7 +56,7 @@ class Statements(Protocol):
 
     def delete_step_runs(self, links: sa.Table, steps: sa.Table, ids: list[str]) -> None: ...
 
-    def bump_version(self, table: sa.Table, name: str, by: int) -> int: ...
+    def bump_version(self, table: sa.Table, name: str, by: int) -> int | None: ...
 
 
 def write_batch(st: Statements, batch: Batch, tables: Any, now: float) -> tuple[int, list[tuple[Any, int]]]:
@@ -86,17 +86,17 @@ def write_batch(st: Statements, batch: Batch, tables: Any, now: float) -> tuple[
         for row, handle in batch.artifact_inserts:
             by_name[row["name"]].append((row, handle))
         # Names in one order in every process, so that two flushes locking the same counter
-        # rows cannot deadlock on a server database.
-        names = sorted(by_name)
-        known = st.existing(tables.artifacts, names)
-        missing = [name for name in names if name not in known]
-        if missing:
-            st.insert_missing(tables.artifacts, [{"name": name, "latest_version": 0, "created_at": now} for name in missing])
-            n += 1
-        for name in names:
+        # rows cannot deadlock on a server database. A name's counter row is made the first
+        # time the name is seen (bumping a missing row changes nothing and says so).
+        for name in sorted(by_name):
             group = by_name[name]
             last = st.bump_version(tables.artifacts, name, len(group))
             n += 1
+            if last is None:
+                st.insert_missing(tables.artifacts, [{"name": name, "latest_version": 0, "created_at": now}])
+                last = st.bump_version(tables.artifacts, name, len(group))
+                n += 2
+                assert last is not None  # the row exists now, made here or by another process
             for offset, (row, handle) in enumerate(group):
                 row["version"] = last - len(group) + 1 + offset
                 if handle is not None:
@@ -144,12 +144,12 @@ class CoreStatements:
         self.conn.execute(links.delete().where(links.c.step_run_id.in_(ids)))
         self.conn.execute(steps.delete().where(steps.c.id.in_(ids)))
 
-    def bump_version(self, table: sa.Table, name: str, by: int) -> int:
-        return int(self.conn.execute(
+    def bump_version(self, table: sa.Table, name: str, by: int) -> int | None:
+        return self.conn.execute(
             table.update().where(table.c.name == name)
             .values(latest_version=table.c.latest_version + by)
             .returning(table.c.latest_version)
-        ).scalar_one())
+        ).scalar()
 
 
 def insert_missing(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
@@ -230,12 +230,13 @@ class SQLiteStatements:
             self.cursor.execute(f"DELETE FROM {links.name} WHERE step_run_id IN ({marks})", chunk)
             self.cursor.execute(f"DELETE FROM {steps.name} WHERE id IN ({marks})", chunk)
 
-    def bump_version(self, table: sa.Table, name: str, by: int) -> int:
+    def bump_version(self, table: sa.Table, name: str, by: int) -> int | None:
         self.cursor.execute(
             f"UPDATE {table.name} SET latest_version = latest_version + ? WHERE name = ? RETURNING latest_version",
             (by, name),
         )
-        return int(self.cursor.fetchone()[0])
+        row = self.cursor.fetchone()
+        return None if row is None else int(row[0])
 
 
 _JSON_COLUMNS: dict[str, frozenset[str]] = {}
