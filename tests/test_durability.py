@@ -172,3 +172,44 @@ def test_a_store_that_refuses_writes_fails_the_run_promptly_and_says_so(tmp_path
     # every step ran; only the one whose completion the store refused (the body never saw it) ran twice
     assert sorted(set(effects)) == list(range(400))
     assert len(effects) - 400 <= 1, effects
+
+
+def test_a_lost_database_server_fails_the_run_after_the_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL goes away mid-run: the writes are retried for the retry window, then the run
+    stops with the store's error (its password masked), instead of running on unrecorded."""
+    from _servers import PG_PASSWORD, PostgresServer, find_pg_bindir, unavailable
+    from unspool import StoreError, pipeline, step
+    from unspool import _metadata_store as store_module
+    from unspool.testing import reset_stores
+
+    bindir = find_pg_bindir()
+    if bindir is None:
+        unavailable("PostgreSQL is not installed (apt-get install postgresql)")
+    server = PostgresServer(bindir)  # its own server: this test stops it
+    server.start()
+    try:
+        monkeypatch.setenv("UNSPOOL_STORE_URL", server.url(server.create_database()))
+        monkeypatch.setattr(store_module, "RETRY_WINDOW", 2.0)
+        ran: list[int] = []
+
+        @step(enable_cache=False)
+        def work(i: int) -> int:
+            ran.append(i)
+            if i == 2:
+                server.stop()
+            return i
+
+        @pipeline(dynamic=True, enable_cache=False)
+        def twenty() -> None:
+            for i in range(20):
+                work(i)
+
+        with pytest.raises(StoreError) as raised:
+            twenty()
+        message = str(raised.value)
+        assert "refused a write" in message and "postgresql" in message
+        assert PG_PASSWORD not in message
+        assert ran == [0, 1, 2], "steps went on after the store was lost"
+    finally:
+        reset_stores()
+        server.stop()
