@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import typer
 
-from ._errors import UnspoolError, mask_secrets
+from ._errors import StoreError, UnspoolError, mask_secrets
 from ._types import ExecutionStatus
 
 if TYPE_CHECKING:
@@ -224,6 +224,8 @@ def _execute(start: Callable[[], Any]) -> None:
         run_id = getattr(exc, "run_id", None) or (seen[0] if seen else None)
         if run_id is None or _state.debug:
             raise
+        if isinstance(exc, StoreError):  # the store could not record the run: what it holds is stale
+            raise _fail(str(exc), code=1) from None
         _report_failure(_client().get_pipeline_run(run_id))
         raise typer.Exit(1) from None
     finally:
