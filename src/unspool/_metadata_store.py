@@ -24,8 +24,7 @@ from typing import Any, Callable
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from ._errors import StoreError, mask_secrets
-from ._store_writes import (
+from ._batch_sql import (
     ROW_REFUSED,
     Batch,
     CoreStatements,
@@ -34,6 +33,7 @@ from ._store_writes import (
     dumps_strict_json,
     write_batch,
 )
+from ._errors import StoreError, mask_secrets
 
 SCHEMA_VERSION = 2
 FLUSH_INTERVAL = 0.2
@@ -172,7 +172,7 @@ def _migrate_2(conn: sa.Connection) -> None:
         conn.execute(sa.text("ALTER TABLE pipeline_runs ADD COLUMN snapshot_id VARCHAR(32)"))
 
 
-# The tables a flush writes, by name (``_store_writes.write_batch``).
+# The tables a flush writes, by name (``_batch_sql.write_batch``).
 _SCHEMA = SimpleNamespace(
     pipelines=pipelines, pipeline_runs=pipeline_runs, step_runs=step_runs, artifacts=artifacts,
     artifact_versions=artifact_versions, step_run_artifacts=step_run_artifacts, snapshots=snapshots,
@@ -275,7 +275,7 @@ def _create_private_sqlite_file(url: str) -> None:
 
 
 def _sqlite_writer(url: str) -> SQLiteWriter | None:
-    """The flush's own sqlite3 connection for a SQLite file store (see ``_store_writes``)."""
+    """The flush's own sqlite3 connection for a SQLite file store (see ``_batch_sql``)."""
     if not url.startswith("sqlite"):
         return None
     path = sa.engine.make_url(url).database
