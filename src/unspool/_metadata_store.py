@@ -15,8 +15,6 @@ transactions, so concurrent processes queue for the write lock instead of failin
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import threading
 import time
@@ -26,13 +24,14 @@ from typing import Any, Callable
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from ._errors import StoreError, mask_secrets
-from ._types import EncodedJSON
+from ._errors import RunOwnershipLostError, StoreError, mask_secrets
+from ._store_json import _dumps, _dumps_strict, _finite, _json_default  # noqa: F401 - the dashboard uses the last two
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FLUSH_INTERVAL = 0.2
 HEARTBEAT_INTERVAL = 5.0  # a running run's heartbeat is refreshed this often
-HEARTBEAT_TIMEOUT = 60.0  # ... and is considered dead when older than this
+HEARTBEAT_TIMEOUT = 60.0  # ... and another host's owner is considered dead when older than this
+_LIVE = ("initializing", "running")
 
 metadata = sa.MetaData()
 
@@ -66,6 +65,7 @@ pipeline_runs = sa.Table(
     sa.Column("error", sa.JSON, nullable=True),
     sa.Column("run_metadata", sa.JSON, nullable=False),
     sa.Column("orchestrator", sa.String(255), nullable=True),
+    sa.Column("owner", sa.String(255), nullable=True),  # the claim (_ownership.py)
     sa.Column("heartbeat", sa.Float, nullable=True),
     sa.Column("snapshot_id", sa.String(32), nullable=True),  # set when triggered from a snapshot
     sa.Column("start_time", sa.Float, nullable=True),
@@ -161,11 +161,18 @@ def _migrate_2(conn: sa.Connection) -> None:
         conn.execute(sa.text("ALTER TABLE pipeline_runs ADD COLUMN snapshot_id VARCHAR(32)"))
 
 
+def _migrate_3(conn: sa.Connection) -> None:
+    """Run ownership: ``pipeline_runs.owner`` (``_owner.py``)."""
+    if "owner" not in {c["name"] for c in sa.inspect(conn).get_columns("pipeline_runs")}:
+        conn.execute(sa.text("ALTER TABLE pipeline_runs ADD COLUMN owner VARCHAR(255)"))
+
+
 # Each migration brings the schema from version N-1 to N. New columns and tables for later
 # features are added here as numbered steps; existing stores are upgraded on open.
 MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
     1: lambda conn: metadata.create_all(conn),
     2: _migrate_2,
+    3: _migrate_3,
 }
 
 
@@ -183,51 +190,6 @@ def _update_many(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[s
         )
         conn.execute(statement, params)
     return len(groups)
-
-
-def _dumps(value: Any) -> str:
-    if type(value) is EncodedJSON:
-        return value.text
-    return json.dumps(value, default=_json_default)
-
-
-def _json_default(value: Any) -> Any:
-    """A value JSON cannot hold never poisons a flush: numpy scalars and arrays become numbers
-    and lists (``tolist``), sets lists, anything else its repr."""
-    tolist = getattr(value, "tolist", None)
-    if callable(tolist):
-        try:
-            return tolist()
-        except Exception:
-            pass
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=repr)
-    try:  # pydantic models, enums, dates, UUIDs, paths, dataclasses: their JSON form
-        from pydantic_core import to_jsonable_python
-
-        return to_jsonable_python(value)
-    except Exception:
-        return repr(value)
-
-
-def _dumps_strict(value: Any) -> str:
-    """JSON for servers that validate it (PostgreSQL): NaN and infinities become strings."""
-    if type(value) is EncodedJSON:
-        return value.text
-    try:
-        return json.dumps(value, allow_nan=False, default=_json_default)
-    except ValueError:
-        return json.dumps(_finite(json.loads(_dumps(value))), allow_nan=False)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 def redact(url: str) -> str:
@@ -351,6 +313,9 @@ class MetadataStore:
         self.rejected: list[dict[str, Any]] = []  # rows the database refused (see _salvage)
         self._beating: set[str] = set()
         self._last_beat = 0.0
+        self.owned: dict[str, str] = {}  # root run id -> this process's claim on it (own)
+        self.lost: dict[str, str] = {}  # root run id -> why its claim was taken over
+        self._on_lost: dict[str, Callable[[str], None]] = {}
         self._migrate()
 
     # -- schema ----------------------------------------------------------------------------
@@ -474,6 +439,37 @@ class MetadataStore:
     def unbeat(self, run_id: str) -> None:
         with self._lock:
             self._beating.discard(run_id)
+
+    # -- ownership (_ownership.py claims runs; the flush checks that the claim holds) -----------
+    def own(self, run_id: str, owner: str, on_lost: Callable[[str], None]) -> None:
+        """Check at every flush that ``owner`` still owns ``run_id``; when it does not, call
+        ``on_lost(reason)`` (in a thread of its own) and write nothing more."""
+        self.owned[run_id] = owner
+        self._on_lost[run_id] = on_lost
+
+    def disown(self, run_id: str) -> None:
+        self.owned.pop(run_id, None)
+        self._on_lost.pop(run_id, None)
+
+    def _check_owned(self, conn: sa.Connection) -> None:
+        """Inside the flush transaction, before any write: refuse the batch if a run this process
+        drives was claimed by someone else (the row lock orders this against a claim)."""
+        if not self.lost and self.owned:
+            owned = dict(self.owned)
+            runs = pipeline_runs.c
+            for row in conn.execute(sa.select(runs.id, runs.name, runs.owner, runs.orchestrator)
+                                    .where(runs.id.in_(list(owned))).with_for_update()):
+                if row.owner != owned[row.id]:
+                    self.lost[row.id] = (
+                        f"run {row.name!r} ({row.id}) was taken over by orchestrator {row.orchestrator} "
+                        f"while this process (pid {os.getpid()}) drove it; this process stopped it and wrote "
+                        "nothing more"
+                    )
+                    callback = self._on_lost.pop(row.id, None)
+                    if callback is not None:
+                        threading.Thread(target=callback, args=(self.lost[row.id],), daemon=True).start()
+        if self.lost:
+            raise RunOwnershipLostError(next(iter(self.lost.values())))
 
     def insert_links(self, rows: list[dict[str, Any]]) -> None:
         with self._lock:
@@ -601,6 +597,7 @@ class MetadataStore:
         now = time.time()
         assigned: list[tuple[Any, int]] = []
         with self.write() as conn:
+            self._check_owned(conn)
             n = 0
             if deletes:
                 conn.execute(step_run_artifacts.delete().where(step_run_artifacts.c.step_run_id.in_(deletes)))
