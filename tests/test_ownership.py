@@ -187,8 +187,11 @@ def world(tmp_path: Path, store_url: str) -> Any:
 
 
 def wait_for(condition: Any, *procs: subprocess.Popen[str]) -> None:
-    """Wait until ``condition()``; fail at once if one of ``procs`` exited meanwhile."""
+    """Wait until ``condition()``; fail at once if one of ``procs`` exited meanwhile (and after
+    120 s as a safety bound, so that a broken build fails instead of hanging)."""
+    deadline = time.monotonic() + 120
     while not condition():
+        assert time.monotonic() < deadline, "condition not reached in 120 s"
         for proc in procs:
             if proc.poll() is not None:
                 out, err = proc.communicate()
@@ -214,12 +217,15 @@ def test_of_two_resumes_past_every_check_exactly_one_runs(world: World) -> None:
 
     resumes = [world.start(sys.executable, "-c", GATED_RESUME, run.id) for _ in range(2)]
 
-    def one_out_and_one_holding() -> bool:
-        if any(p.poll() is not None for p in resumes):
-            (world.holds / "gone").touch()
-        return any(p.poll() is not None for p in resumes) and bool(world.held("flaky"))
+    def settled() -> bool:  # one exited and one holds, or both hold (both executing), or both exited
+        out = [p for p in resumes if p.poll() is not None]
+        if out:
+            (world.holds / "gone").touch()  # the other one need not wait at the gate any longer
+        holding = len(world.held("flaky"))
+        return holding == 2 or len(out) == 2 or (len(out) == 1 and holding == 1)
 
-    wait_for(one_out_and_one_holding)
+    wait_for(settled)
+    assert len(world.held("flaky")) == 1, "both resumes executed the run"
     (winner,) = world.held("flaky")
     loser = next(p for p in resumes if p.pid != winner)
     assert len(list(world.holds.glob("checked.*"))) == 2  # both had passed the status check

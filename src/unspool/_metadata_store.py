@@ -4,6 +4,8 @@ The orchestrating process is the only writer. Writes are buffered in memory and 
 in one transaction per flush (by a background thread every ``FLUSH_INTERVAL`` seconds, or
 on demand), so a step costs a few rows in a batch rather than a transaction of its own.
 A row inserted and then updated before a flush is written once, in its final state.
+Claiming a run (``_ownership``) is the one write outside the buffer; every flush first checks,
+in its transaction, that the runs this process drives are still its own (``own``).
 
 Artifact version numbers (1, 2, ... per name) are assigned inside the flush transaction
 from a per-name counter row, which keeps them unique when several processes share a store.
@@ -442,8 +444,9 @@ class MetadataStore:
 
     # -- ownership (_ownership.py claims runs; the flush checks that the claim holds) -----------
     def own(self, run_id: str, owner: str, on_lost: Callable[[str], None]) -> None:
-        """Check at every flush that ``owner`` still owns ``run_id``; when it does not, call
-        ``on_lost(reason)`` (in a thread of its own) and write nothing more."""
+        """Check in every flush transaction that ``owner`` still owns ``run_id``. Once it does
+        not, ``on_lost(reason)`` is called (in a thread of its own) and this store writes
+        nothing more: that flush and every later one raise RunOwnershipLostError."""
         self.owned[run_id] = owner
         self._on_lost[run_id] = on_lost
 
