@@ -24,7 +24,8 @@ import sqlalchemy as sa
 from _servers import PG_PASSWORD, PostgresServer, free_port, unavailable
 from unspool import Client, ExecutionStatus, StoreError, log_metadata, pipeline, step
 from unspool import _metadata_store as ms
-from unspool._batch_sql import dumps_strict_json, insert_missing
+from unspool._batch_sql import insert_missing
+from unspool._store_json import _dumps_strict as dumps_strict_json
 from unspool.testing import current_stores, reset_stores
 
 # -- runs end to end ---------------------------------------------------------------------------------

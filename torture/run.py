@@ -40,6 +40,9 @@ PIPELINE = HERE / "pipeline.py"
 BUSY = HERE / "busy.py"
 PY = sys.executable
 UNSPOOL = str(Path(PY).parent / "unspool")
+# Children import torture/pipeline.py, and the unspool this process imports (a worktree's
+# src on PYTHONPATH tests that tree, not the one installed in the environment).
+PYTHONPATH = os.pathsep.join([str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 sys.path.insert(0, str(HERE))
 import pipeline as torture_pipeline  # noqa: E402  (the invocation list and who consumes what)
@@ -232,7 +235,7 @@ class Trial:
         self.phase += 1
         env = {**os.environ, "UNSPOOL_HOME": str(self.home), "EFFECTS_FILE": str(self.effects),
                "UNSPOOL_PROGRESS": "off", "HOLD": hold, "HOLD_DIR": str(self.holds),
-               "RELEASE_FILE": str(self.holds / f"release-{self.phase}"), "PYTHONPATH": str(HERE)}
+               "RELEASE_FILE": str(self.holds / f"release-{self.phase}"), "PYTHONPATH": PYTHONPATH}
         env.pop("UNSPOOL_STORE_URL", None)
         env.pop("UNSPOOL_ARTIFACT_STORE", None)
         if mark_body:
@@ -602,7 +605,7 @@ def _writers(base: Path, n: int, width: int, chain: int, env_extra: dict[str, st
              count_rows: Callable[[], tuple[list[tuple[str, int]], int, list[tuple[Any, ...]]]]) -> dict[str, Any]:
     work = base
     work.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "UNSPOOL_HOME": str(work / "home"), "UNSPOOL_PROGRESS": "off", "PYTHONPATH": str(HERE),
+    env = {**os.environ, "UNSPOOL_HOME": str(work / "home"), "UNSPOOL_PROGRESS": "off", "PYTHONPATH": PYTHONPATH,
            **env_extra}
     t0 = time.monotonic()
     procs = [start([UNSPOOL, "run", f"{BUSY}:busy", "--param", f"tag=w{i}", "--param", f"width={width}",
@@ -715,7 +718,7 @@ def _full_disk_trial(base: Path, name: str, where: str, leave: int, steps: int, 
     mount = work / "mnt"
     mount_tmpfs(mount, "2m")
     try:
-        env = {**os.environ, "UNSPOOL_HOME": str(work / "home"), "PYTHONPATH": str(HERE),
+        env = {**os.environ, "UNSPOOL_HOME": str(work / "home"), "PYTHONPATH": PYTHONPATH,
                "PRINT_BYTES": str(print_bytes)}
         env.pop("UNSPOOL_PROGRESS", None)
         env.pop("UNSPOOL_STORE_URL", None)

@@ -15,15 +15,11 @@ Both write the same values: JSON columns as JSON text (``None`` as ``null``), th
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import sqlite3
 from collections import defaultdict
 from typing import Any, Callable, Iterator, NamedTuple, Protocol
 
 import sqlalchemy as sa
-
-from ._types import EncodedJSON
 
 # Errors that mean "the database refused this row", whichever runner raised them: the
 # writer retries the batch item by item and drops only what is refused.
@@ -57,6 +53,10 @@ class Statements(Protocol):
     def delete_step_runs(self, links: sa.Table, steps: sa.Table, ids: list[str]) -> None: ...
 
     def bump_version(self, table: sa.Table, name: str, by: int) -> int | None: ...
+
+    def owners(self, table: sa.Table, ids: list[str]) -> list[tuple[str, str, str | None, str | None]]:
+        """(id, name, owner, orchestrator) of these runs, locked until the transaction ends."""
+        ...
 
 
 def write_batch(st: Statements, batch: Batch, tables: Any, now: float) -> tuple[int, list[tuple[Any, int]]]:
@@ -112,6 +112,31 @@ def write_batch(st: Statements, batch: Batch, tables: Any, now: float) -> tuple[
     return n, assigned
 
 
+def singles(batch: Batch) -> Iterator[tuple[str, str, Batch]]:
+    """Each item of ``batch`` as a batch of its own, with what it is and its key: a batch the
+    database refused is written again item by item, so that only the refused items are lost."""
+    empty = Batch(set(), {}, {}, {}, {}, [], [], [], [])
+    for name in batch.pipelines:
+        yield "pipeline", name, empty._replace(pipelines={name})
+    for key, row in batch.run_inserts.items():
+        yield "pipeline run", key, empty._replace(run_inserts={key: row})
+    for key, changes in batch.run_updates.items():
+        yield "pipeline run update", key, empty._replace(run_updates={key: changes})
+    for key in batch.deletes:
+        yield "step run deletion", key, empty._replace(deletes=[key])
+    for key, row in batch.step_inserts.items():
+        yield "step run", key, empty._replace(step_inserts={key: row})
+    for key, changes in batch.step_updates.items():
+        yield "step run update", key, empty._replace(step_updates={key: changes})
+    for row, handle in batch.artifact_inserts:
+        yield "artifact version", row.get("id", "?"), empty._replace(artifact_inserts=[(row, handle)])
+    for link in batch.links:
+        yield ("lineage link", f"{link.get('step_run_id')}->{link.get('artifact_version_id')}",
+               empty._replace(links=[link]))
+    for snap in batch.snapshots:
+        yield "snapshot", snap.get("name", "?"), empty._replace(snapshots=[snap])
+
+
 # -- SQLAlchemy Core -------------------------------------------------------------------------------
 
 
@@ -139,6 +164,11 @@ class CoreStatements:
             self.conn.execute(statement, [{"_row_id": key, **{f"_v_{c}": v for c, v in zip(columns, values)}}
                                           for key, values in params])
         return len(groups)
+
+    def owners(self, table: sa.Table, ids: list[str]) -> list[tuple[str, str, str | None, str | None]]:
+        c = table.c
+        rows = self.conn.execute(sa.select(c.id, c.name, c.owner, c.orchestrator).where(c.id.in_(ids)).with_for_update())
+        return [tuple(row) for row in rows]  # type: ignore[misc]
 
     def delete_step_runs(self, links: sa.Table, steps: sa.Table, ids: list[str]) -> None:
         self.conn.execute(links.delete().where(links.c.step_run_id.in_(ids)))
@@ -223,6 +253,13 @@ class SQLiteStatements:
             ])
         return len(groups)
 
+    def owners(self, table: sa.Table, ids: list[str]) -> list[tuple[str, str, str | None, str | None]]:
+        # the transaction holds SQLite's one write lock already: nobody claims meanwhile
+        marks = ", ".join("?" * len(ids))
+        return self.cursor.execute(
+            f"SELECT id, name, owner, orchestrator FROM {table.name} WHERE id IN ({marks})", ids
+        ).fetchall()
+
     def delete_step_runs(self, links: sa.Table, steps: sa.Table, ids: list[str]) -> None:
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
@@ -291,51 +328,3 @@ class SQLiteWriter:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-
-
-# -- JSON columns ------------------------------------------------------------------------------------
-
-
-def dumps_json(value: Any) -> str:
-    if type(value) is EncodedJSON:
-        return value.text
-    return json.dumps(value, default=_json_default)
-
-
-def _json_default(value: Any) -> Any:
-    """A value JSON cannot hold never poisons a flush: numpy scalars and arrays become numbers
-    and lists (``tolist``), sets lists, anything else its repr."""
-    tolist = getattr(value, "tolist", None)
-    if callable(tolist):
-        try:
-            return tolist()
-        except Exception:
-            pass
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=repr)
-    try:  # pydantic models, enums, dates, UUIDs, paths, dataclasses: their JSON form
-        from pydantic_core import to_jsonable_python
-
-        return to_jsonable_python(value)
-    except Exception:
-        return repr(value)
-
-
-def dumps_strict_json(value: Any) -> str:
-    """JSON for servers that validate it (PostgreSQL): NaN and infinities become strings."""
-    if type(value) is EncodedJSON:
-        return value.text
-    try:
-        return json.dumps(value, allow_nan=False, default=_json_default)
-    except ValueError:
-        return json.dumps(_finite(json.loads(dumps_json(value))), allow_nan=False)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import typer
 
-from ._errors import StoreError, UnspoolError, mask_secrets
+from ._errors import RunOwnershipLostError, StoreError, UnspoolError, mask_secrets
 from ._types import ExecutionStatus
 
 if TYPE_CHECKING:
@@ -222,8 +222,8 @@ def _execute(start: Callable[[], Any]) -> None:
         result = start()
     except Exception as exc:
         run_id = getattr(exc, "run_id", None) or (seen[0] if seen else None)
-        if run_id is None or _state.debug:
-            raise
+        if run_id is None or _state.debug or isinstance(exc, RunOwnershipLostError):
+            raise  # a run another process took over is that process's to report
         if isinstance(exc, StoreError):  # the store could not record the run: what it holds is stale
             raise _fail(str(exc), code=1) from None
         _report_failure(_client().get_pipeline_run(run_id))

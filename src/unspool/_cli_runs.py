@@ -213,12 +213,20 @@ def runs_show(
 def runs_resume(
     run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id, id prefix (6+ characters) or name.")],
 ) -> None:
-    """Run a failed or stopped run again as the same run, reusing the steps that completed."""
+    """Run a failed or stopped run again as the same run, reusing the steps that completed.
+
+    A completed run is left as it is (one line says so, exit 0). Another live orchestrator
+    owning the run is an error: one line names it, nothing is written.
+    """
     client = _client()
     resume = getattr(client, "resume_pipeline_run", None)
     if resume is None:
         raise CliError("this version of unspool cannot resume runs")
     run = client.get_pipeline_run(run_ref)  # resolves id prefixes too
+    if run.status == ExecutionStatus.COMPLETED:
+        _out().print(f"run {run.name!r} ({run.id}) already completed; nothing to resume, nothing changed",
+                     markup=False, highlight=False)
+        return
     _execute(lambda: resume(run.id))
 
 

@@ -55,9 +55,9 @@ from __future__ import annotations
 import contextvars
 import datetime as _dt
 import os
-import socket
 import threading
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import _budget, _cache, _queries
@@ -69,6 +69,7 @@ from ._dispatch import Dispatch
 from ._errors import (
     PipelineError,
     RunFailedError,
+    RunOwnershipLostError,
     StepDefinitionError,
     StepFailedError,
 )
@@ -83,6 +84,7 @@ from ._invocation import Invocation, PreviousRun, Substitutions
 from ._loading import pipeline_source
 from ._models import StoreReader
 from ._outcome import unhandled_children, unhandled_steps
+from ._ownership import claim_run, new_owner, orchestrator_of
 from ._progress import console_progress
 from ._runner import (
     call_hook,
@@ -158,6 +160,8 @@ class Run:
         self.outcome: BaseException | None = None
         self.result: Any = None
         self.thread: threading.Thread | None = None
+        self.owner: str | None = None  # the claim this process holds (_ownership.py); the root's for a child
+        self.lost: str | None = None  # why another process took the run over, once it did
 
     def reader(self) -> StoreReader:
         """Read access to what this run recorded (its stores)."""
@@ -167,22 +171,7 @@ class Run:
     def execute(self) -> Any:
         """Run the pipeline to the end; record a true final status whatever happens."""
         store = self.stores.metadata
-        store.add_pipeline(self.config.name)
-        orchestrator = f"{socket.gethostname()}:{os.getpid()}"
-        if self.previous is not None:
-            store.update_run(
-                self.id, status=S.INITIALIZING.value, end_time=None, error=None, orchestrator=orchestrator,
-                heartbeat=time.time(), config=recorded_config(self),
-            )
-        else:
-            # A chosen name can repeat (the default has {time}); a duplicate would fail the
-            # flush and stay buffered, failing every later flush.
-            if self.config.run_name and _queries.run_name_taken(store, self.name):
-                raise PipelineError(
-                    f"a run named {self.name!r} already exists and run names are unique; put "
-                    "{time} (or another changing substitution) in run_name, or choose another name"
-                )
-            store.insert_run(new_run_row(self, orchestrator))
+        record_start(self)
         if self.parent is None:
             store.clear_failure()  # an earlier run's; this run's first flush tells whether it lasts
         stop_listening = store.on_failure(self._store_failed)
@@ -235,6 +224,9 @@ class Run:
         finally:
             leave_run(token)
             self.dispatch.shutdown()
+        if self.lost is not None:  # the new owner finishes the run: no hook, nothing recorded
+            store.unbeat(self.id)
+            raise RunOwnershipLostError(self.lost)
         status, error = final_status(self, body_error)
         if store.failure is not None:  # raised by the flush below, after the hooks
             status, error = S.FAILED, {"type": "StoreError", "message": str(store.failure), "failed_steps": []}
@@ -247,6 +239,8 @@ class Run:
         self.recorder.run(status, detail=error["message"] if error else None, end_time=time.time(),
                           error=error, run_metadata=_budget.run_metadata(self))
         store.flush()
+        if self.parent is None:
+            store.disown(self.id)
         self.result = result
         if body_error is not None:
             try:
@@ -508,6 +502,60 @@ def check_output_names(run: Run, step: Step[Any]) -> None:
             run.dispatch.artifact_name(probe, spec)
 
 
+def record_start(run: Run) -> None:
+    """The run row as a run starts: a resumed root run is claimed (unless ``resume_run`` did),
+    a new run inserted with a new owner (a new id: inserting it is the claim), and a child
+    run recorded under its root run's owner."""
+    store = run.stores.metadata
+    store.add_pipeline(run.config.name)
+    if run.parent is not None:
+        run.owner = run.parent.owner  # a child run is owned with its root run
+    elif run.previous is not None:
+        if run.owner is None:
+            claim(run)
+    else:
+        run.owner = new_owner()
+        store.own(run.id, run.owner, partial(lose, run))  # a new id: inserting it is the claim
+    assert run.owner is not None
+    orchestrator = orchestrator_of(run.owner)
+    if run.previous is not None and run.parent is not None:
+        store.update_run(
+            run.id, status=S.INITIALIZING.value, end_time=None, error=None, orchestrator=orchestrator,
+            heartbeat=time.time(), config=recorded_config(run), owner=run.owner,
+        )
+    elif run.previous is None:
+        # A chosen name can repeat (the default has {time}); a duplicate would fail the
+        # flush and stay buffered, failing every later flush.
+        if run.config.run_name and _queries.run_name_taken(store, run.name):
+            store.disown(run.id)
+            raise PipelineError(
+                f"a run named {run.name!r} already exists and run names are unique; put "
+                "{time} (or another changing substitution) in run_name, or choose another name"
+            )
+        store.insert_run(new_run_row(run, orchestrator))
+
+
+def claim(run: Run) -> None:
+    """Take a resumed root run for this process, atomically (``_ownership.claim_run``):
+    RunClaimedError, with nothing written, when another live process owns it."""
+    owner = new_owner()
+    claim_run(run.stores.metadata, run.id, owner, status=S.INITIALIZING.value, end_time=None, error=None,
+              orchestrator=orchestrator_of(owner), heartbeat=time.time(), config=recorded_config(run))
+    run.owner = owner
+    run.stores.metadata.own(run.id, owner, partial(lose, run))
+
+
+def lose(run: Run, reason: str) -> None:
+    """Another process claimed the run (the flush found out and writes nothing more): start
+    nothing new and kill isolated steps; ``Run.execute`` then raises RunOwnershipLostError."""
+    run.lost = reason
+    run.aborted = True
+    for each in [run, *run.children]:
+        each.stop_everything(reason)
+        if each.dispatch.extra_executors:
+            each.dispatch.stop_isolated(reason, kill=True)
+
+
 def new_run_row(run: Run, orchestrator: str) -> dict[str, Any]:
     """The row of a run that starts for the first time."""
     return {
@@ -524,6 +572,7 @@ def new_run_row(run: Run, orchestrator: str) -> dict[str, Any]:
         "error": None,
         "run_metadata": {},
         "orchestrator": orchestrator,
+        "owner": run.owner,
         "heartbeat": time.time(),
         "start_time": run.started,
         "end_time": None,
@@ -545,6 +594,8 @@ def record_setup_failure(run: Run, exc: BaseException) -> None:
         store.flush()
     except Exception:  # noqa: BLE001 - the original error is the one to report
         pass
+    if run.parent is None:
+        store.disown(run.id)
 
 
 def run_name(config: PipelineConfig, substitutions: Substitutions) -> str:

@@ -142,3 +142,11 @@ class BudgetExceeded(UnspoolError):
         else:
             message = f"budget {limit}={value} exceeded: {used} used, this call needs {requested} more"
         super().__init__(message)
+
+
+class RunClaimedError(PipelineError):
+    """Another live process owns the run, or it already completed: nothing was written."""
+
+
+class RunOwnershipLostError(StoreError):
+    """Another process took over a run this process drove; it writes nothing more to that store."""

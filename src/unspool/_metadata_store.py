@@ -1,9 +1,12 @@
-"""The metadata store: schema, migrations and the buffered single writer (reads: ``_queries``).
+"""The metadata store: opening and migrating it, and its buffered single writer (tables:
+``_schema``; reads: ``_queries``).
 
 The orchestrating process is the only writer. Writes are buffered in memory and committed
 in one transaction per flush (by a background thread every ``FLUSH_INTERVAL`` seconds, or
 on demand), so a step costs a few rows in a batch rather than a transaction of its own.
 A row inserted and then updated before a flush is written once, in its final state.
+Claiming a run (``_ownership``) is the one write outside the buffer; every flush first checks,
+in its transaction, that the runs this process drives are still its own (``own``).
 
 Artifact version numbers (1, 2, ... per name) are assigned inside the flush transaction
 from a per-name counter row, which keeps them unique when several processes share a store.
@@ -16,9 +19,9 @@ transactions, so concurrent processes queue for the write lock instead of failin
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
-from types import SimpleNamespace
 from typing import Any, Callable
 
 import sqlalchemy as sa
@@ -29,161 +32,37 @@ from ._batch_sql import (
     Batch,
     CoreStatements,
     SQLiteWriter,
-    dumps_json,
-    dumps_strict_json,
+    Statements,
+    singles,
     write_batch,
 )
-from ._errors import StoreError, mask_secrets
+from ._errors import RunOwnershipLostError, StoreError, mask_secrets
+from ._schema import (  # noqa: F401 - the tables are read from here by the query modules
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    TABLES,
+    artifact_versions,
+    artifacts,
+    metadata,
+    pipeline_runs,
+    pipelines,
+    schema_version,
+    snapshots,
+    step_run_artifacts,
+    step_runs,
+)
+from ._store_json import _dumps, _dumps_strict
 
-SCHEMA_VERSION = 2
 FLUSH_INTERVAL = 0.2
 HEARTBEAT_INTERVAL = 5.0  # a running run's heartbeat is refreshed this often
-HEARTBEAT_TIMEOUT = 60.0  # ... and is considered dead when older than this
+HEARTBEAT_TIMEOUT = 60.0  # ... and another host's owner is considered dead when older than this
 RETRY_WINDOW = 30.0  # a write refused for a passing reason is retried this long, then the store fails
+_LIVE = ("initializing", "running")
 
 # What a database says when a write cannot succeed however often it is retried.
 _LASTING = ("is full", "disk full", "no space left", "readonly", "read-only", "disk i/o error", "permission denied",
             "unable to open database file", "malformed", "out of memory")
 
-metadata = sa.MetaData()
-
-schema_version = sa.Table(
-    "schema_version",
-    metadata,
-    sa.Column("version", sa.Integer, primary_key=True),
-    sa.Column("applied_at", sa.Float, nullable=False),
-)
-
-pipelines = sa.Table(
-    "pipelines",
-    metadata,
-    sa.Column("name", sa.String(255), primary_key=True),
-    sa.Column("created_at", sa.Float, nullable=False),
-)
-
-pipeline_runs = sa.Table(
-    "pipeline_runs",
-    metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("name", sa.String(255), nullable=False, unique=True),
-    sa.Column("pipeline_name", sa.String(255), nullable=False, index=True),
-    sa.Column("status", sa.String(32), nullable=False, index=True),
-    sa.Column("dynamic", sa.Boolean, nullable=False),
-    sa.Column("parent_run_id", sa.String(32), nullable=True, index=True),
-    sa.Column("invocation_id", sa.String(255), nullable=True),
-    sa.Column("parameters", sa.JSON, nullable=False),
-    sa.Column("config", sa.JSON, nullable=False),
-    sa.Column("dag", sa.JSON, nullable=True),
-    sa.Column("error", sa.JSON, nullable=True),
-    sa.Column("run_metadata", sa.JSON, nullable=False),
-    sa.Column("orchestrator", sa.String(255), nullable=True),
-    sa.Column("heartbeat", sa.Float, nullable=True),
-    sa.Column("snapshot_id", sa.String(32), nullable=True),  # set when triggered from a snapshot
-    sa.Column("start_time", sa.Float, nullable=True),
-    sa.Column("end_time", sa.Float, nullable=True),
-    sa.Column("created_at", sa.Float, nullable=False),
-)
-
-step_runs = sa.Table(
-    "step_runs",
-    metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("run_id", sa.String(32), sa.ForeignKey("pipeline_runs.id"), nullable=False),
-    sa.Column("invocation_id", sa.String(255), nullable=False),
-    sa.Column("position", sa.Integer, nullable=False),
-    sa.Column("step_name", sa.String(255), nullable=False),
-    sa.Column("status", sa.String(32), nullable=False),
-    sa.Column("parameters", sa.JSON, nullable=False),
-    sa.Column("config", sa.JSON, nullable=False),
-    sa.Column("upstream", sa.JSON, nullable=False),
-    sa.Column("cache_key", sa.String(64), nullable=True, index=True),
-    sa.Column("original_step_run_id", sa.String(32), nullable=True),
-    sa.Column("error", sa.JSON, nullable=True),
-    sa.Column("attempts", sa.JSON, nullable=False),
-    sa.Column("step_metadata", sa.JSON, nullable=False),
-    sa.Column("logs_uri", sa.Text, nullable=True),
-    sa.Column("start_time", sa.Float, nullable=True),
-    sa.Column("end_time", sa.Float, nullable=True),
-    sa.UniqueConstraint("run_id", "invocation_id", name="uq_step_run_invocation"),
-)
-
-artifacts = sa.Table(
-    "artifacts",
-    metadata,
-    sa.Column("name", sa.String(255), primary_key=True),
-    sa.Column("latest_version", sa.Integer, nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-)
-
-artifact_versions = sa.Table(
-    "artifact_versions",
-    metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("name", sa.String(255), sa.ForeignKey("artifacts.name"), nullable=False),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("uri", sa.Text, nullable=False),
-    sa.Column("data_type", sa.String(255), nullable=False),
-    sa.Column("materializer", sa.String(255), nullable=False),
-    sa.Column("content_hash", sa.String(64), nullable=False),
-    sa.Column("size", sa.BigInteger, nullable=False),
-    sa.Column("item_count", sa.Integer, nullable=True),
-    sa.Column("producer_step_run_id", sa.String(32), nullable=True, index=True),
-    sa.Column("run_id", sa.String(32), nullable=True, index=True),
-    sa.Column("tags", sa.JSON, nullable=False),
-    sa.Column("artifact_metadata", sa.JSON, nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.UniqueConstraint("name", "version", name="uq_artifact_version"),
-)
-
-step_run_artifacts = sa.Table(
-    "step_run_artifacts",
-    metadata,
-    sa.Column("step_run_id", sa.String(32), nullable=False, index=True),
-    sa.Column("artifact_version_id", sa.String(32), nullable=False, index=True),
-    sa.Column("direction", sa.String(8), nullable=False),  # "input" | "output"
-    sa.Column("name", sa.String(255), nullable=False),
-    sa.Column("position", sa.Integer, nullable=False),
-    sa.Column("item_index", sa.Integer, nullable=True),
-)
-
-snapshots = sa.Table(
-    "snapshots",
-    metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("name", sa.String(255), nullable=False, unique=True),
-    sa.Column("pipeline_name", sa.String(255), nullable=False, index=True),
-    sa.Column("source", sa.Text, nullable=False),  # module name, or absolute path of a .py file
-    sa.Column("source_file", sa.Text, nullable=True),  # the module's file, a fallback for loading
-    sa.Column("attribute", sa.String(255), nullable=False),
-    sa.Column("config", sa.JSON, nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-)
-
-
-def _migrate_2(conn: sa.Connection) -> None:
-    """Snapshots: the ``snapshots`` table and ``pipeline_runs.snapshot_id``.
-
-    Migration 1 creates every table of ``metadata``, so on a new store these already exist;
-    this step only adds what a version-1 store lacks.
-    """
-    snapshots.create(conn, checkfirst=True)
-    columns = {c["name"] for c in sa.inspect(conn).get_columns("pipeline_runs")}
-    if "snapshot_id" not in columns:
-        conn.execute(sa.text("ALTER TABLE pipeline_runs ADD COLUMN snapshot_id VARCHAR(32)"))
-
-
-# The tables a flush writes, by name (``_batch_sql.write_batch``).
-_SCHEMA = SimpleNamespace(
-    pipelines=pipelines, pipeline_runs=pipeline_runs, step_runs=step_runs, artifacts=artifacts,
-    artifact_versions=artifact_versions, step_run_artifacts=step_run_artifacts, snapshots=snapshots,
-)
-
-# Each migration brings the schema from version N-1 to N. New columns and tables for later
-# features are added here as numbered steps; existing stores are upgraded on open.
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
-    1: lambda conn: metadata.create_all(conn),
-    2: _migrate_2,
-}
 
 
 def redact(url: str) -> str:
@@ -234,7 +113,7 @@ def create_engine(url: str) -> sa.Engine:
             engine = sa.create_engine(
                 url,
                 connect_args={"timeout": 120, "check_same_thread": False},
-                json_serializer=dumps_json,
+                json_serializer=_dumps,
             )
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_on_begin)
@@ -246,7 +125,7 @@ def create_engine(url: str) -> sa.Engine:
             if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
                 connect_args["connect_timeout"] = 10
             engine = sa.create_engine(
-                url, pool_pre_ping=True, json_serializer=dumps_strict_json, connect_args=connect_args
+                url, pool_pre_ping=True, json_serializer=_dumps_strict, connect_args=connect_args
             )
     except (sa.exc.ArgumentError, ImportError) as exc:
         hint = ""
@@ -281,7 +160,7 @@ def _sqlite_writer(url: str) -> SQLiteWriter | None:
     path = sa.engine.make_url(url).database
     if not path or path == ":memory:" or path.startswith("file:"):
         return None
-    return SQLiteWriter(path, dumps_json)
+    return SQLiteWriter(path, _dumps)
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -332,6 +211,9 @@ class MetadataStore:
         # set once, then every write is dropped and ``flush``/``durable`` raise it.
         self.failure: StoreError | None = None
         self._failure_listeners: list[Callable[[StoreError], None]] = []
+        self.owned: dict[str, str] = {}  # root run id -> this process's claim on it (own)
+        self.lost: dict[str, str] = {}  # root run id -> why its claim was taken over
+        self._on_lost: dict[str, Callable[[str], None]] = {}
         self._migrate()
 
     # -- schema ----------------------------------------------------------------------------
@@ -466,6 +348,36 @@ class MetadataStore:
         with self._lock:
             self._beating.discard(run_id)
 
+    # -- ownership (_ownership.py claims runs; the flush checks that the claim holds) -----------
+    def own(self, run_id: str, owner: str, on_lost: Callable[[str], None]) -> None:
+        """Check in every flush transaction that ``owner`` still owns ``run_id``. Once it does
+        not, ``on_lost(reason)`` is called (in a thread of its own) and this store writes
+        nothing more: that flush and every later one raise RunOwnershipLostError."""
+        self.owned[run_id] = owner
+        self._on_lost[run_id] = on_lost
+
+    def disown(self, run_id: str) -> None:
+        self.owned.pop(run_id, None)
+        self._on_lost.pop(run_id, None)
+
+    def _check_owned(self, st: Statements) -> None:
+        """Inside the flush transaction, before any write: refuse the batch if a run this process
+        drives was claimed by someone else (the row lock orders this against a claim)."""
+        if not self.lost and self.owned:
+            owned = dict(self.owned)
+            for run_id, name, owner, orchestrator in st.owners(pipeline_runs, list(owned)):
+                if owner != owned[run_id]:
+                    self.lost[run_id] = (
+                        f"run {name!r} ({run_id}) was taken over by orchestrator {orchestrator} "
+                        f"while this process (pid {os.getpid()}) drove it; this process stopped it and wrote "
+                        "nothing more"
+                    )
+                    callback = self._on_lost.pop(run_id, None)
+                    if callback is not None:
+                        threading.Thread(target=callback, args=(self.lost[run_id],), daemon=True).start()
+        if self.lost:
+            raise RunOwnershipLostError(next(iter(self.lost.values())))
+
     def insert_links(self, rows: list[dict[str, Any]]) -> None:
         with self._lock:
             self.written += 1
@@ -561,6 +473,10 @@ class MetadataStore:
                 self._reset_buffers()
             try:
                 self._write_batch(*batch)
+            except RunOwnershipLostError:
+                with self._lock:
+                    self._reset_buffers()  # another process owns the run now: write nothing more
+                raise
             except ROW_REFUSED:
                 # The database refused some row. Retrying the batch would refuse it forever and
                 # block every later write; write item by item instead and drop only the refused.
@@ -593,41 +509,12 @@ class MetadataStore:
         return failure
 
     def _salvage(self, batch: tuple[Any, ...]) -> None:
-        pipes, run_ins, run_upd, step_ins, step_upd, arts, links, deletes, snaps = batch
-        empty: tuple[Any, ...] = (set(), {}, {}, {}, {}, [], [], [], [])
-        singles: list[tuple[str, str, tuple[Any, ...]]] = []
-
-        def single(position: int, value: Any, what: str, key: str) -> None:
-            parts = list(empty)
-            parts[position] = value
-            singles.append((what, key, tuple(parts)))
-
-        for name in pipes:
-            single(0, {name}, "pipeline", name)
-        for key, row in run_ins.items():
-            single(1, {key: row}, "pipeline run", key)
-        for key, changes in run_upd.items():
-            single(2, {key: changes}, "pipeline run update", key)
-        for key in deletes:
-            single(7, [key], "step run deletion", key)
-        for key, row in step_ins.items():
-            single(3, {key: row}, "step run", key)
-        for key, changes in step_upd.items():
-            single(4, {key: changes}, "step run update", key)
-        for row, handle in arts:
-            single(5, [(row, handle)], "artifact version", row.get("id", "?"))
-        for link in links:
-            single(6, [link], "lineage link", f"{link.get('step_run_id')}->{link.get('artifact_version_id')}")
-        for snap in snaps:
-            single(8, [snap], "snapshot", snap.get("name", "?"))
-        for what, key, parts in singles:
+        for what, key, parts in singles(Batch(*batch)):
             try:
                 self._write_batch(*parts)
             except ROW_REFUSED as exc:
                 reason = _one_line(exc.orig if getattr(exc, "orig", None) is not None else exc)
                 self.rejected.append({"what": what, "key": key, "error": reason})
-                import sys
-
                 print(f"unspool: the metadata store refused {what} {key}: {reason}", file=sys.__stderr__)
 
     def _requeue(self, pipes: Any, run_ins: Any, run_upd: Any, step_ins: Any, step_upd: Any, arts: Any,
@@ -656,10 +543,13 @@ class MetadataStore:
         now = time.time()
         if self._sqlite is not None:
             with self._sqlite.transaction() as st:
-                n, assigned = write_batch(st, batch, _SCHEMA, now)
+                self._check_owned(st)
+                n, assigned = write_batch(st, batch, TABLES, now)
         else:
             with self.write() as conn:
-                n, assigned = write_batch(CoreStatements(conn), batch, _SCHEMA, now)
+                core = CoreStatements(conn)
+                self._check_owned(core)
+                n, assigned = write_batch(core, batch, TABLES, now)
         self.statements += n
         self.transactions += 1
         for handle, version in assigned:

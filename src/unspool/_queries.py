@@ -118,10 +118,11 @@ def list_pipelines(store: MetadataStore, sort_by: str = "asc:name", page: int | 
 
 
 def live_runs(store: MetadataStore) -> list[Row]:
-    """``(id, orchestrator, heartbeat)`` of every run recorded as initializing or running."""
+    """``(id, orchestrator, heartbeat, owner)`` of every run recorded as initializing or running."""
     with store.read() as conn:
         return list(conn.execute(
-            sa.select(pipeline_runs.c.id, pipeline_runs.c.orchestrator, pipeline_runs.c.heartbeat)
+            sa.select(pipeline_runs.c.id, pipeline_runs.c.orchestrator, pipeline_runs.c.heartbeat,
+                      pipeline_runs.c.owner)
             .where(pipeline_runs.c.status.in_(["running", "initializing"]))
         ).all())
 

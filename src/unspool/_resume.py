@@ -9,72 +9,57 @@ executing (``Run._reuse_previous``), everything else executes. Invocation ids co
 call order, so a body that calls its steps in a different order on resume re-executes
 the shifted ones (the reference documents the same caveat).
 
+A run has one owner (``_ownership.py``): the process that claimed it, first run or resume.
 Each orchestrating process refreshes the heartbeat of the runs it drives. A run still
-marked ``running`` whose process is gone (same host, pid not alive) or whose heartbeat is
-older than ``HEARTBEAT_TIMEOUT`` is marked ``stopped``, with its running steps, by
-:func:`reap_dead_runs` (``unspool runs list``, resume, ``Client.reap_dead_runs``); it can
-then be resumed.
+marked ``running`` whose owner is dead (on this host: its pid is gone or is another
+process; on another host: its heartbeat is older than ``HEARTBEAT_TIMEOUT``) is marked
+``stopped``, with its running steps, by :func:`reap_dead_runs` (``unspool runs list``,
+resume, ``Client.reap_dead_runs``); it can then be resumed. Resuming claims the run before
+it writes or removes anything, so of two resumes at once exactly one runs; resuming a
+completed run says so and changes nothing.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 import time
 
 from . import _queries
 from ._artifact_store import ArtifactStore
 from ._cache import load_previous
 from ._config_file import reapply_recorded
-from ._engine import Run
-from ._errors import NotFoundError, PipelineError
+from ._engine import Run, claim
+from ._errors import NotFoundError, PipelineError, RunClaimedError
 from ._loading import import_pipeline
 from ._metadata_store import HEARTBEAT_TIMEOUT, MetadataStore
+from ._ownership import owner_alive, reap_runs
 from ._parameters import convert
 from ._progress import console_progress
 from ._stores import Stores
-
-
-def _orchestrator_alive(orchestrator: str | None, heartbeat: float | None, now: float) -> bool:
-    if heartbeat is not None and now - heartbeat > HEARTBEAT_TIMEOUT:
-        return False
-    host, _, pid = (orchestrator or "").rpartition(":")
-    if host == socket.gethostname() and pid.isdigit():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-    return True
 
 
 def reap_dead_runs(store: MetadataStore) -> list[str]:
     """Mark runs whose orchestrator died as stopped (with their unfinished steps).
 
     An explicit call (the CLI's ``runs list``/``runs resume`` and ``Client.reap_dead_runs``
-    make it); reading never reaps. The writes go through the buffered writer and are
-    flushed before returning.
+    make it); reading never reaps. Finding candidates only reads; marking them is a
+    compare-and-swap on the owner they were judged dead with (``_ownership.reap_runs``), so
+    a run another process claimed in between is left alone.
     """
     now = time.time()
-    dead = [r for r in _queries.live_runs(store) if not _orchestrator_alive(r.orchestrator, r.heartbeat, now)]
+    dead = [r for r in _queries.live_runs(store)
+            if not owner_alive(r.owner, r.orchestrator, r.heartbeat, now, HEARTBEAT_TIMEOUT)]
     if not dead:
         return []
-    steps = _queries.unfinished_step_runs(store, [r.id for r in dead])
+    errors = {}
     for r in dead:
         seen = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.heartbeat or now))
-        message = (
+        errors[r.id] = {"type": "OrchestratorDied", "message": (
             f"the orchestrating process ({r.orchestrator}) died; last heartbeat {seen}. "
             f"Resume it with: unspool runs resume {r.id}"
-        )
-        store.update_run(r.id, status="stopped", end_time=now, error={"type": "OrchestratorDied", "message": message})
-        for step in steps:
-            if step.run_id == r.id:
-                store.update_step_run(step.id, status="stopped", end_time=now,
-                                      error={"type": "stopped", "message": message})
-    store.flush()
-    return [r.id for r in dead]
+        )}
+    return reap_runs(store, [(r.id, r.owner, r.orchestrator) for r in dead], errors)
 
 
 def resume_run(run_id_or_name: str, stores: Stores) -> str:
@@ -86,17 +71,23 @@ def resume_run(run_id_or_name: str, stores: Stores) -> str:
         raise NotFoundError(f"no pipeline run with id or name {run_id_or_name!r}; `unspool runs list` shows them")
     if row["parent_run_id"]:
         raise PipelineError(f"run {row['name']!r} is a child run; resume its root run {row['parent_run_id']}")
+    if row["status"] == "completed":
+        raise RunClaimedError(f"run {row['name']!r} ({row['id']}) already completed; nothing to resume, nothing changed")
     if row["status"] in ("running", "initializing"):
-        raise PipelineError(
-            f"run {row['name']!r} is still running (orchestrator {row['orchestrator']}); wait for it or kill it first"
+        raise RunClaimedError(
+            f"run {row['name']!r} ({row['id']}) is owned by orchestrator {row['orchestrator']}, which is alive; "
+            "nothing changed (wait for it, or stop that process first)"
         )
     config = row["config"] or {}
     pipeline = reapply_recorded(import_pipeline(config.get("source") or {}), config, what=f"run {row['name']!r}")
-    _remove_staging(stores.artifacts, row["id"])
     previous = load_previous(stores, row["id"])
     # the recorded parameters are JSON: give the body the types its signature names again
     params = convert(f"pipeline {pipeline.name!r}", pipeline.func, pipeline.signature, dict(row["parameters"]))
     run = Run(pipeline, params, stores, previous=previous)
+    # The checks above only read: two resumes can both pass them. The claim decides, before
+    # anything is written or removed; the loser gets RunClaimedError and changes nothing.
+    claim(run)
+    _remove_staging(stores.artifacts, row["id"])
     with console_progress(run):
         run.execute()
     return run.id

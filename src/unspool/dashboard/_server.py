@@ -37,7 +37,7 @@ from fastapi.responses import (
     StreamingResponse,
 )
 
-from .._batch_sql import _finite, _json_default
+from .._store_json import _finite, _json_default
 from . import _queries as q
 from ._graph import build_graph
 from ._preview import preview
