@@ -599,6 +599,8 @@ class MetadataStore:
     ) -> None:
         now = time.time()
         assigned: list[tuple[Any, int]] = []
+        if self.lost:  # this process lost a run (see own): not even a transaction
+            raise RunOwnershipLostError(next(iter(self.lost.values())))
         with self.write() as conn:
             self._check_owned(conn)
             n = 0
