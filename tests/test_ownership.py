@@ -372,3 +372,30 @@ def test_child_runs_are_owned_with_their_root_run(world: World) -> None:
         rows = conn.execute(sa.text("select parent_run_id, owner from pipeline_runs")).all()
     assert len(rows) == 2 and rows[0].owner and rows[0].owner == rows[1].owner
     assert Client().get_pipeline_run(world.run_row().id).status == ExecutionStatus.COMPLETED
+
+
+def test_a_version_2_store_gains_owners_and_its_runs_are_judged_by_orchestrator(home: Path) -> None:
+    import sqlite3
+
+    from unspool._metadata_store import SCHEMA_VERSION, MetadataStore
+    from unspool.testing import reset_stores
+
+    Client()  # creates the store at the current version
+    reset_stores()
+    db = home / "unspool.db"
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()
+    with sqlite3.connect(db) as conn:  # back to version 2, with two live runs from before owners
+        conn.execute("ALTER TABLE pipeline_runs DROP COLUMN owner")
+        conn.execute("DELETE FROM schema_version WHERE version > 2")
+        for run_id, pid in (("dead", exited.pid), ("alive", os.getpid())):
+            conn.execute(
+                "INSERT INTO pipeline_runs (id, name, pipeline_name, status, dynamic, parameters, config, "
+                "run_metadata, orchestrator, heartbeat, created_at) VALUES (?, ?, 'old', 'running', 1, '{}', '{}', "
+                "'{}', ?, ?, 1.0)", (run_id, run_id, f"{socket.gethostname()}:{pid}", time.time() - 3600))
+    MetadataStore(f"sqlite:///{db}").close()  # opening upgrades it
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT max(version) FROM schema_version").fetchone() == (SCHEMA_VERSION,) == (3,)
+        assert "owner" in [r[1] for r in conn.execute("PRAGMA table_info(pipeline_runs)")]
+    assert Client().reap_dead_runs() == ["dead"]  # this process, alive here: not reaped
+    assert Client().get_pipeline_run("alive").status == ExecutionStatus.RUNNING

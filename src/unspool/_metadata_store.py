@@ -541,6 +541,8 @@ class MetadataStore:
     def _write_batch(self, *parts: Any) -> None:
         batch = Batch(*parts)
         now = time.time()
+        if self.lost:  # this process lost a run (see own): not even a transaction
+            raise RunOwnershipLostError(next(iter(self.lost.values())))
         if self._sqlite is not None:
             with self._sqlite.transaction() as st:
                 self._check_owned(st)
