@@ -29,7 +29,7 @@ from sqlalchemy import event
 from ._errors import StoreError, mask_secrets
 from ._types import EncodedJSON
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FLUSH_INTERVAL = 0.2
 HEARTBEAT_INTERVAL = 5.0  # a running run's heartbeat is refreshed this often
 HEARTBEAT_TIMEOUT = 60.0  # ... and is considered dead when older than this
@@ -95,6 +95,9 @@ step_runs = sa.Table(
     sa.Column("end_time", sa.Float, nullable=True),
     sa.UniqueConstraint("run_id", "invocation_id", name="uq_step_run_invocation"),
 )
+# A page of a run's steps in invocation order (``runs show``, the dashboard) is read from
+# this index, never by sorting all of a big run's steps.
+step_runs_by_position = sa.Index("ix_step_runs_run_position", step_runs.c.run_id, step_runs.c.position)
 
 artifacts = sa.Table(
     "artifacts",
@@ -166,6 +169,7 @@ def _migrate_2(conn: sa.Connection) -> None:
 MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
     1: lambda conn: metadata.create_all(conn),
     2: _migrate_2,
+    3: lambda conn: step_runs_by_position.create(conn, checkfirst=True),
 }
 
 
@@ -332,8 +336,8 @@ def _sqlite_on_begin(conn: sa.Connection) -> None:
 class MetadataStore:
     """Schema owner and buffered writer for one store URL; ``read()`` is for ``_queries``.
 
-    Every write goes through the buffer (``insert_*``, ``update_*``, ``delete_step_run``)
-    and lands at the next flush, in one transaction with everything else buffered.
+    Every write goes through the buffer (``insert_*``, ``update_*``, ``delete_step_run``,
+    ``queue``) and lands at the next flush, in one transaction with everything else buffered.
     """
 
     def __init__(self, url: str) -> None:
@@ -408,6 +412,7 @@ class MetadataStore:
         self._pipelines: set[str] = set()
         self._deletes: list[str] = []
         self._snapshots: list[dict[str, Any]] = []
+        self._operations: list[Any] = []  # _store_writes.Operation
 
     def add_pipeline(self, name: str) -> None:
         check_lengths(pipelines, {"name": name})
@@ -464,6 +469,13 @@ class MetadataStore:
             self._step_updates.pop(step_run_id, None)
         self._kick()
 
+    def queue(self, operation: Any) -> None:
+        """Queue a write that must read first (a ``_store_writes.Operation``: deleting a run,
+        merging metadata); it runs in the next flush transaction, after what is buffered."""
+        with self._lock:
+            self._operations.append(operation)
+        self._kick()
+
     # -- heartbeats -------------------------------------------------------------------------
     def beat(self, run_id: str) -> None:
         """Keep ``run_id``'s heartbeat fresh while this process orchestrates it."""
@@ -508,13 +520,13 @@ class MetadataStore:
                 if not (
                     self._run_inserts or self._run_updates or self._step_inserts or self._step_updates
                     or self._artifact_inserts or self._links or self._pipelines or self._deletes
-                    or self._snapshots
+                    or self._snapshots or self._operations
                 ):
                     return
                 batch = (
                     self._pipelines, self._run_inserts, self._run_updates, self._step_inserts,
                     self._step_updates, self._artifact_inserts, self._links, self._deletes,
-                    self._snapshots,
+                    self._snapshots, self._operations,
                 )
                 self._reset_buffers()
             try:
@@ -528,8 +540,8 @@ class MetadataStore:
                 raise
 
     def _salvage(self, batch: tuple[Any, ...]) -> None:
-        pipes, run_ins, run_upd, step_ins, step_upd, arts, links, deletes, snaps = batch
-        empty: tuple[Any, ...] = (set(), {}, {}, {}, {}, [], [], [], [])
+        pipes, run_ins, run_upd, step_ins, step_upd, arts, links, deletes, snaps, ops = batch
+        empty: tuple[Any, ...] = (set(), {}, {}, {}, {}, [], [], [], [], [])
         singles: list[tuple[str, str, tuple[Any, ...]]] = []
 
         def single(position: int, value: Any, what: str, key: str) -> None:
@@ -555,6 +567,8 @@ class MetadataStore:
             single(6, [link], "lineage link", f"{link.get('step_run_id')}->{link.get('artifact_version_id')}")
         for snap in snaps:
             single(8, [snap], "snapshot", snap.get("name", "?"))
+        for op in ops:
+            single(9, [op], type(op).__name__, repr(op))
         for what, key, parts in singles:
             try:
                 self._write_batch(*parts)
@@ -566,8 +580,9 @@ class MetadataStore:
                 print(f"unspool: the metadata store refused {what} {key}: {reason}", file=sys.__stderr__)
 
     def _requeue(self, pipes: Any, run_ins: Any, run_upd: Any, step_ins: Any, step_upd: Any, arts: Any,
-                 links: Any, deletes: Any, snaps: Any) -> None:
+                 links: Any, deletes: Any, snaps: Any, ops: Any) -> None:
         with self._lock:
+            self._operations[:0] = ops
             self._deletes[:0] = deletes
             self._snapshots[:0] = snaps
             self._pipelines |= pipes
@@ -597,6 +612,7 @@ class MetadataStore:
         links: list[dict[str, Any]],
         deletes: list[str],
         snaps: list[dict[str, Any]],
+        ops: list[Any],
     ) -> None:
         now = time.time()
         assigned: list[tuple[Any, int]] = []
@@ -655,9 +671,13 @@ class MetadataStore:
             if snaps:
                 conn.execute(snapshots.insert(), snaps)
                 n += 1
+            for op in ops:
+                n += op.apply(conn)
             self.statements += n
         for handle, version in assigned:
             handle.version = version
+        for op in ops:
+            op.committed()
 
     def _insert_missing(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
         """Insert rows keyed by ``name``, skipping names another process inserted meanwhile."""
