@@ -95,8 +95,7 @@ step_runs = sa.Table(
     sa.Column("end_time", sa.Float, nullable=True),
     sa.UniqueConstraint("run_id", "invocation_id", name="uq_step_run_invocation"),
 )
-# A page of a run's steps in invocation order (``runs show``, the dashboard) is read from
-# this index, never by sorting all of a big run's steps.
+# Pages of a run's steps in invocation order (runs show, the dashboard) never sort a whole run.
 step_runs_by_position = sa.Index("ix_step_runs_run_position", step_runs.c.run_id, step_runs.c.position)
 
 artifacts = sa.Table(
@@ -370,8 +369,12 @@ class MetadataStore:
                     # Processes opening a new store at once: one migrates, the others wait.
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(7164528)"))
                 current = self._schema_version(conn)
+                empty = current == 0 and not conn.dialect.has_table(conn, "pipeline_runs")
+                if empty:  # a new store: the schema every migration leads to, in one go
+                    metadata.create_all(conn, checkfirst=False)
                 for version in range(current + 1, SCHEMA_VERSION + 1):
-                    MIGRATIONS[version](conn)
+                    if not empty:
+                        MIGRATIONS[version](conn)
                     conn.execute(schema_version.insert().values(version=version, applied_at=time.time()))
         except sa.exc.DBAPIError as exc:
             raise StoreError(
@@ -381,7 +384,7 @@ class MetadataStore:
 
     def _schema_version(self, conn: sa.Connection) -> int:
         current = 0
-        if sa.inspect(conn).has_table("schema_version"):
+        if conn.dialect.has_table(conn, "schema_version"):  # no reflection: this runs at every open
             current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
         if current > SCHEMA_VERSION:
             raise StoreError(
@@ -470,8 +473,7 @@ class MetadataStore:
         self._kick()
 
     def queue(self, operation: Any) -> None:
-        """Queue a write that must read first (a ``_store_writes.Operation``: deleting a run,
-        merging metadata); it runs in the next flush transaction, after what is buffered."""
+        """Queue a ``_store_writes.Operation``: it runs in the next flush transaction."""
         with self._lock:
             self._operations.append(operation)
         self._kick()
