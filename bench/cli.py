@@ -98,10 +98,10 @@ def main() -> None:
     try:
         made = build(home, options.steps)
         run_id, total = made["run_id"], made["steps"]
-        middle = max(1, total // 200 // 2)
-        commands = {
-            "runs show RUN (first 200 steps)": ["runs", "show", run_id],
-            f"runs show RUN --page {middle} (200 steps mid-run)": ["runs", "show", run_id, "--page", str(middle)],
+        middle = max(1, total // 50 // 2)
+        commands = {  # pages of 50 steps, the default
+            "runs show RUN (first page)": ["runs", "show", run_id],
+            f"runs show RUN --page {middle} (mid-run)": ["runs", "show", run_id, "--page", str(middle)],
             "runs list": ["runs", "list"],
         }
         load_start = os.getloadavg()
@@ -119,7 +119,7 @@ def main() -> None:
     print(f"run of {total:,} steps (built in {made.get('build_s', '?')} s); load average "
           f"{load_start[0]:.2f} at start, {load_end[0]:.2f} at end; {options.reps} fresh processes each")
     for label, r in results.items():
-        print(f"  {label:<45} wall {r['wall_median_s']:.2f} s ({r['wall_min_s']:.2f}-{r['wall_max_s']:.2f})"
+        print(f"  {label:<36} wall {r['wall_median_s']:.2f} s ({r['wall_min_s']:.2f}-{r['wall_max_s']:.2f})"
               f"  cpu {r['cpu_median_s']:.2f} s  target < 1 s")
     out = BENCH / "results" / "cli-latest.json"
     out.parent.mkdir(exist_ok=True)

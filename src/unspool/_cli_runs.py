@@ -134,8 +134,8 @@ def _add_children(node: Any, run: PipelineRun, depth: int = 0) -> None:
 def runs_show(
     run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id, id prefix (6+ characters) or name.")],
     limit: Annotated[
-        int, typer.Option("--limit", "-n", min=0, help="Show at most this many steps (0: all of them).")
-    ] = 200,
+        int, typer.Option("--limit", "-n", min=0, help="Show this many steps per page (0: all of them).")
+    ] = 50,
     page: Annotated[
         int, typer.Option("--page", "-p", min=1, help="Which page of --limit steps to show (from 1).")
     ] = 1,

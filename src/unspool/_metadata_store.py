@@ -95,8 +95,8 @@ step_runs = sa.Table(
     sa.Column("end_time", sa.Float, nullable=True),
     sa.UniqueConstraint("run_id", "invocation_id", name="uq_step_run_invocation"),
 )
-# Pages of a run's steps in invocation order (runs show, the dashboard) never sort a whole run.
-step_runs_by_position = sa.Index("ix_step_runs_run_position", step_runs.c.run_id, step_runs.c.position)
+# Pages of a run's steps never sort a whole run; its counts by status are read from this index.
+step_runs_by_position = sa.Index("ix_step_runs_run_position", *(step_runs.c[n] for n in ("run_id", "position", "status")))
 
 artifacts = sa.Table(
     "artifacts",
