@@ -1,5 +1,6 @@
 """Writes that read first (deleting a run, merging metadata) go through the store's one
-buffered writer, in its flush transaction, and see what was buffered before them."""
+buffered writer, in its flush transaction, and see what was buffered before them; on
+SQLite and on a real PostgreSQL server alike."""
 
 from __future__ import annotations
 
@@ -11,6 +12,13 @@ from unspool import Client, NotFoundError, log_metadata, pipeline, step
 from unspool._ids import new_id
 from unspool._store_writes import MetadataMerge, RunDeletion
 from unspool._stores import open_stores
+
+
+@pytest.fixture(params=["sqlite", "postgresql"], autouse=True)
+def backend(request: pytest.FixtureRequest) -> str:
+    if request.param == "postgresql":
+        request.getfixturevalue("pg_url")  # a new database on the test cluster, as UNSPOOL_STORE_URL
+    return str(request.param)
 
 
 @step
