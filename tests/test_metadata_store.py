@@ -46,8 +46,8 @@ def test_a_refused_row_is_dropped_and_reported_and_everything_else_lands(capfd) 
 
 
 def test_a_new_store_is_created_at_the_latest_schema_and_an_older_one_upgraded(home) -> None:
-    """A new store gets every table and index at once; a version-2 store (before the index
-    that pages a run's steps) gets the index when opened, keeping its rows."""
+    """A new store has every schema version and the index that pages a run's steps; a
+    version-2 store (before that index) gets it when opened, keeping its rows."""
     import sqlite3
 
     from unspool._metadata_store import SCHEMA_VERSION, MetadataStore

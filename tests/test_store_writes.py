@@ -7,10 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
-from unspool import Client, NotFoundError, log_metadata, pipeline, step
+from unspool import Client, NotFoundError, StoreError, log_metadata, pipeline, step
 from unspool._ids import new_id
-from unspool._store_writes import MetadataMerge, RunDeletion
+from unspool._store_writes import MetadataMerge, Operation, RunDeletion
 from unspool._stores import open_stores
 
 
@@ -112,3 +113,20 @@ def test_metadata_merges_keep_every_key_and_report_a_missing_row() -> None:
     store.queue(missing)
     store.flush()
     assert missing.done and not missing.found
+
+
+def test_an_operation_the_database_refuses_fails_alone_and_the_writer_goes_on() -> None:
+    class Broken(Operation):
+        def apply(self, conn: sa.Connection) -> int:
+            conn.execute(sa.text("UPDATE no_such_table SET x = 1"))
+            return 1
+
+    store = open_stores().metadata
+    broken = Broken()
+    store.queue(broken)
+    run = child(5)  # its rows and the broken operation share flushes
+    store.flush()
+    assert not broken.done and broken.error and "no_such_table" in broken.error
+    with pytest.raises(StoreError, match="no_such_table"):
+        broken.result()
+    assert Client().get_pipeline_run(run.id).steps["leaf"].output.load() == 6

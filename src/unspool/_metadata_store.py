@@ -335,8 +335,9 @@ def _sqlite_on_begin(conn: sa.Connection) -> None:
 class MetadataStore:
     """Schema owner and buffered writer for one store URL; ``read()`` is for ``_queries``.
 
-    Every write goes through the buffer (``insert_*``, ``update_*``, ``delete_step_run``,
-    ``queue``) and lands at the next flush, in one transaction with everything else buffered.
+    Every write goes through the buffer (``insert_*``, ``update_*``, ``delete_step_run``)
+    and lands at the next flush, in one transaction with everything else buffered; writes
+    that read first (``queue``) follow it, each in a transaction of its own.
     """
 
     def __init__(self, url: str) -> None:
@@ -354,6 +355,7 @@ class MetadataStore:
         self.rejected: list[dict[str, Any]] = []  # rows the database refused (see _salvage)
         self._beating: set[str] = set()
         self._last_beat = 0.0
+        self._operations: list[Any] = []  # _store_writes.Operation, see queue()
         self._migrate()
 
     # -- schema ----------------------------------------------------------------------------
@@ -369,12 +371,8 @@ class MetadataStore:
                     # Processes opening a new store at once: one migrates, the others wait.
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(7164528)"))
                 current = self._schema_version(conn)
-                empty = current == 0 and not conn.dialect.has_table(conn, "pipeline_runs")
-                if empty:  # a new store: the schema every migration leads to, in one go
-                    metadata.create_all(conn, checkfirst=False)
                 for version in range(current + 1, SCHEMA_VERSION + 1):
-                    if not empty:
-                        MIGRATIONS[version](conn)
+                    MIGRATIONS[version](conn)
                     conn.execute(schema_version.insert().values(version=version, applied_at=time.time()))
         except sa.exc.DBAPIError as exc:
             raise StoreError(
@@ -415,7 +413,6 @@ class MetadataStore:
         self._pipelines: set[str] = set()
         self._deletes: list[str] = []
         self._snapshots: list[dict[str, Any]] = []
-        self._operations: list[Any] = []  # _store_writes.Operation
 
     def add_pipeline(self, name: str) -> None:
         check_lengths(pipelines, {"name": name})
@@ -473,7 +470,7 @@ class MetadataStore:
         self._kick()
 
     def queue(self, operation: Any) -> None:
-        """Queue a ``_store_writes.Operation``: it runs in the next flush transaction."""
+        """Queue a ``_store_writes.Operation``: the next flush runs it, after the rows."""
         with self._lock:
             self._operations.append(operation)
         self._kick()
@@ -516,34 +513,41 @@ class MetadataStore:
                 time.sleep(FLUSH_INTERVAL)
 
     def flush(self) -> None:
-        """Commit everything buffered so far, in one transaction."""
+        """Commit everything buffered so far: the rows in one transaction, then the operations."""
         with self._flush_lock:
+            self._commit()
             with self._lock:
-                if not (
-                    self._run_inserts or self._run_updates or self._step_inserts or self._step_updates
-                    or self._artifact_inserts or self._links or self._pipelines or self._deletes
-                    or self._snapshots or self._operations
-                ):
-                    return
-                batch = (
-                    self._pipelines, self._run_inserts, self._run_updates, self._step_inserts,
-                    self._step_updates, self._artifact_inserts, self._links, self._deletes,
-                    self._snapshots, self._operations,
-                )
-                self._reset_buffers()
-            try:
-                self._write_batch(*batch)
-            except (sa.exc.IntegrityError, sa.exc.DataError, sa.exc.ProgrammingError):
-                # The database refused some row. Retrying the batch would refuse it forever and
-                # block every later write; write item by item instead and drop only the refused.
-                self._salvage(batch)
-            except Exception:
-                self._requeue(*batch)
-                raise
+                operations, self._operations = self._operations, []
+            for operation in operations:  # writes that read first, each in a transaction of its own
+                operation.run(self)
+
+    def _commit(self) -> None:
+        with self._lock:
+            if not (
+                self._run_inserts or self._run_updates or self._step_inserts or self._step_updates
+                or self._artifact_inserts or self._links or self._pipelines or self._deletes
+                or self._snapshots
+            ):
+                return
+            batch = (
+                self._pipelines, self._run_inserts, self._run_updates, self._step_inserts,
+                self._step_updates, self._artifact_inserts, self._links, self._deletes,
+                self._snapshots,
+            )
+            self._reset_buffers()
+        try:
+            self._write_batch(*batch)
+        except (sa.exc.IntegrityError, sa.exc.DataError, sa.exc.ProgrammingError):
+            # The database refused some row. Retrying the batch would refuse it forever and
+            # block every later write; write item by item instead and drop only the refused.
+            self._salvage(batch)
+        except Exception:
+            self._requeue(*batch)
+            raise
 
     def _salvage(self, batch: tuple[Any, ...]) -> None:
-        pipes, run_ins, run_upd, step_ins, step_upd, arts, links, deletes, snaps, ops = batch
-        empty: tuple[Any, ...] = (set(), {}, {}, {}, {}, [], [], [], [], [])
+        pipes, run_ins, run_upd, step_ins, step_upd, arts, links, deletes, snaps = batch
+        empty: tuple[Any, ...] = (set(), {}, {}, {}, {}, [], [], [], [])
         singles: list[tuple[str, str, tuple[Any, ...]]] = []
 
         def single(position: int, value: Any, what: str, key: str) -> None:
@@ -569,8 +573,6 @@ class MetadataStore:
             single(6, [link], "lineage link", f"{link.get('step_run_id')}->{link.get('artifact_version_id')}")
         for snap in snaps:
             single(8, [snap], "snapshot", snap.get("name", "?"))
-        for op in ops:
-            single(9, [op], type(op).__name__, repr(op))
         for what, key, parts in singles:
             try:
                 self._write_batch(*parts)
@@ -582,9 +584,8 @@ class MetadataStore:
                 print(f"unspool: the metadata store refused {what} {key}: {reason}", file=sys.__stderr__)
 
     def _requeue(self, pipes: Any, run_ins: Any, run_upd: Any, step_ins: Any, step_upd: Any, arts: Any,
-                 links: Any, deletes: Any, snaps: Any, ops: Any) -> None:
+                 links: Any, deletes: Any, snaps: Any) -> None:
         with self._lock:
-            self._operations[:0] = ops
             self._deletes[:0] = deletes
             self._snapshots[:0] = snaps
             self._pipelines |= pipes
@@ -614,7 +615,6 @@ class MetadataStore:
         links: list[dict[str, Any]],
         deletes: list[str],
         snaps: list[dict[str, Any]],
-        ops: list[Any],
     ) -> None:
         now = time.time()
         assigned: list[tuple[Any, int]] = []
@@ -673,13 +673,9 @@ class MetadataStore:
             if snaps:
                 conn.execute(snapshots.insert(), snaps)
                 n += 1
-            for op in ops:
-                n += op.apply(conn)
             self.statements += n
         for handle, version in assigned:
             handle.version = version
-        for op in ops:
-            op.committed()
 
     def _insert_missing(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
         """Insert rows keyed by ``name``, skipping names another process inserted meanwhile."""

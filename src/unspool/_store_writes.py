@@ -2,19 +2,21 @@
 metadata into a stored row.
 
 Each is an operation queued on the metadata store's one buffered writer
-(``MetadataStore.queue``). The flush applies it inside its write transaction, after the
-rows buffered before it, so the operation sees every write this process made and no other
-process writes between its read and its write. What it finds (the files to remove, whether
-the row existed) is published by ``committed`` once that transaction has committed.
+(``MetadataStore.queue``). The flush runs it right after committing the rows buffered
+before it, in a write transaction of its own, so the operation sees every write this
+process made and no other process writes between its read and its write. What it finds
+(the files to remove, whether the row existed) is published once that transaction has
+committed (``done``); a database error is kept in ``error`` for the caller to raise.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import sqlalchemy as sa
 
 from . import _queries
+from ._errors import StoreError
 from ._metadata_store import (
     MetadataStore,
     artifact_versions,
@@ -24,26 +26,43 @@ from ._metadata_store import (
 )
 
 
-class Operation(Protocol):
-    """What ``MetadataStore.queue`` accepts."""
+class Operation:
+    """What ``MetadataStore.queue`` accepts: ``apply`` reads and writes in one transaction."""
+
+    done = False
+    error: str | None = None
 
     def apply(self, conn: sa.Connection) -> int:
-        """Read and write in the flush transaction; returns the number of write statements."""
-        ...
+        """Read, then write; returns the number of write statements."""
+        raise NotImplementedError
 
     def committed(self) -> None:
-        """The transaction of the last ``apply`` committed."""
-        ...
+        """The transaction of ``apply`` committed: publish what it found."""
+        self.done = True
+
+    def run(self, store: MetadataStore) -> None:
+        """Called by the store's flush, after the rows buffered before this operation."""
+        try:
+            with store.write() as conn:
+                store.statements += self.apply(conn)
+        except sa.exc.SQLAlchemyError as exc:
+            self.error = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        else:
+            self.committed()
+
+    def result(self) -> None:
+        """Raise what the database answered when the operation failed or has not run."""
+        if not self.done:
+            raise StoreError(f"the metadata store did not complete the {self!r}: {self.error or 'not flushed'}")
 
 
-class RunDeletion:
+class RunDeletion(Operation):
     """Delete a run, its child runs, their step runs and lineage links, and the artifact
     versions they produced that no other run links to (those are kept, their producer
     forgotten). ``files`` lists the deleted versions' URIs once ``done``."""
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
-        self.done = False
         self.files: list[str] = []
         self._found: list[str] = []
 
@@ -80,15 +99,14 @@ _METADATA_COLUMNS = {
 }
 
 
-class MetadataMerge:
+class MetadataMerge(Operation):
     """Lay ``metadata`` over the stored metadata of a run, step run or artifact version
     (``kind``), keys given winning. ``found`` is False after the flush if the row is gone."""
 
     def __init__(self, kind: str, row_id: str, metadata: dict[str, Any]) -> None:
         self.table, self.column = _METADATA_COLUMNS[kind]
         self.kind, self.row_id, self.metadata = kind, row_id, dict(metadata)
-        self.done = self.found = False
-        self._found = False
+        self.found = self._found = False
 
     def apply(self, conn: sa.Connection) -> int:
         current = _queries.stored_metadata(conn, self.table, self.column, self.row_id)
@@ -112,6 +130,7 @@ def delete_run(store: MetadataStore, run_id: str) -> RunDeletion:
     deletion = RunDeletion(run_id)
     store.queue(deletion)
     store.flush()
+    deletion.result()
     return deletion
 
 
@@ -120,4 +139,5 @@ def merge_metadata(store: MetadataStore, kind: str, row_id: str, metadata: dict[
     merge = MetadataMerge(kind, row_id, metadata)
     store.queue(merge)
     store.flush()
+    merge.result()
     return merge
