@@ -19,8 +19,12 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "unspool"
 MAX_MODULE_LINES = 700
 MAX_CLASS_LINES = 400
-# The stores layer: schema and the one writer, the writes that read first, and the reads.
-STORES_LAYER = {"_metadata_store.py", "_store_writes.py", "_dashboard_queries.py"}
+# The stores layer: the schema, the one writer and the SQL of its batches, claiming a run,
+# the writes that read first, and the reads.
+STORES_LAYER = {
+    "_schema.py", "_metadata_store.py", "_batch_sql.py", "_ownership.py", "_store_writes.py",
+    "_dashboard_queries.py",
+}
 STORES_LAYER_PREFIX = "_queries"  # _queries.py and its per-table modules _queries_*.py
 # Until the dashboard's read queries move to _dashboard_queries.py in the stores layer.
 STORES_LAYER_PENDING = {"dashboard/_queries.py"}
