@@ -46,8 +46,8 @@ def test_a_refused_row_is_dropped_and_reported_and_everything_else_lands(capfd) 
 
 
 def test_a_new_store_is_created_at_the_latest_schema_and_an_older_one_upgraded(home) -> None:
-    """A new store has every schema version and the index that pages a run's steps; a
-    version-2 store (before that index) gets it when opened, keeping its rows."""
+    """A new store has every schema version and the index that pages a run's steps (the
+    latest migration); a store one version older gets it when opened, keeping its rows."""
     import sqlite3
 
     from unspool._metadata_store import SCHEMA_VERSION, MetadataStore
@@ -67,7 +67,7 @@ def test_a_new_store_is_created_at_the_latest_schema_and_an_older_one_upgraded(h
     assert versions == list(range(1, SCHEMA_VERSION + 1)) and "ix_step_runs_run_position" in indexes
     with sqlite3.connect(db) as conn:
         conn.execute("DROP INDEX ix_step_runs_run_position")
-        conn.execute("DELETE FROM schema_version WHERE version > 2")
+        conn.execute("DELETE FROM schema_version WHERE version = ?", (SCHEMA_VERSION,))
     MetadataStore(f"sqlite:///{db}").close()  # opening upgrades it
 
     versions, indexes = state()
