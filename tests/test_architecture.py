@@ -5,6 +5,7 @@
   and those inside functions whose line (or the line above) says ``lazy`` in a comment: they
   exist only to keep ``import unspool`` light and must point downwards anyway.
 * No module over 700 lines, no class over 400.
+* SQL lives in the stores layer: only its modules import SQLAlchemy.
 
 Run ``python tests/test_architecture.py`` to print the import graph and the largest modules.
 """
@@ -18,6 +19,15 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "unspool"
 MAX_MODULE_LINES = 700
 MAX_CLASS_LINES = 400
+# The stores layer: the schema, the one writer and the SQL of its batches, claiming a run,
+# the writes that read first, and the reads.
+STORES_LAYER = {
+    "_schema.py", "_metadata_store.py", "_batch_sql.py", "_ownership.py", "_store_writes.py",
+    "_dashboard_queries.py",
+}
+STORES_LAYER_PREFIX = "_queries"  # _queries.py and its per-table modules _queries_*.py
+# Until the dashboard's read queries move to _dashboard_queries.py in the stores layer.
+STORES_LAYER_PENDING = {"dashboard/_queries.py"}
 
 
 def _targets(node: ast.Import | ast.ImportFrom) -> list[str]:
@@ -113,6 +123,27 @@ def test_no_module_over_700_lines_and_no_class_over_400() -> None:
     modules, classes = sizes()
     assert {m: n for m, n in modules.items() if n > MAX_MODULE_LINES} == {}
     assert {c: n for c, n in classes.items() if n > MAX_CLASS_LINES} == {}
+
+
+def sqlalchemy_importers() -> set[str]:
+    """Modules of ``src/unspool`` (subpackages too, as paths) that import SQLAlchemy anywhere,
+    inside functions and under ``TYPE_CHECKING`` included."""
+    found = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            if any(n == "sqlalchemy" or n.startswith("sqlalchemy.") for n in names):
+                found.add(path.relative_to(PACKAGE).as_posix())
+    return found
+
+
+def test_only_the_stores_layer_imports_sqlalchemy() -> None:
+    outside = {
+        m for m in sqlalchemy_importers()
+        if m not in STORES_LAYER | STORES_LAYER_PENDING and not m.startswith(STORES_LAYER_PREFIX)
+    }
+    assert outside == set(), f"SQL outside the stores layer; move it to _queries or the store's writer: {outside}"
 
 
 if __name__ == "__main__":

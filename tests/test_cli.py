@@ -195,9 +195,22 @@ def test_runs_show_limits_the_step_table_but_counts_every_step(flows: Path) -> N
     assert len(run.steps) == 6
     out = cli("runs", "show", run.id, "--limit", "2").stdout
     assert "6 steps (6 completed)" in out
-    assert "… 4 more steps (--limit 0 shows all)" in out
+    assert "… 4 more steps (--page 2 shows the next 2; --limit 0 shows all)" in out
     assert "square_2" not in out
     assert "square_2" in cli("runs", "show", run.id, "--limit", "0").stdout
+
+
+def test_runs_show_pages_through_the_steps_in_invocation_order(flows: Path) -> None:
+    run = run_flow(flows, "dynamic_flow", "n=4")
+    order = list(run.steps)
+    seen = []
+    for page in (1, 2, 3):
+        out = cli("runs", "show", run.id, "--limit", "2", "--page", str(page)).stdout
+        assert f"6 steps (6 completed), steps {2 * page - 1}-{2 * page}" in out
+        seen += [line.split()[0] for line in out.splitlines() if line.split() and line.split()[0] in order]
+    assert seen == order
+    assert "… 2 more steps (--page 3" in cli("runs", "show", run.id, "-n", "2", "-p", "2").stdout
+    assert "page 4 is past the last" in cli("runs", "show", run.id, "--limit", "2", "--page", "4").stdout
 
 
 def test_runs_show_names_the_original_of_a_cached_step(flows: Path) -> None:

@@ -182,10 +182,8 @@ def _run_duration(run: PipelineRun) -> float | None:
 
 def _step_count(run: PipelineRun) -> str:
     counts: dict[str, int] = (run.metadata or {}).get("step_counts") or {}
-    if not counts:  # still running (or recorded by an older version): count the rows
-        counts = {}
-        for s in run.steps.values():
-            counts[s.status.value] = counts.get(s.status.value, 0) + 1
+    if not counts:  # still running (or recorded by an older version): the store counts the rows
+        counts = run.status_counts()
     total = sum(counts.values())
     failed = counts.get(ExecutionStatus.FAILED.value, 0)
     return f"{total} ({failed} failed)" if failed else str(total)

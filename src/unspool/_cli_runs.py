@@ -134,10 +134,15 @@ def _add_children(node: Any, run: PipelineRun, depth: int = 0) -> None:
 def runs_show(
     run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id, id prefix (6+ characters) or name.")],
     limit: Annotated[
-        int, typer.Option("--limit", "-n", min=0, help="Show at most this many steps (0: all of them).")
-    ] = 200,
+        int, typer.Option("--limit", "-n", min=0, help="Show this many steps per page (0: all of them).")
+    ] = 50,
+    page: Annotated[
+        int, typer.Option("--page", "-p", min=1, help="Which page of --limit steps to show (from 1).")
+    ] = 1,
 ) -> None:
-    """Show one run: its header, its steps and its child runs."""
+    """Show one run: its header, a page of its steps and its child runs.
+
+    Steps are counted and paged by the store, so a run of any size answers at once."""
     from rich.table import Table
     from rich.text import Text
     from rich.tree import Tree
@@ -169,35 +174,38 @@ def runs_show(
         header.add_row("metadata", Text(_json(extra)))
     out.print(header)
 
-    steps = run.steps
+    counts = run.status_counts()
+    total = sum(counts.values())
     out.print()
-    if not steps:
+    if not total:
         out.print("no steps recorded", style="dim")
     else:
-        counts: dict[str, int] = {}
-        for s in steps.values():
-            counts[s.status.value] = counts.get(s.status.value, 0) + 1
-        summary = ", ".join(f"{n} {status}" for status, n in counts.items())
-        table = Table(title=f"{len(steps)} steps ({summary})", title_justify="left", box=None,
-                      header_style="bold", pad_edge=False)
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items(), key=lambda c: -c[1]))
+        first = (page - 1) * limit
+        shown = run.list_steps(offset=first, limit=limit or None)
+        title = f"{total} steps ({summary})"
+        if limit and (first or len(shown) < total):
+            title += f", steps {first + 1}-{first + len(shown)}" if shown else f", page {page} is past the last"
+        table = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False)
         for column in ("invocation", "step", "status", "duration", "cached", "runtime", "attempts"):
             table.add_column(column, justify="right" if column in ("duration", "attempts") else "left")
-        shown = list(steps.values())[: limit or None]
         origins = _cached_origins(client, shown)
         for s in shown:
             attempts = str(len(s.attempts)) if s.attempts else "-"
             table.add_row(Text(s.invocation_id), Text(s.name), _status(s.status), _fmt_duration(s.duration),
                           Text(_cached_cell(s, origins)), s.runtime, attempts)
         out.print(table)
-        if len(shown) < len(steps):
-            out.print(f"… {len(steps) - len(shown)} more steps (--limit 0 shows all)", style="dim", markup=False)
-        failed = [s for s in steps.values() if s.status == ExecutionStatus.FAILED]
-        for s in failed[:20]:
+        if first + len(shown) < total:
+            out.print(f"… {total - first - len(shown)} more steps (--page {page + 1} shows the next "
+                      f"{limit}; --limit 0 shows all)", style="dim", markup=False)
+        n_failed = counts.get(ExecutionStatus.FAILED.value, 0)
+        failed = run.list_steps(status=ExecutionStatus.FAILED, limit=20) if n_failed else []
+        for s in failed:
             err = s.error or {}
             out.print(Text(f"✗ {s.invocation_id}: {err.get('type', 'Error')}: {_one_line(err.get('message', ''))}",
                            style="red"))
-        if len(failed) > 20:
-            out.print(f"… and {len(failed) - 20} more failed steps", style="red", markup=False)
+        if n_failed > 20:
+            out.print(f"… and {n_failed - 20} more failed steps", style="red", markup=False)
         if failed:
             out.print(f"logs of a step: unspool logs {run.id[:8]} {failed[0].invocation_id}", style="dim", markup=False)
 

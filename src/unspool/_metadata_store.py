@@ -203,6 +203,7 @@ class MetadataStore:
         self.rejected: list[dict[str, Any]] = []  # rows the database refused (see _salvage)
         self._beating: set[str] = set()
         self._last_beat = 0.0
+        self._operations: list[Any] = []  # _store_writes.Operation, see queue()
         # Group commit: every buffered write takes the next number (``written``);
         # ``committed`` is the highest number a finished flush included (see ``durable``).
         self.written = 0
@@ -240,7 +241,7 @@ class MetadataStore:
 
     def _schema_version(self, conn: sa.Connection) -> int:
         current = 0
-        if sa.inspect(conn).has_table("schema_version"):
+        if conn.dialect.has_table(conn, "schema_version"):  # no reflection: this runs at every open
             current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
         if current > SCHEMA_VERSION:
             raise StoreError(
@@ -326,6 +327,12 @@ class MetadataStore:
         with self._lock:
             self.written += 1
             self._snapshots.append(row)
+        self._kick()
+
+    def queue(self, operation: Any) -> None:
+        """Queue a ``_store_writes.Operation``: the next flush runs it, after the rows."""
+        with self._lock:
+            self._operations.append(operation)
         self._kick()
 
     def delete_step_run(self, step_run_id: str) -> None:
@@ -414,10 +421,15 @@ class MetadataStore:
         a dropped connection) is retried for ``RETRY_WINDOW`` seconds; one it refuses for a
         lasting reason (a full disk, a read-only file) or past the retries makes the store
         *failed*: the run's listeners are told at once and every later flush raises the same
-        :class:`StoreError` (see ``on_failure``).
+        :class:`StoreError` (see ``on_failure``). Queued operations (``queue``) run after
+        the rows, each in a transaction of its own.
         """
         with self._flush_lock:
             self._commit()
+            with self._lock:
+                operations, self._operations = self._operations, []
+            for operation in operations:  # writes that read first, each in a transaction of its own
+                operation.run(self)
 
     def durable(self, upto: int | None = None) -> None:
         """Return once the writes numbered up to ``upto`` (default: every write buffered before

@@ -199,6 +199,22 @@ class PipelineRun:
             self._steps = self._client._steps_of(self.id)
         return self._steps
 
+    def list_steps(self, *, status: ExecutionStatus | str | None = None, offset: int = 0,
+                   limit: int | None = None) -> list[StepRun]:
+        """Step runs in invocation order, ``offset``/``limit`` and ``status`` applied by the
+        store: a page of a big run without reading all of it (``steps`` reads every one)."""
+        return self._client._steps_page(
+            self.id, None if status is None else ExecutionStatus(status).value, offset, limit)
+
+    def status_counts(self) -> dict[str, int]:
+        """How many step runs are in each status, counted by the store."""
+        if self._steps is not None:
+            counts: dict[str, int] = {}
+            for s in self._steps.values():
+                counts[s.status.value] = counts.get(s.status.value, 0) + 1
+            return counts
+        return _queries.step_status_counts(self._client.store, self.id)
+
     @property
     def tags(self) -> list[str]:
         return list((self.config or {}).get("tags") or [])
@@ -350,6 +366,10 @@ class StoreReader:
         for s in steps.values():
             s._io = io.get(s.id, ({}, {}))
         return steps
+
+    def _steps_page(self, run_id: str, status: str | None, offset: int, limit: int | None) -> list[StepRun]:
+        rows = _queries.step_runs_of(self.store, run_id, status=status, offset=offset, limit=limit)
+        return [StepRun(self, r) for r in rows]  # inputs and outputs are read when first asked for
 
     def _io_for(self, step_run_ids: list[str]) -> dict[str, tuple[dict[str, list[ArtifactVersion]], dict[str, list[ArtifactVersion]]]]:
         out: dict[str, tuple[dict[str, list[ArtifactVersion]], dict[str, list[ArtifactVersion]]]] = {}

@@ -202,12 +202,11 @@ def log_metadata(
 def log_metadata_stored(metadata: dict[str, Any], *, step_name: str | None, run: str | None, step_id: str | None,
                         artifact_version_id: str | None, artifact_name: str | None,
                         artifact_version: str | int | None, in_step: bool) -> None:
-    """``log_metadata`` aimed at something already stored (see ``_runner.log_metadata``)."""
-    import sqlalchemy as sa
-
+    """``log_metadata`` aimed at something already stored (see ``_runner.log_metadata``): the
+    store's writer merges it into what is stored, so concurrent callers do not lose keys."""
     from ._client import Client
     from ._errors import UnspoolError
-    from ._metadata_store import artifact_versions
+    from ._store_writes import merge_metadata
     from ._stores import open_stores
 
     client = Client()
@@ -230,23 +229,18 @@ def log_metadata_stored(metadata: dict[str, Any], *, step_name: str | None, run:
                 (s for s in steps.values() if s.name == step_name), None)  # type: ignore[arg-type]
             if step_run is None:
                 raise NotFoundError(f"run {run!r} has no step {step_name!r}; its steps are {sorted(steps)}")
-        store.update_step_run(step_run.id, step_metadata={**step_run.metadata, **metadata})
+        merge_metadata(store, "step_run", step_run.id, metadata)
     elif artifact_version_id is not None or artifact_name is not None:
         version = client.get_artifact_version(artifact_version_id or artifact_name or "",
                                               None if artifact_version_id else artifact_version)
-        store.flush()
-        with store.write() as conn:
-            conn.execute(sa.update(artifact_versions).where(artifact_versions.c.id == version.id)
-                         .values(artifact_metadata={**version.metadata, **metadata}))
+        merge_metadata(store, "artifact_version", version.id, metadata)
     elif run is not None:
-        stored = client.get_pipeline_run(run)
-        store.update_run(stored.id, run_metadata={**stored.metadata, **metadata})
+        merge_metadata(store, "run", client.get_pipeline_run(run).id, metadata)
     else:
         raise UnspoolError(
             "log_metadata() outside a step needs a target: step_name= with run_id_name_or_prefix=, "
             "step_id=, artifact_version_id=, artifact_name= with artifact_version=, or run_id_name_or_prefix="
         )
-    store.flush()
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from typing import Callable
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = sa.MetaData()
 
@@ -75,6 +75,8 @@ step_runs = sa.Table(
     sa.Column("end_time", sa.Float, nullable=True),
     sa.UniqueConstraint("run_id", "invocation_id", name="uq_step_run_invocation"),
 )
+# Pages of a run's steps never sort a whole run; its counts by status are read from this index.
+step_runs_by_position = sa.Index("ix_step_runs_run_position", *(step_runs.c[n] for n in ("run_id", "position", "status")))
 
 artifacts = sa.Table(
     "artifacts",
@@ -159,4 +161,5 @@ MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
     1: lambda conn: metadata.create_all(conn),
     2: _migrate_2,
     3: _migrate_3,
+    4: lambda conn: step_runs_by_position.create(conn, checkfirst=True),
 }
