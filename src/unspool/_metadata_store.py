@@ -78,6 +78,14 @@ def _lasting(exc: BaseException) -> bool:
     return any(word in text for word in _LASTING)
 
 
+def _refused(url: str, exc: BaseException) -> StoreError:
+    cause = _one_line(getattr(exc, "orig", None) or exc)
+    return StoreError(
+        f"the metadata store at {redact(url)} refused a write: {cause}. The run was stopped; what it "
+        "recorded before stays. Fix the store (free space, permissions, connection) and resume the run"
+    )
+
+
 def _one_line(exc: BaseException) -> str:
     return "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
 
@@ -506,12 +514,7 @@ class MetadataStore:
             return
 
     def _fail(self, exc: BaseException) -> StoreError:
-        cause = _one_line(getattr(exc, "orig", None) or exc)
-        failure = StoreError(
-            f"the metadata store at {redact(self.url)} refused a write: {cause}. The run was stopped; "
-            "what it recorded before stays. Fix the store (free space, permissions, connection) and "
-            "resume the run"
-        )
+        failure = _refused(self.url, exc)
         with self._lock:
             self.failure = failure
             self._reset_buffers()
