@@ -155,6 +155,40 @@ def test_a_chain_of_one_step_is_not_folded_and_child_runs_are_nodes() -> None:
     assert {"source": child[0]["id"], "target": "g:square", "count": 3} in graph2["edges"]
 
 
+def test_groups_come_from_map_calls_not_from_step_names() -> None:
+    @pipeline(dynamic=True)
+    def calls():
+        items = make_items(3)
+        first = square.map(items)  # two map calls of one step, back to back: two groups
+        second = square.map(items)
+        for x in range(3):  # three plain calls of one step, independent of each other: three nodes
+            square(x)
+        one = square.map([5])  # a map of one item is still a group
+        total(first)
+        total(second)
+        total(one)
+
+    run = calls()
+    graph = client_for().get(f"/api/runs/{run.id}/graph").json()
+    kinds = {n["id"]: n["kind"] for n in graph["nodes"]}
+    assert kinds == {
+        "make_items": "step", "g:square": "group", "g:square_4": "group",
+        "square_7": "step", "square_8": "step", "square_9": "step", "g:square_10": "group",
+        "total": "step", "total_2": "step", "total_3": "step",
+    }
+    sizes = {n["id"]: n["size"] for n in graph["nodes"] if n["kind"] == "group"}
+    assert sizes == {"g:square": 3, "g:square_4": 3, "g:square_10": 1}
+    edges = {(e["source"], e["target"]): e["count"] for e in graph["edges"]}
+    assert edges == {
+        ("make_items", "g:square"): 3, ("make_items", "g:square_4"): 3,
+        ("g:square", "total"): 3, ("g:square_4", "total_2"): 3, ("g:square_10", "total_3"): 1,
+    }
+    assert graph["total_steps"] == 14
+    # the marker is recorded on each member's configuration, so every reader can see it
+    members = [s for s in Client().get_pipeline_run(run.id).steps.values() if s.config.get("map") == "square_4"]
+    assert sorted(s.invocation_id for s in members) == ["square_4", "square_5", "square_6"]
+
+
 def test_a_child_run_reusing_the_parents_step_names_feeds_from_its_own_node() -> None:
     @pipeline(dynamic=True)
     def both():
@@ -167,8 +201,8 @@ def test_a_child_run_reusing_the_parents_step_names_feeds_from_its_own_node() ->
     graph = client_for().get(f"/api/runs/{run.id}/graph").json()
     child = next(n for n in graph["nodes"] if n["kind"] == "run")
     edges = {(e["source"], e["target"]): e["count"] for e in graph["edges"]}
-    # the two totals fold into a group; one input each, from the parent's and the child's make_items
-    assert edges == {("make_items", "g:total"): 1, (child["id"], "g:total"): 1}
+    # two calls of one step are two nodes (only a map call folds); each reads its own make_items
+    assert edges == {("make_items", "total"): 1, (child["id"], "total_2"): 1}
 
 
 def test_step_detail_io_error_and_logs_with_offsets() -> None:

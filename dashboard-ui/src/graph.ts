@@ -234,7 +234,7 @@ export class GraphView {
   /** A status change from the event stream: "exact" when applied to a node or a drawn member,
    * "guess" when a folded group's counts were moved by the lifecycle (the caller reconciles
    * later), "" when the step is not on the graph yet. */
-  apply(change: { invocation_id?: string; status: string; position?: number; step_name?: string }): "exact" | "guess" | "" {
+  apply(change: { invocation_id?: string; status: string; map?: string | null }): "exact" | "guess" | "" {
     const id = change.invocation_id ?? "";
     const p = this.placed.get(id);
     if (p && p.node.kind === "step") {
@@ -245,10 +245,10 @@ export class GraphView {
       }
       return "exact";
     }
-    for (const g of this.placed.values()) {
+    // a map member: the engine's marker names its group
+    const g = change.map ? this.placed.get("g:" + change.map) : undefined;
+    if (g && g.node.kind === "group") {
       const n = g.node;
-      if (n.kind !== "group" || n.step_name !== change.step_name || change.position === undefined) continue;
-      if (change.position < (n.first_position ?? 0) || change.position > (n.last_position ?? -1)) continue;
       const region = this.regions.get(n.id);
       const at = region?.index.get(id);
       const member = at !== undefined ? region!.members[at] : undefined;

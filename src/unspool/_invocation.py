@@ -46,7 +46,7 @@ class Invocation:
         "run", "id", "step", "position", "step_run_id", "params", "inputs", "upstream",
         "status", "finished", "outputs", "error", "exception", "event", "dependents",
         "waiting", "cache_key", "attempt", "attempts", "start_time", "skip_reason", "recorded",
-        "future", "handled",
+        "future", "handled", "config",
     )
 
     def __init__(self, run: Run, inv_id: str, step: Step[Any], position: int) -> None:
@@ -74,6 +74,7 @@ class Invocation:
         self.recorded = False  # its step run row has been written (or queued)
         self.future: Future[StepResult] | None = None  # while submitted to an executor
         self.handled = False  # the body was given its failure (see _outcome)
+        self.config: dict[str, Any] | None = None  # recorded instead of the step's (a map member's marker)
 
     @property
     def ok(self) -> bool:

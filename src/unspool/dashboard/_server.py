@@ -37,8 +37,8 @@ from fastapi.responses import (
     StreamingResponse,
 )
 
+from .. import _dashboard_queries as q
 from .._metadata_store import _finite, _json_default
-from . import _queries as q
 from ._graph import build_graph
 from ._preview import preview
 from ._watch import Watcher
@@ -220,6 +220,8 @@ def create_app(store: Any, artifact_root: str, *, token: str, loopback: bool, st
             child_ids = [c["id"] for c in children]
             graph = build_graph(
                 rows, expand={g for g in expand.split(",") if g}, children=children, child_counts=child_counts,
+                members=lambda key, first, last, limit: q.group_members(conn, run["id"], key, first, last, limit),
+                map_members=lambda: q.map_members(conn, run["id"]),
                 owners=lambda ids: q.owners_of(conn, child_ids, ids),
                 cross=q.inputs_from_runs(conn, run["id"], child_ids) if child_ids else None,
             )
