@@ -362,11 +362,9 @@ class Run:
             invs.append(inv)
             futures.append(StepRunFuture(inv))
         _budget.count_steps(self, len(invs))
-        if invs:  # the dashboard folds a map by this marker: its first member's invocation id
-            marked = EncodedJSON({**configured.config.recorded(), "map": invs[0].id})
-            for inv in invs:
-                inv.config = marked
+        marked = EncodedJSON({**configured.config.recorded(), "map": invs[0].id}) if invs else None  # group marker
         for inv in invs:
+            inv.config = marked  # one map call's members share it: the dashboard folds them by it
             self.dispatch.record_initializing(inv)
         for inv in invs:
             self.dispatch.schedule(inv)
