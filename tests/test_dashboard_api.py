@@ -187,6 +187,9 @@ def test_groups_come_from_map_calls_not_from_step_names() -> None:
     # the marker is recorded on each member's configuration, so every reader can see it
     members = [s for s in Client().get_pipeline_run(run.id).steps.values() if s.config.get("map") == "square_4"]
     assert sorted(s.invocation_id for s in members) == ["square_4", "square_5", "square_6"]
+    # the group's panel lists its members by that marker
+    listed = client_for().get(f"/api/runs/{run.id}/steps", params={"map": "square_4"}).json()["steps"]
+    assert [s["invocation_id"] for s in listed] == ["square_4", "square_5", "square_6"]
 
 
 def test_a_child_run_reusing_the_parents_step_names_feeds_from_its_own_node() -> None:

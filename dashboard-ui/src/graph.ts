@@ -1,6 +1,6 @@
 // The run's DAG on a WebGL canvas (pixi.js): layout in a worker, positions that never change
 // once drawn, map groups with progress bars that expand into grids of member cells.
-import { Application, BitmapText, Container, Graphics, Sprite, type Texture } from "pixi.js";
+import { Application, BitmapText, CanvasSource, Container, Graphics, Sprite, Texture } from "pixi.js";
 import "pixi.js/browser"; // the browser's extensions, loaded up front instead of by pixi's own import()
 
 export interface GNode {
@@ -14,6 +14,7 @@ export interface GNode {
   shown?: number;
   first_position?: number;
   last_position?: number;
+  first_invocation?: string; // a group's map marker
   step_id?: string;
   run_id?: string;
   group?: string;
@@ -45,12 +46,28 @@ interface Region {
   cols: number;
   members: GNode[];
   index: Map<string, number>;
-  gfx: Graphics;
+  gfx: Graphics; // frame, connector and selection
+  cells: Sprite; // one pixel block per member on a 2D canvas, scaled up: one quad to draw, however many
+  canvas: HTMLCanvasElement;
+  source: CanvasSource;
+  dirty: Set<number>; // members whose cell changed colour since the last frame
+  full: boolean; // every cell must be painted again
   title: BitmapText;
 }
 
 const CELL = 12;
 const GAP = 3;
+const PX = 4; // canvas pixels per member cell (3 of colour, 1 of gap), scaled to CELL + GAP
+const SLICE_MS = 8; // work per frame or task before giving the browser back its main thread
+const EDGE_CHUNK = 1500; // edges per Graphics object; one more object is added each frame
+
+function hex(color: number): string {
+  return "#" + color.toString(16).padStart(6, "0");
+}
+
+function nextTask(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
 const SIZES = { step: [180, 42], group: [230, 62], run: [230, 62] } as const;
 const ORDER = ["completed", "cached", "failed", "running", "stopped", "skipped", "initializing"];
 
@@ -96,8 +113,8 @@ function groupStatus(counts: Record<string, number>): string {
 
 export class GraphView {
   app = new Application();
-  world = new Container();
-  edgeLayer = new Graphics();
+  world = new Container({ isRenderGroup: true }); // panning moves one transform on the GPU, no vertices
+  edgeLayer = new Container();
   nodeLayer = new Container();
   labelLayer = new Container();
   regionLayer = new Container();
@@ -118,6 +135,8 @@ export class GraphView {
   private layoutId = 0;
   private pending = new Map<number, (p: Record<string, [number, number]>) => void>();
   private edgesDirty = false;
+  private edgeQueue: GEdge[] = []; // edges still to be drawn, a chunk per frame
+  private drawnWaiters: (() => void)[] = [];
   private fitted = false;
   lastLayoutMs = 0;
   onChange: (node: GNode) => void = () => {}; // a node's status or counts changed live
@@ -176,13 +195,17 @@ export class GraphView {
     this.textures.clear();
     this.app.renderer.background.color = this.palette.bg[0];
     for (const p of this.placed.values()) this.drawNode(p);
-    for (const r of this.regions.values()) this.drawRegion(r);
+    for (const r of this.regions.values()) {
+      r.full = true;
+      this.drawRegion(r);
+    }
     this.edgesDirty = true;
   }
 
   // -- data ------------------------------------------------------------------------------------
   /** Merge a graph from the API: known nodes keep their place, new ones are appended. */
   async update(nodes: GNode[], edges: GEdge[]): Promise<void> {
+    const same = edges.length === this.edges.length && edges.every((e, i) => e.source === this.edges[i].source && e.target === this.edges[i].target);
     this.edges = edges;
     const skeleton = nodes.filter((n) => !n.group);
     const fresh: GNode[] = [];
@@ -210,12 +233,12 @@ export class GraphView {
     if (fresh.length) {
       if (this.placed.size === 0) {
         const positions = await this.layout(fresh);
-        for (const n of fresh) {
+        await inSlices(fresh, (n) => {
           const [x, y] = positions[n.id] ?? [0, 0];
           this.place(n, x, y);
-        }
+        });
       } else {
-        for (const n of fresh) this.append(n);
+        await inSlices(fresh, (n) => this.append(n));
       }
     }
     // members of expanded groups
@@ -223,12 +246,17 @@ export class GraphView {
     for (const n of nodes) if (n.group) (members.get(n.group) ?? members.set(n.group, []).get(n.group)!).push(n);
     for (const [gid, list] of members) this.setRegion(gid, list);
     for (const gid of [...this.regions.keys()]) if (!members.has(gid)) this.dropRegion(gid);
-    this.edgesDirty = true;
+    if (!same || fresh.length) this.edgesDirty = true;
     if (!this.fitted && this.placed.size) {
       this.fit();
       this.fitted = true;
     }
     this.ready = true;
+  }
+
+  /** Resolves once everything known has been painted and drawn (drawing is spread over frames). */
+  drawn(): Promise<void> {
+    return new Promise((resolve) => this.drawnWaiters.push(resolve));
   }
 
   /** A status change from the event stream: "exact" when applied to a node or a drawn member,
@@ -267,7 +295,7 @@ export class GraphView {
       this.onChange(n);
       if (member && region) {
         member.status = change.status;
-        this.drawRegion(region);
+        region.dirty.add(at!);
       }
       return how;
     }
@@ -443,14 +471,27 @@ export class GraphView {
       const y = this.bottom + 70;
       const gfx = new Graphics();
       const title = new BitmapText({ text: "", style: { fontFamily: "sans-serif", fontSize: 12, fill: 0xffffff } });
-      r = { group: gid, x: owner.x, y, cols, members, index: new Map(), gfx, title };
-      this.regionLayer.addChild(gfx, title);
+      const rows = Math.max(1, Math.ceil(members.length / cols));
+      const canvas = document.createElement("canvas");
+      canvas.width = cols * PX;
+      canvas.height = rows * PX;
+      const source = new CanvasSource({ resource: canvas, scaleMode: "nearest" });
+      const cells = new Sprite(new Texture({ source }));
+      cells.position.set(owner.x + GAP, y + GAP);
+      cells.scale.set((CELL + GAP) / PX);
+      r = { group: gid, x: owner.x, y, cols, members, index: new Map(), gfx, cells, canvas, source, dirty: new Set(), full: true, title };
+      this.regionLayer.addChild(cells, gfx, title);
       this.regions.set(gid, r);
-      const rows = Math.ceil(members.length / cols);
       this.bottom = y + rows * (CELL + GAP) + 20;
+    }
+    const rows = Math.max(1, Math.ceil(members.length / r.cols));
+    if (rows * PX > r.canvas.height) {
+      r.canvas.height = rows * PX;
+      r.source.resize(r.canvas.width, r.canvas.height);
     }
     r.members = members;
     r.index = new Map(members.map((m, i) => [m.id, i]));
+    r.full = true;
     this.drawRegion(r);
   }
 
@@ -458,6 +499,7 @@ export class GraphView {
     const r = this.regions.get(gid);
     if (!r) return;
     r.gfx.destroy();
+    r.cells.destroy(true);
     r.title.destroy();
     this.dirtyRegions.delete(r);
     this.regions.delete(gid);
@@ -465,6 +507,25 @@ export class GraphView {
 
   private drawRegion(r: Region): void {
     this.dirtyRegions.add(r);
+  }
+
+  /** Paints member cells on the region's canvas: all of them, or only those that changed. */
+  private paintCells(r: Region): void {
+    const ctx = r.source.context2D;
+    const cell = (i: number) => {
+      const status = r.members[i]?.status ?? "initializing";
+      ctx.fillStyle = hex((this.palette[status] ?? this.palette.initializing)[1]);
+      ctx.fillRect((i % r.cols) * PX, Math.floor(i / r.cols) * PX, PX - 1, PX - 1);
+    };
+    if (r.full) {
+      ctx.clearRect(0, 0, r.canvas.width, r.canvas.height);
+      r.members.forEach((_, i) => cell(i));
+      r.full = false;
+    } else {
+      for (const i of r.dirty) cell(i);
+    }
+    r.dirty.clear();
+    r.source.update();
   }
 
   private paintRegion(r: Region): void {
@@ -479,12 +540,6 @@ export class GraphView {
     if (owner) {
       g.moveTo(owner.x + 20 - r.x, owner.y + owner.h - r.y).lineTo(20, -6).stroke({ width: 1, color: this.palette.edge[0] });
     }
-    const byStatus = new Map<string, number[]>();
-    r.members.forEach((m, i) => (byStatus.get(m.status) ?? byStatus.set(m.status, []).get(m.status)!).push(i));
-    for (const [status, list] of byStatus) {
-      for (const i of list) g.rect(GAP + (i % r.cols) * (CELL + GAP), GAP + Math.floor(i / r.cols) * (CELL + GAP), CELL, CELL);
-      g.fill({ color: (this.palette[status] ?? this.palette.initializing)[1] });
-    }
     if (this.selected && r.index.has(this.selected)) {
       const i = r.index.get(this.selected)!;
       g.rect(GAP + (i % r.cols) * (CELL + GAP) - 2, GAP + Math.floor(i / r.cols) * (CELL + GAP) - 2, CELL + 4, CELL + 4).stroke({ width: 2, color: this.palette.sel[0] });
@@ -497,15 +552,28 @@ export class GraphView {
   // -- drawing -----------------------------------------------------------------------------------
   /** Applies what changed since the last frame; true when the canvas must be drawn again. */
   private frame(): boolean {
-    let changed = this.dirtyNodes.size > 0 || this.dirtyRegions.size > 0 || this.edgesDirty || this.labelsDirty;
-    if (this.edgesDirty) {
-      this.edgesDirty = false;
-      this.drawEdges();
+    let changed = this.dirtyNodes.size > 0 || this.dirtyRegions.size > 0 || this.edgesDirty || this.labelsDirty || this.edgeQueue.length > 0;
+    const until = performance.now() + SLICE_MS;
+    for (const r of this.regions.values()) {
+      if (r.full || r.dirty.size) {
+        this.paintCells(r);
+        changed = true;
+      }
     }
-    for (const p of this.dirtyNodes) this.paint(p);
-    this.dirtyNodes.clear();
     for (const r of this.dirtyRegions) this.paintRegion(r);
     this.dirtyRegions.clear();
+    // nodes, then edges, a slice per frame: a big graph never holds the main thread for long
+    for (const p of this.dirtyNodes) {
+      this.paint(p);
+      this.dirtyNodes.delete(p);
+      if (performance.now() > until) break;
+    }
+    if (this.edgesDirty && this.dirtyNodes.size === 0) {
+      this.edgesDirty = false;
+      for (const c of this.edgeLayer.removeChildren()) c.destroy();
+      this.edgeQueue = this.edges.slice();
+    }
+    if (this.edgeQueue.length && !this.edgesDirty && this.dirtyNodes.size === 0) this.drawEdges(this.edgeQueue.splice(0, EDGE_CHUNK));
     const view = `${this.world.x},${this.world.y},${this.world.scale.x},${this.host.clientWidth},${this.host.clientHeight},${this.app.renderer.width},${this.app.renderer.height}`;
     if (view !== this.lastView) {
       this.lastView = view;
@@ -526,13 +594,16 @@ export class GraphView {
         }
       }
     }
+    if (!changed && this.drawnWaiters.length && !this.edgeQueue.length && !this.edgesDirty && !this.dirtyNodes.size) {
+      for (const resolve of this.drawnWaiters.splice(0)) resolve();
+    }
     return changed;
   }
 
-  private drawEdges(): void {
-    const g = this.edgeLayer;
-    g.clear();
-    for (const e of this.edges) {
+  private drawEdges(edges: GEdge[]): void {
+    const g = new Graphics();
+    this.edgeLayer.addChild(g);
+    for (const e of edges) {
       const a = this.placed.get(e.source);
       const b = this.placed.get(e.target);
       if (!a || !b) continue;
@@ -688,6 +759,18 @@ export class GraphView {
   /** What tests and benchmarks read: where each drawn node is and what it shows. */
   snapshot(): { id: string; x: number; y: number; status: string; counts?: Record<string, number> }[] {
     return [...this.placed.values()].map((p) => ({ id: p.node.id, x: p.x, y: p.y, status: p.node.status, counts: p.node.counts }));
+  }
+}
+
+/** Runs ``fn`` over ``items``, giving the main thread back every few milliseconds. */
+async function inSlices<T>(items: T[], fn: (item: T) => void): Promise<void> {
+  let until = performance.now() + SLICE_MS;
+  for (let i = 0; i < items.length; i++) {
+    fn(items[i]);
+    if (performance.now() > until && i + 1 < items.length) {
+      await nextTask();
+      until = performance.now() + SLICE_MS;
+    }
   }
 }
 

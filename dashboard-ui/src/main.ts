@@ -186,6 +186,7 @@ async function runPage(runId: string): Promise<void> {
     firstGraph = null;
     const graph = pending ? await pending : await get(`runs/${runId}/graph`, { expand: [...expanded].join(",") });
     await view.update(graph.nodes, graph.edges);
+    await view.drawn();
     // the same nodes as a list, for the keyboard and screen readers (the first 5,000), built
     // in slices so that a big graph never holds the main thread for long
     const listed = graph.nodes.filter((n: GNode) => !n.group).slice(0, 5000);
@@ -302,7 +303,7 @@ async function runPage(runId: string): Promise<void> {
     let cursor: string | null = null;
     const more = h("button", { type: "button", class: "small", onclick: () => loadMembers(true) }, "more");
     async function loadMembers(append: boolean): Promise<void> {
-      const page = await get(`runs/${runId}/steps`, { step_name: node.step_name, position_from: node.first_position, position_to: node.last_position, status: memberStatus.value, limit: 200, cursor: append ? cursor : null });
+      const page = await get(`runs/${runId}/steps`, { map: node.first_invocation, position_from: node.first_position, position_to: node.last_position, status: memberStatus.value, limit: 200, cursor: append ? cursor : null });
       cursor = page.next_cursor;
       more.hidden = !cursor;
       const rows = page.steps.map((s: any) => h("button", { type: "button", class: "member", onclick: () => openStep(s.id) }, statusChip(s.status), " ", s.invocation_id));

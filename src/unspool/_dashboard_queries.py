@@ -249,9 +249,13 @@ def list_steps(
     search: str | None = None,
     limit: int = 200,
     cursor: str | None = None,
+    map_call: str | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """A run's steps in invocation order, paged by position."""
+    """A run's steps in invocation order, paged by position; ``map_call``: the members of one
+    map call (its marker)."""
     query = sa.select(*_STEP_SUMMARY).where(step_runs.c.run_id == run_id)
+    if map_call:
+        query = query.where(map_key(conn) == map_call)
     if status:
         query = query.where(step_runs.c.status == status)
     if step_name:

@@ -239,13 +239,14 @@ def create_app(store: Any, artifact_root: str, *, token: str, loopback: bool, st
         run_id: str, status: str | None = None, step_name: str | None = None,
         position_from: int | None = None, position_to: int | None = None, search: str | None = None,
         limit: int = Query(200, ge=1, le=10_000), cursor: str | None = None,
+        map: str | None = Query(None, description="members of one map call (a group's first_invocation)"),
     ) -> Any:
         with read() as conn:
             run = run_or_404(conn, run_id)
             try:
                 rows, next_cursor = q.list_steps(
                     conn, run["id"], status=status, step_name=step_name, position_from=position_from,
-                    position_to=position_to, search=search, limit=limit, cursor=cursor,
+                    position_to=position_to, search=search, limit=limit, cursor=cursor, map_call=map,
                 )
             except ValueError as exc:
                 raise HTTPException(400, str(exc)) from None
