@@ -177,12 +177,30 @@ def graph_rows(conn: sa.Connection, run_id: str) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in conn.execute(query)]
 
 
+_SEP = "\x1f"  # the ASCII unit separator: joins invocation ids in one aggregated string
+
+
 def map_members(conn: sa.Connection, run_id: str) -> dict[str, str]:
-    """Invocation id -> map key of every mapped step of a run (read only when some step's
-    upstream names a map member, e.g. a step that gathers a map's outputs)."""
-    key = map_key(conn)
-    rows = conn.execute(sa.select(step_runs.c.invocation_id, key).where(step_runs.c.run_id == run_id, key.is_not(None)))
-    return {inv: k for inv, k in rows}
+    """Invocation id -> ``g:`` + map key (its group's node id) of every mapped step of a run,
+    read only when some step's upstream names a map member (a step that gathers a map's
+    outputs). The database joins ids and keys into two strings (one aggregate, no sort, no
+    row objects: half the time of reading 100,000 rows); ids holding the separator fall back
+    to reading rows."""
+    inner = sa.select(step_runs.c.invocation_id, map_key(conn).label("key")).where(step_runs.c.run_id == run_id).subquery()
+    ids, keys, n = conn.execute(
+        sa.select(
+            sa.func.aggregate_strings(inner.c.invocation_id, _SEP),
+            sa.func.aggregate_strings(sa.literal("g:", sa.String) + inner.c.key, _SEP),
+            sa.func.count(inner.c.key),
+        ).where(inner.c.key.is_not(None))
+    ).one()
+    if not n:
+        return {}
+    pairs = dict(zip(ids.split(_SEP), keys.split(_SEP)))
+    if len(pairs) == n:
+        return pairs
+    rows = conn.execute(sa.select(inner.c.invocation_id, sa.literal("g:", sa.String) + inner.c.key).where(inner.c.key.is_not(None)))
+    return {inv: key for inv, key in rows}
 
 
 def group_members(conn: sa.Connection, run_id: str, key: str, first: int, last: int, limit: int) -> list[tuple[Any, ...]]:
