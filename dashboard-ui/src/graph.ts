@@ -1,6 +1,6 @@
 // The run's DAG on a WebGL canvas (pixi.js): layout in a worker, positions that never change
 // once drawn, map groups with progress bars that expand into grids of member cells.
-import { Application, BitmapText, CanvasSource, Container, Graphics, Sprite, Texture } from "pixi.js";
+import { Application, BitmapText, BufferImageSource, Container, Graphics, Sprite, Texture } from "pixi.js";
 import "pixi.js/browser"; // the browser's extensions, loaded up front instead of by pixi's own import()
 
 export interface GNode {
@@ -47,9 +47,9 @@ interface Region {
   members: GNode[];
   index: Map<string, number>;
   gfx: Graphics; // frame, connector and selection
-  cells: Sprite; // one pixel block per member on a 2D canvas, scaled up: one quad to draw, however many
-  canvas: HTMLCanvasElement;
-  source: CanvasSource;
+  cells: Sprite; // a block of pixels per member in one texture, scaled up: one quad to draw, however many
+  pixels: Uint8Array; // RGBA, cols * PX wide
+  source: BufferImageSource;
   dirty: Set<number>; // members whose cell changed colour since the last frame
   full: boolean; // every cell must be painted again
   title: BitmapText;
@@ -59,10 +59,12 @@ const CELL = 12;
 const GAP = 3;
 const PX = 4; // canvas pixels per member cell (3 of colour, 1 of gap), scaled to CELL + GAP
 const SLICE_MS = 8; // work per frame or task before giving the browser back its main thread
-const EDGE_CHUNK = 1500; // edges per Graphics object; one more object is added each frame
+const EDGE_CHUNK = 1000; // edges per Graphics object; one more object is added each frame
 
-function hex(color: number): string {
-  return "#" + color.toString(16).padStart(6, "0");
+function cellTexture(cols: number, rows: number): [Uint8Array, BufferImageSource] {
+  const pixels = new Uint8Array(cols * PX * rows * PX * 4);
+  const source = new BufferImageSource({ resource: pixels, width: cols * PX, height: rows * PX, scaleMode: "nearest" });
+  return [pixels, source];
 }
 
 function nextTask(): Promise<void> {
@@ -160,7 +162,7 @@ export class GraphView {
     await this.app.init({
       resizeTo: this.host,
       background: this.palette.bg[0],
-      antialias: true,
+      antialias: false, // multisampling every frame is what software WebGL spends most on; boxes are antialiased textures
       preference: "webgl",
       preserveDrawingBuffer: true, // lets tests and screenshots read the canvas
       autoDensity: true,
@@ -232,7 +234,9 @@ export class GraphView {
     }
     if (fresh.length) {
       if (this.placed.size === 0) {
+        performance.mark("unspool:layout-start");
         const positions = await this.layout(fresh);
+        performance.mark("unspool:layout-done");
         await inSlices(fresh, (n) => {
           const [x, y] = positions[n.id] ?? [0, 0];
           this.place(n, x, y);
@@ -472,22 +476,21 @@ export class GraphView {
       const gfx = new Graphics();
       const title = new BitmapText({ text: "", style: { fontFamily: "sans-serif", fontSize: 12, fill: 0xffffff } });
       const rows = Math.max(1, Math.ceil(members.length / cols));
-      const canvas = document.createElement("canvas");
-      canvas.width = cols * PX;
-      canvas.height = rows * PX;
-      const source = new CanvasSource({ resource: canvas, scaleMode: "nearest" });
+      const [pixels, source] = cellTexture(cols, rows);
       const cells = new Sprite(new Texture({ source }));
       cells.position.set(owner.x + GAP, y + GAP);
       cells.scale.set((CELL + GAP) / PX);
-      r = { group: gid, x: owner.x, y, cols, members, index: new Map(), gfx, cells, canvas, source, dirty: new Set(), full: true, title };
+      r = { group: gid, x: owner.x, y, cols, members, index: new Map(), gfx, cells, pixels, source, dirty: new Set(), full: true, title };
       this.regionLayer.addChild(cells, gfx, title);
       this.regions.set(gid, r);
       this.bottom = y + rows * (CELL + GAP) + 20;
     }
     const rows = Math.max(1, Math.ceil(members.length / r.cols));
-    if (rows * PX > r.canvas.height) {
-      r.canvas.height = rows * PX;
-      r.source.resize(r.canvas.width, r.canvas.height);
+    if (rows * PX > r.source.height) {
+      const old = r.cells.texture;
+      [r.pixels, r.source] = cellTexture(r.cols, rows);
+      r.cells.texture = new Texture({ source: r.source });
+      old.destroy(true);
     }
     r.members = members;
     r.index = new Map(members.map((m, i) => [m.id, i]));
@@ -511,14 +514,24 @@ export class GraphView {
 
   /** Paints member cells on the region's canvas: all of them, or only those that changed. */
   private paintCells(r: Region): void {
-    const ctx = r.source.context2D;
+    const px = r.pixels;
+    const stride = r.cols * PX * 4;
     const cell = (i: number) => {
       const status = r.members[i]?.status ?? "initializing";
-      ctx.fillStyle = hex((this.palette[status] ?? this.palette.initializing)[1]);
-      ctx.fillRect((i % r.cols) * PX, Math.floor(i / r.cols) * PX, PX - 1, PX - 1);
+      const color = (this.palette[status] ?? this.palette.initializing)[1];
+      const red = color >> 16, green = (color >> 8) & 255, blue = color & 255;
+      const at = Math.floor(i / r.cols) * PX * stride + (i % r.cols) * PX * 4;
+      for (let dy = 0; dy < PX - 1; dy++) {
+        for (let dx = 0, o = at + dy * stride; dx < PX - 1; dx++, o += 4) {
+          px[o] = red;
+          px[o + 1] = green;
+          px[o + 2] = blue;
+          px[o + 3] = 255;
+        }
+      }
     };
     if (r.full) {
-      ctx.clearRect(0, 0, r.canvas.width, r.canvas.height);
+      px.fill(0);
       r.members.forEach((_, i) => cell(i));
       r.full = false;
     } else {
@@ -552,7 +565,7 @@ export class GraphView {
   // -- drawing -----------------------------------------------------------------------------------
   /** Applies what changed since the last frame; true when the canvas must be drawn again. */
   private frame(): boolean {
-    let changed = this.dirtyNodes.size > 0 || this.dirtyRegions.size > 0 || this.edgesDirty || this.labelsDirty || this.edgeQueue.length > 0;
+    let changed = this.dirtyNodes.size > 0 || this.dirtyRegions.size > 0 || this.edgesDirty || (this.labelsDirty && this.fitted) || this.edgeQueue.length > 0;
     const until = performance.now() + SLICE_MS;
     for (const r of this.regions.values()) {
       if (r.full || r.dirty.size) {
@@ -580,7 +593,8 @@ export class GraphView {
       this.labelsDirty = true;
       changed = true;
     }
-    if (this.labelsDirty) {
+    if (this.labelsDirty && this.fitted) {
+      // (not while a first graph is being placed: the view moves when it is complete)
       this.labelsDirty = false;
       const show = this.world.scale.x > 0.35;
       this.labelLayer.visible = show;

@@ -166,7 +166,9 @@ async function runPage(runId: string): Promise<void> {
   // fetch the graph while WebGL starts (the first one is taken from here)
   let firstGraph: Promise<any> | null = get(`runs/${runId}/graph`, { expand: (params.get("expand") ?? "") });
   firstGraph.catch(() => null);
+  performance.mark("unspool:canvas-init");
   await view.init(isDark());
+  performance.mark("unspool:canvas-ready");
   themeListeners.add(view.setTheme.bind(view));
   cleanup.push(() => view.destroy());
   const expanded = new Set((params.get("expand") ?? "").split(",").filter(Boolean));
@@ -185,8 +187,10 @@ async function runPage(runId: string): Promise<void> {
     const pending = firstGraph;
     firstGraph = null;
     const graph = pending ? await pending : await get(`runs/${runId}/graph`, { expand: [...expanded].join(",") });
+    performance.mark("unspool:graph-fetched");
     await view.update(graph.nodes, graph.edges);
     await view.drawn();
+    performance.mark("unspool:graph-drawn");
     // the same nodes as a list, for the keyboard and screen readers (the first 5,000), built
     // in slices so that a big graph never holds the main thread for long
     const listed = graph.nodes.filter((n: GNode) => !n.group).slice(0, 5000);
