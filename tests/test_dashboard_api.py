@@ -192,6 +192,32 @@ def test_groups_come_from_map_calls_not_from_step_names() -> None:
     assert [s["invocation_id"] for s in listed] == ["square_4", "square_5", "square_6"]
 
 
+@pipeline(dynamic=True)
+def middle():
+    items = child_fan()  # a grandchild run
+    return total(square.map(items))
+
+
+@pipeline(dynamic=True)
+def outer():
+    total([middle()])
+
+
+def test_child_runs_arrive_as_nested_groups_with_their_own_graphs() -> None:
+    run = outer()
+    graph = client_for().get(f"/api/runs/{run.id}/graph").json()
+    child = next(n for n in graph["nodes"] if n["kind"] == "run")
+    assert child["label"] == "pipeline:middle"
+    inner = child["graph"]
+    kinds = {n["id"]: n["kind"] for n in inner["nodes"]}
+    grandchild = next(n for n in inner["nodes"] if n["kind"] == "run")
+    assert kinds == {"g:square": "group", "total": "step", grandchild["id"]: "run"}
+    assert {(e["source"], e["target"]) for e in inner["edges"]} == {(grandchild["id"], "g:square"), ("g:square", "total")}
+    assert next(n for n in inner["nodes"] if n["id"] == "g:square")["counts"] == {"completed": 3}
+    assert [n["id"] for n in grandchild["graph"]["nodes"]] == ["make_items"]
+    assert {"source": child["id"], "target": "total", "count": 1} in graph["edges"]
+
+
 def test_a_child_run_reusing_the_parents_step_names_feeds_from_its_own_node() -> None:
     @pipeline(dynamic=True)
     def both():

@@ -294,6 +294,28 @@ def test_a_running_map_group_counts_its_members_live(dashboard: Dashboard, page:
     shot(page, f"map-done-{page.evaluate('document.documentElement.dataset.theme')}")
 
 
+@pipeline(dynamic=True)
+def inner_run(n: int = 4):
+    return gather(bump.map(seed(n)))
+
+
+@pipeline(dynamic=True)
+def framing():
+    gather([inner_run()])
+
+
+def test_a_child_run_is_drawn_as_a_frame_around_its_own_nodes(dashboard: Dashboard, page: Any) -> None:
+    run = framing()
+    page.goto(f"{dashboard.url}#/runs/{run.id}")
+    page.wait_for_function("document.querySelector('.canvas-host')?.dataset.ready === '1'")
+    drawn = {n["id"]: n for n in page.evaluate("window.__unspool.view.snapshot()")}
+    child = next(n for key, n in drawn.items() if key.startswith("r:"))
+    assert child["inner"] == ["seed:completed", "g:bump:completed", "gather:completed"]
+    assert child["h"] > drawn["gather"]["h"]  # a frame, taller than a step, around its rows
+    assert canvas_colours(page) > 4
+    shot(page, "child-run-frame")
+
+
 def test_a_map_of_10000_items_renders_as_one_group(dashboard: Dashboard, page: Any) -> None:
     run = browsed(n=10_000)
     started = time.perf_counter()

@@ -20,6 +20,7 @@ export interface GNode {
   group?: string;
   position?: number;
   expanded?: boolean;
+  graph?: { nodes: GNode[]; edges: GEdge[] }; // a child run's own graph: drawn inside its frame
 }
 
 export interface GEdge {
@@ -37,6 +38,7 @@ interface Placed {
   box: Graphics | Sprite; // a step is a sprite of a shared per-status texture: cheap by the 100,000
   label?: BitmapText; // made when first shown: labels of a zoomed-out big graph are never drawn
   sub?: BitmapText;
+  inner?: BitmapText; // a child run's nested nodes, one line each
 }
 
 interface Region {
@@ -71,6 +73,15 @@ function nextTask(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0));
 }
 const SIZES = { step: [180, 42], group: [230, 62], run: [230, 62] } as const;
+const NESTED_ROWS = 10; // rows of a child run's nested nodes drawn inside its frame
+const ROW = 22;
+
+/** A node's box: a child run with a graph of its own is a frame tall enough for its rows. */
+function sizeOf(n: GNode): [number, number] {
+  const [w, h] = SIZES[n.kind];
+  const inner = n.graph?.nodes.filter((m) => !m.group).length ?? 0;
+  return inner ? [w + 40, h + 8 + ROW * Math.min(inner, NESTED_ROWS + 1)] : [w, h];
+}
 const ORDER = ["completed", "cached", "failed", "running", "stopped", "skipped", "initializing"];
 
 type Palette = Record<string, [number, number]> & { edge: [number, number]; text: [number, number]; bg: [number, number]; sel: [number, number] };
@@ -321,14 +332,14 @@ export class GraphView {
       this.pending.set(id, resolve);
       this.worker.postMessage({
         id,
-        nodes: nodes.map((n) => ({ id: n.id, width: SIZES[n.kind][0], height: SIZES[n.kind][1] })),
+        nodes: nodes.map((n) => ({ id: n.id, width: sizeOf(n)[0], height: sizeOf(n)[1] })),
         edges: this.edges.map((e) => ({ source: e.source, target: e.target })),
       });
     });
   }
 
   private append(n: GNode): void {
-    const [w] = SIZES[n.kind];
+    const [w] = sizeOf(n);
     let x = 0;
     let any = false;
     for (const e of this.edges) {
@@ -358,7 +369,7 @@ export class GraphView {
   }
 
   private place(n: GNode, x: number, y: number): void {
-    const [w, h] = SIZES[n.kind];
+    const [w, h] = sizeOf(n);
     const box = n.kind === "step" ? new Sprite() : new Graphics();
     const p: Placed = { node: n, x, y, w, h, box };
     box.position.set(x, y);
@@ -378,6 +389,7 @@ export class GraphView {
     p.box.destroy();
     p.label?.destroy();
     p.sub?.destroy();
+    p.inner?.destroy();
     this.dirtyNodes.delete(p);
     this.placed.delete(id);
   }
@@ -394,6 +406,11 @@ export class GraphView {
       p.sub = new BitmapText({ text: "", style: { fontFamily: "sans-serif", fontSize: 11, fill: 0xffffff } });
       p.sub.position.set(p.x + 10, p.y + 26);
       this.labelLayer.addChild(p.sub);
+    }
+    if (p.node.graph) {
+      p.inner = new BitmapText({ text: "", style: { fontFamily: "sans-serif", fontSize: 11, fill: 0xffffff, lineHeight: ROW } });
+      p.inner.position.set(p.x + 22, p.y + SIZES.run[1] + 5);
+      this.labelLayer.addChild(p.inner);
     }
     this.paintLabels(p);
   }
@@ -413,6 +430,12 @@ export class GraphView {
       p.sub.text = `${done.toLocaleString()}/${total.toLocaleString()} done` + (counts.running ? ` · ${counts.running.toLocaleString()} running` : "") + (counts.failed ? ` · ${counts.failed.toLocaleString()} failed` : "") + (n.expanded ? "  (expanded)" : "");
       p.sub.style.fill = this.palette.text[1];
       p.sub.alpha = alpha;
+    }
+    if (p.inner) {
+      const rows = nestedRows(n);
+      p.inner.text = rows.map((m) => m ? truncate(m.kind === "group" ? `${m.label} ×${m.size}` : m.kind === "run" ? `↳ ${m.label}` : m.label, 28) + `  ${m.status}` : `+${(n.graph!.nodes.length - NESTED_ROWS).toLocaleString()} more`).join("\n");
+      p.inner.style.fill = this.palette.text[0];
+      p.inner.alpha = alpha;
     }
   }
 
@@ -448,12 +471,19 @@ export class GraphView {
     g.roundRect(0, 0, p.w, p.h, n.kind === "run" ? 2 : 7).fill({ color: fill });
     g.roundRect(0, 0, p.w, p.h, n.kind === "run" ? 2 : 7).stroke({ width: this.selected === n.id ? 3 : 1.5, color: this.selected === n.id ? this.palette.sel[0] : stroke });
     if (n.kind === "run") g.roundRect(4, 4, p.w - 8, p.h - 8, 2).stroke({ width: 1, color: stroke, alpha: 0.6 });
+    nestedRows(n).forEach((m, i) => {
+      // a child run's own nodes, as rows inside its frame, coloured by their status
+      if (!m) return;
+      const [mfill, mstroke] = this.palette[m.status] ?? this.palette.initializing;
+      const y = SIZES.run[1] + 4 + i * ROW;
+      g.roundRect(12, y, p.w - 24, ROW - 4, 4).fill({ color: mfill }).stroke({ width: 1, color: mstroke });
+    });
     {
       const counts = n.counts ?? {};
       const total = Object.values(counts).reduce((a, b) => a + b, 0) || n.size || 0;
       const bx = 10;
       const bw = p.w - 20;
-      const by = p.h - 16;
+      const by = SIZES[n.kind][1] - 16;
       g.rect(bx, by, bw, 7).fill({ color: this.palette.initializing[0] });
       let at = bx;
       for (const s of ORDER) {
@@ -771,8 +801,11 @@ export class GraphView {
   }
 
   /** What tests and benchmarks read: where each drawn node is and what it shows. */
-  snapshot(): { id: string; x: number; y: number; status: string; counts?: Record<string, number> }[] {
-    return [...this.placed.values()].map((p) => ({ id: p.node.id, x: p.x, y: p.y, status: p.node.status, counts: p.node.counts }));
+  snapshot(): { id: string; x: number; y: number; h: number; status: string; counts?: Record<string, number>; inner?: string[] }[] {
+    return [...this.placed.values()].map((p) => ({
+      id: p.node.id, x: p.x, y: p.y, h: p.h, status: p.node.status, counts: p.node.counts,
+      inner: p.node.graph ? nestedRows(p.node).map((m) => (m ? `${m.id}:${m.status}` : "more")) : undefined,
+    }));
   }
 }
 
@@ -794,6 +827,12 @@ function guessBefore(counts: Record<string, number>, next: string): string {
   if (next === "running") return "initializing";
   if (counts.running) return "running";
   return "initializing";
+}
+
+/** The nested nodes drawn as rows of a child run's frame; null stands for "and N more". */
+function nestedRows(n: GNode): (GNode | null)[] {
+  const inner = n.graph?.nodes.filter((m) => !m.group) ?? [];
+  return inner.length > NESTED_ROWS + 1 ? [...inner.slice(0, NESTED_ROWS), null] : inner;
 }
 
 function truncate(text: string, n: number): string {

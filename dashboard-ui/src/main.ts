@@ -225,6 +225,8 @@ async function runPage(runId: string): Promise<void> {
         if (!how) unknown = true;
         else if (how === "guess") reconcile();
         if (selectedStep && c.id === selectedStep) refreshStep();
+      } else if (c.kind === "step" && view.placed.has("r:" + c.run_id)) {
+        unknown = true; // a step of a child run drawn as a frame: its rows change
       } else if (c.kind === "run" && c.id === runId) {
         mine = true;
       } else if (c.kind === "run" && c.parent_run_id === runId) {
