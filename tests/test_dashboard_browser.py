@@ -174,6 +174,13 @@ def test_the_runs_page_lists_a_finished_run(dashboard: Dashboard, page: Any) -> 
     page.wait_for_function("document.querySelector('[data-testid=preview]')?.innerText.includes('3 items')")
     assert "[\n  0,\n  1,\n  2\n]" in preview.inner_text()
     assert "browsed::bump::output" in page.locator(".lineage").inner_text()  # its consumers' outputs
+    # the lineage as a graph: producer -> this version -> the three bump steps -> their outputs
+    graph = page.get_by_test_id("lineage-graph")
+    boxes = graph.locator("a[data-id]")
+    ids = [boxes.nth(i).get_attribute("data-id") for i in range(boxes.count())]
+    assert ids[:2] == [f"s:{run.steps['seed'].id}", f"v:{run.steps['seed'].outputs['output'][0].id}"]
+    assert sum(i.startswith("s:") for i in ids) == 4 and sum(i.startswith("v:") for i in ids) == 4
+    assert graph.locator("path").count() == 1 + 3 + 3
     shot(page, "artifact-page")
 
 

@@ -446,6 +446,58 @@ async function artifactPage(name: string): Promise<void> {
   );
 }
 
+/** The version's lineage as a graph, left to right: what its producer read, the producer, the
+ * version, the steps that read it and what they wrote. Every box links to its page. */
+function lineageGraph(v: any): SVGSVGElement {
+  const NS = "http://www.w3.org/2000/svg";
+  const el = (tag: string, attrs: Record<string, string | number>, ...kids: Node[]) => {
+    const e = document.createElementNS(NS, tag);
+    for (const [k, val] of Object.entries(attrs)) e.setAttribute(k, String(val));
+    e.append(...kids);
+    return e;
+  };
+  const W = 190, H = 28, GAPX = 60, GAPY = 10;
+  const version = (a: any) => ({ id: `v:${a.id}`, text: `${a.name} v${a.version}`, href: `#/versions/${a.id}`, kind: "version" });
+  const stepBox = (s: any) => ({ id: `s:${s.id}`, text: s.invocation_id, href: `#/runs/${s.run_id}?step=${s.id}`, kind: `step s-${s.status}` });
+  const columns = [
+    v.lineage.upstream.slice(0, 50).map(version),
+    v.producer ? [stepBox(v.producer)] : [],
+    [{ ...version(v), kind: "version self" }],
+    v.consumers.slice(0, 50).map(stepBox),
+    v.lineage.downstream.slice(0, 50).map(version),
+  ].filter((column) => column.length);
+  const edges: [string, string][] = [];
+  if (v.producer) {
+    for (const u of v.lineage.upstream.slice(0, 50)) edges.push([`v:${u.id}`, `s:${v.producer.id}`]);
+    edges.push([`s:${v.producer.id}`, `v:${v.id}`]);
+  }
+  for (const c of v.consumers.slice(0, 50)) edges.push([`v:${v.id}`, `s:${c.id}`]);
+  for (const d of v.lineage.downstream.slice(0, 50)) edges.push([`s:${d.producer}`, `v:${d.id}`]);
+  const tallest = Math.max(...columns.map((c) => c.length), 1);
+  const height = tallest * (H + GAPY);
+  const at = new Map<string, [number, number]>();
+  const boxes: Node[] = [];
+  columns.forEach((column, i) => {
+    const top = (height - column.length * (H + GAPY)) / 2;
+    column.forEach((n: any, j: number) => {
+      const x = i * (W + GAPX), y = top + j * (H + GAPY);
+      at.set(n.id, [x, y]);
+      const label = n.text.length > 26 ? n.text.slice(0, 25) + "…" : n.text;
+      boxes.push(el("a", { href: n.href, "data-id": n.id },
+        el("rect", { x, y, width: W, height: H, rx: n.kind.startsWith("step") ? 6 : 2, class: `lin-box ${n.kind}` }),
+        el("text", { x: x + 8, y: y + H / 2 + 4, class: "lin-text" }, document.createTextNode(label)),
+        el("title", {}, document.createTextNode(n.text))));
+    });
+  });
+  const lines = edges.filter(([a, b]) => at.has(a) && at.has(b)).map(([a, b]) => {
+    const [x1, y1] = at.get(a)!, [x2, y2] = at.get(b)!;
+    const sx = x1 + W, sy = y1 + H / 2, tx = x2, ty = y2 + H / 2, mx = (sx + tx) / 2;
+    return el("path", { d: `M${sx},${sy} C${mx},${sy} ${mx},${ty} ${tx},${ty}`, class: "lin-edge" });
+  });
+  const width = columns.length * (W + GAPX) - GAPX;
+  return el("svg", { class: "lineage-graph", "data-testid": "lineage-graph", viewBox: `-2 -2 ${width + 4} ${height + 4}`, width: width + 4, height: height + 4, role: "img", "aria-label": "lineage" }, ...lines, ...boxes) as SVGSVGElement;
+}
+
 async function versionPage(id: string): Promise<void> {
   const v = await get(`versions/${id}`.replace("versions/", "artifact-versions/"));
   document.title = `${v.name} v${v.version} · unspool`;
@@ -455,6 +507,7 @@ async function versionPage(id: string): Promise<void> {
   append(
     h("h1", {}, h("a", { href: `#/artifacts/${encodeURIComponent(v.name)}` }, v.name), ` v${v.version}`),
     h("div", { class: "facts" }, h("span", {}, v.data_type), h("span", {}, fmtSize(v.size)), h("span", {}, v.materializer), v.item_count !== null ? h("span", {}, `${v.item_count} items`) : null, h("span", {}, fmtTime(v.created_at))),
+    h("div", { class: "lineage-wrap" }, lineageGraph(v)),
     h("div", { class: "lineage" },
       h("div", {}, h("h3", {}, "upstream"), v.lineage.upstream.length ? h("ul", {}, ...v.lineage.upstream.map(versionLink)) : h("p", { class: "muted" }, "none")),
       h("div", {}, h("h3", {}, "producer"), v.producer ? stepLink(v.producer) : h("span", { class: "muted" }, "none"), h("h3", {}, "consumers"), v.consumers.length ? h("ul", {}, ...v.consumers.slice(0, 50).map((c: any) => h("li", {}, stepLink(c)))) : h("p", { class: "muted" }, "none")),
