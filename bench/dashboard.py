@@ -243,6 +243,7 @@ def browser_figures(url: str, wide: str, live: str, ids: list[str], store: Any) 
         # pan an expanded group of 20,000 cells
         page.goto(f"{url}/#/runs/{live}?expand=g:bump")
         page.wait_for_function("window.__unspool?.view.regions.size === 1", timeout=120_000)
+        page.wait_for_function("document.querySelector('.canvas-host')?.dataset.ready === '1'", timeout=120_000)
         box = page.locator(".canvas-host canvas").bounding_box()
         cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
         page.evaluate("window.__frames = 0; (function f(){ window.__frames++; requestAnimationFrame(f); })()")
