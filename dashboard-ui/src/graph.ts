@@ -216,8 +216,16 @@ export class GraphView {
   }
 
   // -- data ------------------------------------------------------------------------------------
-  /** Merge a graph from the API: known nodes keep their place, new ones are appended. */
-  async update(nodes: GNode[], edges: GEdge[]): Promise<void> {
+  /** Merge a graph from the API: known nodes keep their place, new ones are appended. One
+   * merge at a time (placement yields the main thread): a later graph waits for the one before. */
+  update(nodes: GNode[], edges: GEdge[]): Promise<void> {
+    const merged = this.merging.then(() => this.merge(nodes, edges));
+    this.merging = merged.catch(() => undefined);
+    return merged;
+  }
+  private merging: Promise<void> = Promise.resolve();
+
+  private async merge(nodes: GNode[], edges: GEdge[]): Promise<void> {
     const same = edges.length === this.edges.length && edges.every((e, i) => e.source === this.edges[i].source && e.target === this.edges[i].target);
     this.edges = edges;
     const skeleton = nodes.filter((n) => !n.group);
