@@ -103,6 +103,9 @@ async function runsPage(): Promise<void> {
 // -- a run ----------------------------------------------------------------------------------------
 async function runPage(runId: string): Promise<void> {
   const { params } = route();
+  // the graph is fetched at once, beside the run (the API takes a run's id, name or prefix)
+  let firstGraph: Promise<any> | null = get(`runs/${runId}/graph`, { expand: (params.get("expand") ?? "") });
+  firstGraph.catch(() => null);
   let run = await get(`runs/${runId}`);
   runId = run.id;
   document.title = `${run.name} · unspool`;
@@ -163,9 +166,6 @@ async function runPage(runId: string): Promise<void> {
 
   // the graph
   const view = new GraphView(canvasHost, (node) => openNode(node));
-  // fetch the graph while WebGL starts (the first one is taken from here)
-  let firstGraph: Promise<any> | null = get(`runs/${runId}/graph`, { expand: (params.get("expand") ?? "") });
-  firstGraph.catch(() => null);
   performance.mark("unspool:canvas-init");
   await view.init(isDark());
   performance.mark("unspool:canvas-ready");
