@@ -155,6 +155,69 @@ def test_a_chain_of_one_step_is_not_folded_and_child_runs_are_nodes() -> None:
     assert {"source": child[0]["id"], "target": "g:square", "count": 3} in graph2["edges"]
 
 
+def test_groups_come_from_map_calls_not_from_step_names() -> None:
+    @pipeline(dynamic=True)
+    def calls():
+        items = make_items(3)
+        first = square.map(items)  # two map calls of one step, back to back: two groups
+        second = square.map(items)
+        for x in range(3):  # three plain calls of one step, independent of each other: three nodes
+            square(x)
+        one = square.map([5])  # a map of one item is still a group
+        total(first)
+        total(second)
+        total(one)
+
+    run = calls()
+    graph = client_for().get(f"/api/runs/{run.id}/graph").json()
+    kinds = {n["id"]: n["kind"] for n in graph["nodes"]}
+    assert kinds == {
+        "make_items": "step", "g:square": "group", "g:square_4": "group",
+        "square_7": "step", "square_8": "step", "square_9": "step", "g:square_10": "group",
+        "total": "step", "total_2": "step", "total_3": "step",
+    }
+    sizes = {n["id"]: n["size"] for n in graph["nodes"] if n["kind"] == "group"}
+    assert sizes == {"g:square": 3, "g:square_4": 3, "g:square_10": 1}
+    edges = {(e["source"], e["target"]): e["count"] for e in graph["edges"]}
+    assert edges == {
+        ("make_items", "g:square"): 3, ("make_items", "g:square_4"): 3,
+        ("g:square", "total"): 3, ("g:square_4", "total_2"): 3, ("g:square_10", "total_3"): 1,
+    }
+    assert graph["total_steps"] == 14
+    # the marker is recorded on each member's configuration, so every reader can see it
+    members = [s for s in Client().get_pipeline_run(run.id).steps.values() if s.config.get("map") == "square_4"]
+    assert sorted(s.invocation_id for s in members) == ["square_4", "square_5", "square_6"]
+    # the group's panel lists its members by that marker
+    listed = client_for().get(f"/api/runs/{run.id}/steps", params={"map": "square_4"}).json()["steps"]
+    assert [s["invocation_id"] for s in listed] == ["square_4", "square_5", "square_6"]
+
+
+@pipeline(dynamic=True)
+def middle():
+    items = child_fan()  # a grandchild run
+    return total(square.map(items))
+
+
+@pipeline(dynamic=True)
+def outer():
+    total([middle()])
+
+
+def test_child_runs_arrive_as_nested_groups_with_their_own_graphs() -> None:
+    run = outer()
+    graph = client_for().get(f"/api/runs/{run.id}/graph").json()
+    child = next(n for n in graph["nodes"] if n["kind"] == "run")
+    assert child["label"] == "pipeline:middle"
+    inner = child["graph"]
+    kinds = {n["id"]: n["kind"] for n in inner["nodes"]}
+    grandchild = next(n for n in inner["nodes"] if n["kind"] == "run")
+    assert kinds == {"g:square": "group", "total": "step", grandchild["id"]: "run"}
+    assert {(e["source"], e["target"]) for e in inner["edges"]} == {(grandchild["id"], "g:square"), ("g:square", "total")}
+    assert next(n for n in inner["nodes"] if n["id"] == "g:square")["counts"] == {"completed": 3}
+    assert [n["id"] for n in grandchild["graph"]["nodes"]] == ["make_items"]
+    assert {"source": child["id"], "target": "total", "count": 1} in graph["edges"]
+
+
 def test_a_child_run_reusing_the_parents_step_names_feeds_from_its_own_node() -> None:
     @pipeline(dynamic=True)
     def both():
@@ -167,8 +230,8 @@ def test_a_child_run_reusing_the_parents_step_names_feeds_from_its_own_node() ->
     graph = client_for().get(f"/api/runs/{run.id}/graph").json()
     child = next(n for n in graph["nodes"] if n["kind"] == "run")
     edges = {(e["source"], e["target"]): e["count"] for e in graph["edges"]}
-    # the two totals fold into a group; one input each, from the parent's and the child's make_items
-    assert edges == {("make_items", "g:total"): 1, (child["id"], "g:total"): 1}
+    # two calls of one step are two nodes (only a map call folds); each reads its own make_items
+    assert edges == {("make_items", "total"): 1, (child["id"], "total_2"): 1}
 
 
 def test_step_detail_io_error_and_logs_with_offsets() -> None:

@@ -174,6 +174,13 @@ def test_the_runs_page_lists_a_finished_run(dashboard: Dashboard, page: Any) -> 
     page.wait_for_function("document.querySelector('[data-testid=preview]')?.innerText.includes('3 items')")
     assert "[\n  0,\n  1,\n  2\n]" in preview.inner_text()
     assert "browsed::bump::output" in page.locator(".lineage").inner_text()  # its consumers' outputs
+    # the lineage as a graph: producer -> this version -> the three bump steps -> their outputs
+    graph = page.get_by_test_id("lineage-graph")
+    boxes = graph.locator("a[data-id]")
+    ids = [boxes.nth(i).get_attribute("data-id") for i in range(boxes.count())]
+    assert ids[:2] == [f"s:{run.steps['seed'].id}", f"v:{run.steps['seed'].outputs['output'][0].id}"]
+    assert sum(i.startswith("s:") for i in ids) == 4 and sum(i.startswith("v:") for i in ids) == 4
+    assert graph.locator("path").count() == 1 + 3 + 3
     shot(page, "artifact-page")
 
 
@@ -292,6 +299,28 @@ def test_a_running_map_group_counts_its_members_live(dashboard: Dashboard, page:
     page.wait_for_function("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))")
     assert canvas_colours(page) > 4
     shot(page, f"map-done-{page.evaluate('document.documentElement.dataset.theme')}")
+
+
+@pipeline(dynamic=True)
+def inner_run(n: int = 4):
+    return gather(bump.map(seed(n)))
+
+
+@pipeline(dynamic=True)
+def framing():
+    gather([inner_run()])
+
+
+def test_a_child_run_is_drawn_as_a_frame_around_its_own_nodes(dashboard: Dashboard, page: Any) -> None:
+    run = framing()
+    page.goto(f"{dashboard.url}#/runs/{run.id}")
+    page.wait_for_function("document.querySelector('.canvas-host')?.dataset.ready === '1'")
+    drawn = {n["id"]: n for n in page.evaluate("window.__unspool.view.snapshot()")}
+    child = next(n for key, n in drawn.items() if key.startswith("r:"))
+    assert child["inner"] == ["seed:completed", "g:bump:completed", "gather:completed"]
+    assert child["h"] > drawn["gather"]["h"]  # a frame, taller than a step, around its rows
+    assert canvas_colours(page) > 4
+    shot(page, "child-run-frame")
 
 
 def test_a_map_of_10000_items_renders_as_one_group(dashboard: Dashboard, page: Any) -> None:

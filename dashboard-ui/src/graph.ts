@@ -1,6 +1,6 @@
 // The run's DAG on a WebGL canvas (pixi.js): layout in a worker, positions that never change
 // once drawn, map groups with progress bars that expand into grids of member cells.
-import { Application, BitmapText, Container, Graphics, Sprite, type Texture } from "pixi.js";
+import { Application, BitmapText, BufferImageSource, Container, Graphics, Sprite, Texture } from "pixi.js";
 import "pixi.js/browser"; // the browser's extensions, loaded up front instead of by pixi's own import()
 
 export interface GNode {
@@ -14,11 +14,13 @@ export interface GNode {
   shown?: number;
   first_position?: number;
   last_position?: number;
+  first_invocation?: string; // a group's map marker
   step_id?: string;
   run_id?: string;
   group?: string;
   position?: number;
   expanded?: boolean;
+  graph?: { nodes: GNode[]; edges: GEdge[] }; // a child run's own graph: drawn inside its frame
 }
 
 export interface GEdge {
@@ -36,6 +38,7 @@ interface Placed {
   box: Graphics | Sprite; // a step is a sprite of a shared per-status texture: cheap by the 100,000
   label?: BitmapText; // made when first shown: labels of a zoomed-out big graph are never drawn
   sub?: BitmapText;
+  inner?: BitmapText; // a child run's nested nodes, one line each
 }
 
 interface Region {
@@ -45,13 +48,40 @@ interface Region {
   cols: number;
   members: GNode[];
   index: Map<string, number>;
-  gfx: Graphics;
+  gfx: Graphics; // frame, connector and selection
+  cells: Sprite; // a block of pixels per member in one texture, scaled up: one quad to draw, however many
+  pixels: Uint8Array; // RGBA, cols * PX wide
+  source: BufferImageSource;
+  dirty: Set<number>; // members whose cell changed colour since the last frame
+  full: boolean; // every cell must be painted again
   title: BitmapText;
 }
 
 const CELL = 12;
 const GAP = 3;
+const PX = 4; // canvas pixels per member cell (3 of colour, 1 of gap), scaled to CELL + GAP
+const SLICE_MS = 8; // work per frame or task before giving the browser back its main thread
+const EDGE_CHUNK = 1000; // edges per Graphics object; one more object is added each frame
+
+function cellTexture(cols: number, rows: number): [Uint8Array, BufferImageSource] {
+  const pixels = new Uint8Array(cols * PX * rows * PX * 4);
+  const source = new BufferImageSource({ resource: pixels, width: cols * PX, height: rows * PX, scaleMode: "nearest" });
+  return [pixels, source];
+}
+
+function nextTask(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
 const SIZES = { step: [180, 42], group: [230, 62], run: [230, 62] } as const;
+const NESTED_ROWS = 10; // rows of a child run's nested nodes drawn inside its frame
+const ROW = 22;
+
+/** A node's box: a child run with a graph of its own is a frame tall enough for its rows. */
+function sizeOf(n: GNode): [number, number] {
+  const [w, h] = SIZES[n.kind];
+  const inner = n.graph?.nodes.filter((m) => !m.group).length ?? 0;
+  return inner ? [w + 40, h + 8 + ROW * Math.min(inner, NESTED_ROWS + 1)] : [w, h];
+}
 const ORDER = ["completed", "cached", "failed", "running", "stopped", "skipped", "initializing"];
 
 type Palette = Record<string, [number, number]> & { edge: [number, number]; text: [number, number]; bg: [number, number]; sel: [number, number] };
@@ -96,8 +126,8 @@ function groupStatus(counts: Record<string, number>): string {
 
 export class GraphView {
   app = new Application();
-  world = new Container();
-  edgeLayer = new Graphics();
+  world = new Container({ isRenderGroup: true }); // panning moves one transform on the GPU, no vertices
+  edgeLayer = new Container();
   nodeLayer = new Container();
   labelLayer = new Container();
   regionLayer = new Container();
@@ -118,6 +148,8 @@ export class GraphView {
   private layoutId = 0;
   private pending = new Map<number, (p: Record<string, [number, number]>) => void>();
   private edgesDirty = false;
+  private edgeQueue: GEdge[] = []; // edges still to be drawn, a chunk per frame
+  private drawnWaiters: (() => void)[] = [];
   private fitted = false;
   lastLayoutMs = 0;
   onChange: (node: GNode) => void = () => {}; // a node's status or counts changed live
@@ -141,7 +173,7 @@ export class GraphView {
     await this.app.init({
       resizeTo: this.host,
       background: this.palette.bg[0],
-      antialias: true,
+      antialias: false, // multisampling every frame is what software WebGL spends most on; boxes are antialiased textures
       preference: "webgl",
       preserveDrawingBuffer: true, // lets tests and screenshots read the canvas
       autoDensity: true,
@@ -176,13 +208,25 @@ export class GraphView {
     this.textures.clear();
     this.app.renderer.background.color = this.palette.bg[0];
     for (const p of this.placed.values()) this.drawNode(p);
-    for (const r of this.regions.values()) this.drawRegion(r);
+    for (const r of this.regions.values()) {
+      r.full = true;
+      this.drawRegion(r);
+    }
     this.edgesDirty = true;
   }
 
   // -- data ------------------------------------------------------------------------------------
-  /** Merge a graph from the API: known nodes keep their place, new ones are appended. */
-  async update(nodes: GNode[], edges: GEdge[]): Promise<void> {
+  /** Merge a graph from the API: known nodes keep their place, new ones are appended. One
+   * merge at a time (placement yields the main thread): a later graph waits for the one before. */
+  update(nodes: GNode[], edges: GEdge[]): Promise<void> {
+    const merged = this.merging.then(() => this.merge(nodes, edges));
+    this.merging = merged.catch(() => undefined);
+    return merged;
+  }
+  private merging: Promise<void> = Promise.resolve();
+
+  private async merge(nodes: GNode[], edges: GEdge[]): Promise<void> {
+    const same = edges.length === this.edges.length && edges.every((e, i) => e.source === this.edges[i].source && e.target === this.edges[i].target);
     this.edges = edges;
     const skeleton = nodes.filter((n) => !n.group);
     const fresh: GNode[] = [];
@@ -209,13 +253,15 @@ export class GraphView {
     }
     if (fresh.length) {
       if (this.placed.size === 0) {
+        performance.mark("unspool:layout-start");
         const positions = await this.layout(fresh);
-        for (const n of fresh) {
+        performance.mark("unspool:layout-done");
+        await inSlices(fresh, (n) => {
           const [x, y] = positions[n.id] ?? [0, 0];
           this.place(n, x, y);
-        }
+        });
       } else {
-        for (const n of fresh) this.append(n);
+        await inSlices(fresh, (n) => this.append(n));
       }
     }
     // members of expanded groups
@@ -223,7 +269,7 @@ export class GraphView {
     for (const n of nodes) if (n.group) (members.get(n.group) ?? members.set(n.group, []).get(n.group)!).push(n);
     for (const [gid, list] of members) this.setRegion(gid, list);
     for (const gid of [...this.regions.keys()]) if (!members.has(gid)) this.dropRegion(gid);
-    this.edgesDirty = true;
+    if (!same || fresh.length) this.edgesDirty = true;
     if (!this.fitted && this.placed.size) {
       this.fit();
       this.fitted = true;
@@ -231,10 +277,15 @@ export class GraphView {
     this.ready = true;
   }
 
+  /** Resolves once everything known has been painted and drawn (drawing is spread over frames). */
+  drawn(): Promise<void> {
+    return new Promise((resolve) => this.drawnWaiters.push(resolve));
+  }
+
   /** A status change from the event stream: "exact" when applied to a node or a drawn member,
    * "guess" when a folded group's counts were moved by the lifecycle (the caller reconciles
    * later), "" when the step is not on the graph yet. */
-  apply(change: { invocation_id?: string; status: string; position?: number; step_name?: string }): "exact" | "guess" | "" {
+  apply(change: { invocation_id?: string; status: string; map?: string | null }): "exact" | "guess" | "" {
     const id = change.invocation_id ?? "";
     const p = this.placed.get(id);
     if (p && p.node.kind === "step") {
@@ -245,10 +296,10 @@ export class GraphView {
       }
       return "exact";
     }
-    for (const g of this.placed.values()) {
+    // a map member: the engine's marker names its group
+    const g = change.map ? this.placed.get("g:" + change.map) : undefined;
+    if (g && g.node.kind === "group") {
       const n = g.node;
-      if (n.kind !== "group" || n.step_name !== change.step_name || change.position === undefined) continue;
-      if (change.position < (n.first_position ?? 0) || change.position > (n.last_position ?? -1)) continue;
       const region = this.regions.get(n.id);
       const at = region?.index.get(id);
       const member = at !== undefined ? region!.members[at] : undefined;
@@ -267,7 +318,7 @@ export class GraphView {
       this.onChange(n);
       if (member && region) {
         member.status = change.status;
-        this.drawRegion(region);
+        region.dirty.add(at!);
       }
       return how;
     }
@@ -289,14 +340,14 @@ export class GraphView {
       this.pending.set(id, resolve);
       this.worker.postMessage({
         id,
-        nodes: nodes.map((n) => ({ id: n.id, width: SIZES[n.kind][0], height: SIZES[n.kind][1] })),
+        nodes: nodes.map((n) => ({ id: n.id, width: sizeOf(n)[0], height: sizeOf(n)[1] })),
         edges: this.edges.map((e) => ({ source: e.source, target: e.target })),
       });
     });
   }
 
   private append(n: GNode): void {
-    const [w] = SIZES[n.kind];
+    const [w] = sizeOf(n);
     let x = 0;
     let any = false;
     for (const e of this.edges) {
@@ -326,7 +377,7 @@ export class GraphView {
   }
 
   private place(n: GNode, x: number, y: number): void {
-    const [w, h] = SIZES[n.kind];
+    const [w, h] = sizeOf(n);
     const box = n.kind === "step" ? new Sprite() : new Graphics();
     const p: Placed = { node: n, x, y, w, h, box };
     box.position.set(x, y);
@@ -346,6 +397,7 @@ export class GraphView {
     p.box.destroy();
     p.label?.destroy();
     p.sub?.destroy();
+    p.inner?.destroy();
     this.dirtyNodes.delete(p);
     this.placed.delete(id);
   }
@@ -362,6 +414,11 @@ export class GraphView {
       p.sub = new BitmapText({ text: "", style: { fontFamily: "sans-serif", fontSize: 11, fill: 0xffffff } });
       p.sub.position.set(p.x + 10, p.y + 26);
       this.labelLayer.addChild(p.sub);
+    }
+    if (p.node.graph) {
+      p.inner = new BitmapText({ text: "", style: { fontFamily: "sans-serif", fontSize: 11, fill: 0xffffff, lineHeight: ROW } });
+      p.inner.position.set(p.x + 22, p.y + SIZES.run[1] + 5);
+      this.labelLayer.addChild(p.inner);
     }
     this.paintLabels(p);
   }
@@ -381,6 +438,12 @@ export class GraphView {
       p.sub.text = `${done.toLocaleString()}/${total.toLocaleString()} done` + (counts.running ? ` · ${counts.running.toLocaleString()} running` : "") + (counts.failed ? ` · ${counts.failed.toLocaleString()} failed` : "") + (n.expanded ? "  (expanded)" : "");
       p.sub.style.fill = this.palette.text[1];
       p.sub.alpha = alpha;
+    }
+    if (p.inner) {
+      const rows = nestedRows(n);
+      p.inner.text = rows.map((m) => m ? truncate(m.kind === "group" ? `${m.label} ×${m.size}` : m.kind === "run" ? `↳ ${m.label}` : m.label, 28) + `  ${m.status}` : `+${(n.graph!.nodes.length - NESTED_ROWS).toLocaleString()} more`).join("\n");
+      p.inner.style.fill = this.palette.text[0];
+      p.inner.alpha = alpha;
     }
   }
 
@@ -416,12 +479,19 @@ export class GraphView {
     g.roundRect(0, 0, p.w, p.h, n.kind === "run" ? 2 : 7).fill({ color: fill });
     g.roundRect(0, 0, p.w, p.h, n.kind === "run" ? 2 : 7).stroke({ width: this.selected === n.id ? 3 : 1.5, color: this.selected === n.id ? this.palette.sel[0] : stroke });
     if (n.kind === "run") g.roundRect(4, 4, p.w - 8, p.h - 8, 2).stroke({ width: 1, color: stroke, alpha: 0.6 });
+    nestedRows(n).forEach((m, i) => {
+      // a child run's own nodes, as rows inside its frame, coloured by their status
+      if (!m) return;
+      const [mfill, mstroke] = this.palette[m.status] ?? this.palette.initializing;
+      const y = SIZES.run[1] + 4 + i * ROW;
+      g.roundRect(12, y, p.w - 24, ROW - 4, 4).fill({ color: mfill }).stroke({ width: 1, color: mstroke });
+    });
     {
       const counts = n.counts ?? {};
       const total = Object.values(counts).reduce((a, b) => a + b, 0) || n.size || 0;
       const bx = 10;
       const bw = p.w - 20;
-      const by = p.h - 16;
+      const by = SIZES[n.kind][1] - 16;
       g.rect(bx, by, bw, 7).fill({ color: this.palette.initializing[0] });
       let at = bx;
       for (const s of ORDER) {
@@ -443,14 +513,26 @@ export class GraphView {
       const y = this.bottom + 70;
       const gfx = new Graphics();
       const title = new BitmapText({ text: "", style: { fontFamily: "sans-serif", fontSize: 12, fill: 0xffffff } });
-      r = { group: gid, x: owner.x, y, cols, members, index: new Map(), gfx, title };
-      this.regionLayer.addChild(gfx, title);
+      const rows = Math.max(1, Math.ceil(members.length / cols));
+      const [pixels, source] = cellTexture(cols, rows);
+      const cells = new Sprite(new Texture({ source }));
+      cells.position.set(owner.x + GAP, y + GAP);
+      cells.scale.set((CELL + GAP) / PX);
+      r = { group: gid, x: owner.x, y, cols, members, index: new Map(), gfx, cells, pixels, source, dirty: new Set(), full: true, title };
+      this.regionLayer.addChild(cells, gfx, title);
       this.regions.set(gid, r);
-      const rows = Math.ceil(members.length / cols);
       this.bottom = y + rows * (CELL + GAP) + 20;
+    }
+    const rows = Math.max(1, Math.ceil(members.length / r.cols));
+    if (rows * PX > r.source.height) {
+      const old = r.cells.texture;
+      [r.pixels, r.source] = cellTexture(r.cols, rows);
+      r.cells.texture = new Texture({ source: r.source });
+      old.destroy(true);
     }
     r.members = members;
     r.index = new Map(members.map((m, i) => [m.id, i]));
+    r.full = true;
     this.drawRegion(r);
   }
 
@@ -458,6 +540,7 @@ export class GraphView {
     const r = this.regions.get(gid);
     if (!r) return;
     r.gfx.destroy();
+    r.cells.destroy(true);
     r.title.destroy();
     this.dirtyRegions.delete(r);
     this.regions.delete(gid);
@@ -465,6 +548,35 @@ export class GraphView {
 
   private drawRegion(r: Region): void {
     this.dirtyRegions.add(r);
+  }
+
+  /** Paints member cells on the region's canvas: all of them, or only those that changed. */
+  private paintCells(r: Region): void {
+    const px = r.pixels;
+    const stride = r.cols * PX * 4;
+    const cell = (i: number) => {
+      const status = r.members[i]?.status ?? "initializing";
+      const color = (this.palette[status] ?? this.palette.initializing)[1];
+      const red = color >> 16, green = (color >> 8) & 255, blue = color & 255;
+      const at = Math.floor(i / r.cols) * PX * stride + (i % r.cols) * PX * 4;
+      for (let dy = 0; dy < PX - 1; dy++) {
+        for (let dx = 0, o = at + dy * stride; dx < PX - 1; dx++, o += 4) {
+          px[o] = red;
+          px[o + 1] = green;
+          px[o + 2] = blue;
+          px[o + 3] = 255;
+        }
+      }
+    };
+    if (r.full) {
+      px.fill(0);
+      r.members.forEach((_, i) => cell(i));
+      r.full = false;
+    } else {
+      for (const i of r.dirty) cell(i);
+    }
+    r.dirty.clear();
+    r.source.update();
   }
 
   private paintRegion(r: Region): void {
@@ -479,12 +591,6 @@ export class GraphView {
     if (owner) {
       g.moveTo(owner.x + 20 - r.x, owner.y + owner.h - r.y).lineTo(20, -6).stroke({ width: 1, color: this.palette.edge[0] });
     }
-    const byStatus = new Map<string, number[]>();
-    r.members.forEach((m, i) => (byStatus.get(m.status) ?? byStatus.set(m.status, []).get(m.status)!).push(i));
-    for (const [status, list] of byStatus) {
-      for (const i of list) g.rect(GAP + (i % r.cols) * (CELL + GAP), GAP + Math.floor(i / r.cols) * (CELL + GAP), CELL, CELL);
-      g.fill({ color: (this.palette[status] ?? this.palette.initializing)[1] });
-    }
     if (this.selected && r.index.has(this.selected)) {
       const i = r.index.get(this.selected)!;
       g.rect(GAP + (i % r.cols) * (CELL + GAP) - 2, GAP + Math.floor(i / r.cols) * (CELL + GAP) - 2, CELL + 4, CELL + 4).stroke({ width: 2, color: this.palette.sel[0] });
@@ -497,22 +603,36 @@ export class GraphView {
   // -- drawing -----------------------------------------------------------------------------------
   /** Applies what changed since the last frame; true when the canvas must be drawn again. */
   private frame(): boolean {
-    let changed = this.dirtyNodes.size > 0 || this.dirtyRegions.size > 0 || this.edgesDirty || this.labelsDirty;
-    if (this.edgesDirty) {
-      this.edgesDirty = false;
-      this.drawEdges();
+    let changed = this.dirtyNodes.size > 0 || this.dirtyRegions.size > 0 || this.edgesDirty || (this.labelsDirty && this.fitted) || this.edgeQueue.length > 0;
+    const until = performance.now() + SLICE_MS;
+    for (const r of this.regions.values()) {
+      if (r.full || r.dirty.size) {
+        this.paintCells(r);
+        changed = true;
+      }
     }
-    for (const p of this.dirtyNodes) this.paint(p);
-    this.dirtyNodes.clear();
     for (const r of this.dirtyRegions) this.paintRegion(r);
     this.dirtyRegions.clear();
+    // nodes, then edges, a slice per frame: a big graph never holds the main thread for long
+    for (const p of this.dirtyNodes) {
+      this.paint(p);
+      this.dirtyNodes.delete(p);
+      if (performance.now() > until) break;
+    }
+    if (this.edgesDirty && this.dirtyNodes.size === 0) {
+      this.edgesDirty = false;
+      for (const c of this.edgeLayer.removeChildren()) c.destroy();
+      this.edgeQueue = this.edges.slice();
+    }
+    if (this.edgeQueue.length && !this.edgesDirty && this.dirtyNodes.size === 0) this.drawEdges(this.edgeQueue.splice(0, EDGE_CHUNK));
     const view = `${this.world.x},${this.world.y},${this.world.scale.x},${this.host.clientWidth},${this.host.clientHeight},${this.app.renderer.width},${this.app.renderer.height}`;
     if (view !== this.lastView) {
       this.lastView = view;
       this.labelsDirty = true;
       changed = true;
     }
-    if (this.labelsDirty) {
+    if (this.labelsDirty && this.fitted) {
+      // (not while a first graph is being placed: the view moves when it is complete)
       this.labelsDirty = false;
       const show = this.world.scale.x > 0.35;
       this.labelLayer.visible = show;
@@ -526,13 +646,16 @@ export class GraphView {
         }
       }
     }
+    if (!changed && this.drawnWaiters.length && !this.edgeQueue.length && !this.edgesDirty && !this.dirtyNodes.size) {
+      for (const resolve of this.drawnWaiters.splice(0)) resolve();
+    }
     return changed;
   }
 
-  private drawEdges(): void {
-    const g = this.edgeLayer;
-    g.clear();
-    for (const e of this.edges) {
+  private drawEdges(edges: GEdge[]): void {
+    const g = new Graphics();
+    this.edgeLayer.addChild(g);
+    for (const e of edges) {
       const a = this.placed.get(e.source);
       const b = this.placed.get(e.target);
       if (!a || !b) continue;
@@ -686,8 +809,23 @@ export class GraphView {
   }
 
   /** What tests and benchmarks read: where each drawn node is and what it shows. */
-  snapshot(): { id: string; x: number; y: number; status: string; counts?: Record<string, number> }[] {
-    return [...this.placed.values()].map((p) => ({ id: p.node.id, x: p.x, y: p.y, status: p.node.status, counts: p.node.counts }));
+  snapshot(): { id: string; x: number; y: number; h: number; status: string; counts?: Record<string, number>; inner?: string[] }[] {
+    return [...this.placed.values()].map((p) => ({
+      id: p.node.id, x: p.x, y: p.y, h: p.h, status: p.node.status, counts: p.node.counts,
+      inner: p.node.graph ? nestedRows(p.node).map((m) => (m ? `${m.id}:${m.status}` : "more")) : undefined,
+    }));
+  }
+}
+
+/** Runs ``fn`` over ``items``, giving the main thread back every few milliseconds. */
+async function inSlices<T>(items: T[], fn: (item: T) => void): Promise<void> {
+  let until = performance.now() + SLICE_MS;
+  for (let i = 0; i < items.length; i++) {
+    fn(items[i]);
+    if (performance.now() > until && i + 1 < items.length) {
+      await nextTask();
+      until = performance.now() + SLICE_MS;
+    }
   }
 }
 
@@ -697,6 +835,12 @@ function guessBefore(counts: Record<string, number>, next: string): string {
   if (next === "running") return "initializing";
   if (counts.running) return "running";
   return "initializing";
+}
+
+/** The nested nodes drawn as rows of a child run's frame; null stands for "and N more". */
+function nestedRows(n: GNode): (GNode | null)[] {
+  const inner = n.graph?.nodes.filter((m) => !m.group) ?? [];
+  return inner.length > NESTED_ROWS + 1 ? [...inner.slice(0, NESTED_ROWS), null] : inner;
 }
 
 function truncate(text: string, n: number): string {

@@ -103,6 +103,9 @@ async function runsPage(): Promise<void> {
 // -- a run ----------------------------------------------------------------------------------------
 async function runPage(runId: string): Promise<void> {
   const { params } = route();
+  // the graph is fetched at once, beside the run (the API takes a run's id, name or prefix)
+  let firstGraph: Promise<any> | null = get(`runs/${runId}/graph`, { expand: (params.get("expand") ?? "") });
+  firstGraph.catch(() => null);
   let run = await get(`runs/${runId}`);
   runId = run.id;
   document.title = `${run.name} · unspool`;
@@ -163,10 +166,9 @@ async function runPage(runId: string): Promise<void> {
 
   // the graph
   const view = new GraphView(canvasHost, (node) => openNode(node));
-  // fetch the graph while WebGL starts (the first one is taken from here)
-  let firstGraph: Promise<any> | null = get(`runs/${runId}/graph`, { expand: (params.get("expand") ?? "") });
-  firstGraph.catch(() => null);
+  performance.mark("unspool:canvas-init");
   await view.init(isDark());
+  performance.mark("unspool:canvas-ready");
   themeListeners.add(view.setTheme.bind(view));
   cleanup.push(() => view.destroy());
   const expanded = new Set((params.get("expand") ?? "").split(",").filter(Boolean));
@@ -185,7 +187,10 @@ async function runPage(runId: string): Promise<void> {
     const pending = firstGraph;
     firstGraph = null;
     const graph = pending ? await pending : await get(`runs/${runId}/graph`, { expand: [...expanded].join(",") });
+    performance.mark("unspool:graph-fetched");
     await view.update(graph.nodes, graph.edges);
+    await view.drawn();
+    performance.mark("unspool:graph-drawn");
     // the same nodes as a list, for the keyboard and screen readers (the first 5,000), built
     // in slices so that a big graph never holds the main thread for long
     const listed = graph.nodes.filter((n: GNode) => !n.group).slice(0, 5000);
@@ -220,6 +225,8 @@ async function runPage(runId: string): Promise<void> {
         if (!how) unknown = true;
         else if (how === "guess") reconcile();
         if (selectedStep && c.id === selectedStep) refreshStep();
+      } else if (c.kind === "step" && view.placed.has("r:" + c.run_id)) {
+        unknown = true; // a step of a child run drawn as a frame: its rows change
       } else if (c.kind === "run" && c.id === runId) {
         mine = true;
       } else if (c.kind === "run" && c.parent_run_id === runId) {
@@ -302,7 +309,7 @@ async function runPage(runId: string): Promise<void> {
     let cursor: string | null = null;
     const more = h("button", { type: "button", class: "small", onclick: () => loadMembers(true) }, "more");
     async function loadMembers(append: boolean): Promise<void> {
-      const page = await get(`runs/${runId}/steps`, { step_name: node.step_name, position_from: node.first_position, position_to: node.last_position, status: memberStatus.value, limit: 200, cursor: append ? cursor : null });
+      const page = await get(`runs/${runId}/steps`, { map: node.first_invocation, position_from: node.first_position, position_to: node.last_position, status: memberStatus.value, limit: 200, cursor: append ? cursor : null });
       cursor = page.next_cursor;
       more.hidden = !cursor;
       const rows = page.steps.map((s: any) => h("button", { type: "button", class: "member", onclick: () => openStep(s.id) }, statusChip(s.status), " ", s.invocation_id));
@@ -439,6 +446,58 @@ async function artifactPage(name: string): Promise<void> {
   );
 }
 
+/** The version's lineage as a graph, left to right: what its producer read, the producer, the
+ * version, the steps that read it and what they wrote. Every box links to its page. */
+function lineageGraph(v: any): SVGSVGElement {
+  const NS = "http://www.w3.org/2000/svg";
+  const el = (tag: string, attrs: Record<string, string | number>, ...kids: Node[]) => {
+    const e = document.createElementNS(NS, tag);
+    for (const [k, val] of Object.entries(attrs)) e.setAttribute(k, String(val));
+    e.append(...kids);
+    return e;
+  };
+  const W = 190, H = 28, GAPX = 60, GAPY = 10;
+  const version = (a: any) => ({ id: `v:${a.id}`, text: `${a.name} v${a.version}`, href: `#/versions/${a.id}`, kind: "version" });
+  const stepBox = (s: any) => ({ id: `s:${s.id}`, text: s.invocation_id, href: `#/runs/${s.run_id}?step=${s.id}`, kind: `step s-${s.status}` });
+  const columns = [
+    v.lineage.upstream.slice(0, 50).map(version),
+    v.producer ? [stepBox(v.producer)] : [],
+    [{ ...version(v), kind: "version self" }],
+    v.consumers.slice(0, 50).map(stepBox),
+    v.lineage.downstream.slice(0, 50).map(version),
+  ].filter((column) => column.length);
+  const edges: [string, string][] = [];
+  if (v.producer) {
+    for (const u of v.lineage.upstream.slice(0, 50)) edges.push([`v:${u.id}`, `s:${v.producer.id}`]);
+    edges.push([`s:${v.producer.id}`, `v:${v.id}`]);
+  }
+  for (const c of v.consumers.slice(0, 50)) edges.push([`v:${v.id}`, `s:${c.id}`]);
+  for (const d of v.lineage.downstream.slice(0, 50)) edges.push([`s:${d.producer}`, `v:${d.id}`]);
+  const tallest = Math.max(...columns.map((c) => c.length), 1);
+  const height = tallest * (H + GAPY);
+  const at = new Map<string, [number, number]>();
+  const boxes: Node[] = [];
+  columns.forEach((column, i) => {
+    const top = (height - column.length * (H + GAPY)) / 2;
+    column.forEach((n: any, j: number) => {
+      const x = i * (W + GAPX), y = top + j * (H + GAPY);
+      at.set(n.id, [x, y]);
+      const label = n.text.length > 26 ? n.text.slice(0, 25) + "…" : n.text;
+      boxes.push(el("a", { href: n.href, "data-id": n.id },
+        el("rect", { x, y, width: W, height: H, rx: n.kind.startsWith("step") ? 6 : 2, class: `lin-box ${n.kind}` }),
+        el("text", { x: x + 8, y: y + H / 2 + 4, class: "lin-text" }, document.createTextNode(label)),
+        el("title", {}, document.createTextNode(n.text))));
+    });
+  });
+  const lines = edges.filter(([a, b]) => at.has(a) && at.has(b)).map(([a, b]) => {
+    const [x1, y1] = at.get(a)!, [x2, y2] = at.get(b)!;
+    const sx = x1 + W, sy = y1 + H / 2, tx = x2, ty = y2 + H / 2, mx = (sx + tx) / 2;
+    return el("path", { d: `M${sx},${sy} C${mx},${sy} ${mx},${ty} ${tx},${ty}`, class: "lin-edge" });
+  });
+  const width = columns.length * (W + GAPX) - GAPX;
+  return el("svg", { class: "lineage-graph", "data-testid": "lineage-graph", viewBox: `-2 -2 ${width + 4} ${height + 4}`, width: width + 4, height: height + 4, role: "img", "aria-label": "lineage" }, ...lines, ...boxes) as SVGSVGElement;
+}
+
 async function versionPage(id: string): Promise<void> {
   const v = await get(`versions/${id}`.replace("versions/", "artifact-versions/"));
   document.title = `${v.name} v${v.version} · unspool`;
@@ -448,6 +507,7 @@ async function versionPage(id: string): Promise<void> {
   append(
     h("h1", {}, h("a", { href: `#/artifacts/${encodeURIComponent(v.name)}` }, v.name), ` v${v.version}`),
     h("div", { class: "facts" }, h("span", {}, v.data_type), h("span", {}, fmtSize(v.size)), h("span", {}, v.materializer), v.item_count !== null ? h("span", {}, `${v.item_count} items`) : null, h("span", {}, fmtTime(v.created_at))),
+    h("div", { class: "lineage-wrap" }, lineageGraph(v)),
     h("div", { class: "lineage" },
       h("div", {}, h("h3", {}, "upstream"), v.lineage.upstream.length ? h("ul", {}, ...v.lineage.upstream.map(versionLink)) : h("p", { class: "muted" }, "none")),
       h("div", {}, h("h3", {}, "producer"), v.producer ? stepLink(v.producer) : h("span", { class: "muted" }, "none"), h("h3", {}, "consumers"), v.consumers.length ? h("ul", {}, ...v.consumers.slice(0, 50).map((c: any) => h("li", {}, stepLink(c)))) : h("p", { class: "muted" }, "none")),

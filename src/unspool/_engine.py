@@ -91,7 +91,7 @@ from ._runner import (
     describe_error,
 )
 from ._stores import Stores, open_stores
-from ._types import ExecutionMode, ExecutionStatus, Produced
+from ._types import EncodedJSON, ExecutionMode, ExecutionStatus, Produced
 
 if TYPE_CHECKING:
     from ._config import PipelineConfig
@@ -355,7 +355,9 @@ class Run:
             invs.append(inv)
             futures.append(StepRunFuture(inv))
         _budget.count_steps(self, len(invs))
+        marked = EncodedJSON({**configured.config.recorded(), "map": invs[0].id}) if invs else None  # group marker
         for inv in invs:
+            inv.config = marked  # one map call's members share it: the dashboard folds them by it
             self.dispatch.record_initializing(inv)
         for inv in invs:
             self.dispatch.schedule(inv)

@@ -46,7 +46,7 @@ class Invocation:
         "run", "id", "step", "position", "step_run_id", "params", "inputs", "upstream",
         "status", "finished", "outputs", "error", "exception", "event", "dependents",
         "waiting", "cache_key", "attempt", "attempts", "start_time", "skip_reason", "recorded",
-        "future", "handled", "durable_at",
+        "future", "handled", "durable_at", "config",
     )
 
     def __init__(self, run: Run, inv_id: str, step: Step[Any], position: int) -> None:
@@ -75,6 +75,7 @@ class Invocation:
         self.future: Future[StepResult] | None = None  # while submitted to an executor
         self.handled = False  # the body was given its failure (see _outcome)
         self.durable_at = 0  # the store's write number that makes its completion durable
+        self.config: dict[str, Any] | None = None  # recorded instead of the step's (a map member's marker)
 
     @property
     def ok(self) -> bool:

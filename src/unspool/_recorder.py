@@ -89,7 +89,7 @@ class Recorder:
             "step_name": inv.step.name,
             "status": status.value,
             "parameters": inv.params,
-            "config": inv.step.config.recorded(),
+            "config": inv.config or inv.step.config.recorded(),
             "upstream": [upstream_name(inv.run, up) for up in inv.upstream],
             "cache_key": inv.cache_key,
             "original_step_run_id": None,

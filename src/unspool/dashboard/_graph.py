@@ -1,21 +1,19 @@
 """A run's steps as a graph to draw: map fan-outs folded into groups, child runs as nodes.
 
-The store does not mark which invocations came from one ``.map()`` call, so groups are
-recognised from what it does record: a fan-out records its invocations one after another
-(consecutive positions) with the same step name, and none of them depends on another. Any
-such block of at least ``MIN_GROUP`` invocations becomes one group node carrying its
-members' counts by status; a chain of calls of one step (each feeding the next) never
-folds. A group's id is ``g:`` + its first member's invocation id, so it stays the same as a
-dynamic body adds members, and a single step that becomes the first of a group is
-recognisable (``x`` -> ``g:x``).
+Groups come from the marker the engine records on every member of one ``.map()`` or
+``.product()`` call (``config["map"]``: the first member's invocation id), never from step
+names: two separate calls of one step stay two nodes, and a map of one item is a group of
+one. A group's id is ``g:`` + that marker. The database does the counting
+(``_dashboard_queries.graph_rows`` answers one row per map call, status and distinct
+upstream list), so a 100,000-member map costs a handful of rows here.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections import Counter
+from typing import Any, Callable
 
-MIN_GROUP = 2
 MAX_EXPANDED = 50_000  # member nodes sent for expanded groups, in all
 
 
@@ -39,93 +37,100 @@ def build_graph(
     rows: list[tuple[Any, ...]],
     *,
     expand: set[str] | None = None,
+    members: Callable[[str, int, int, int], list[tuple[Any, ...]]] | None = None,
+    map_members: Callable[[], dict[str, str]] | None = None,
     children: list[dict[str, Any]] | None = None,
     child_counts: dict[str, dict[str, int]] | None = None,
     owners: Any = None,
     cross: list[tuple[str, str, str]] | None = None,
 ) -> dict[str, Any]:
-    """Nodes and edges from ``graph_rows``: (id, invocation id, position, step name, status,
-    upstream JSON). ``owners(unknown_invocation_ids)`` maps upstream ids that are not steps of
-    this run to the child run holding them; ``cross`` (invocation id, child run id, upstream
-    invocation id) says which upstream ids of a step are a child run's, from lineage, which
-    matters when a child run reuses step names of its parent."""
+    """Nodes and edges from ``graph_rows`` (see there). ``members(key, first, last, limit)``
+    gives an expanded group's members; ``map_members()`` maps every mapped invocation id to its
+    map key (asked only when an upstream names one); ``owners(unknown_invocation_ids)`` maps
+    upstream ids that are not steps of this run to the child run holding them; ``cross``
+    (invocation id, child run id, upstream invocation id) says which upstream ids of a step
+    are a child run's, from lineage, which matters when a child reuses its parent's step names."""
     expand = expand or set()
-    # 1. blocks of consecutive independent invocations of one step
-    blocks: list[tuple[int, int]] = []  # [start, end) indices into rows
-    uppers: list[list[str]] = []
-    start = 0
-    members: set[str] = set()
-    name = None
-    parsed: dict[str, list[str]] = {}  # the members of a fan-out share one upstream text
-    for i, row in enumerate(rows):
-        raw = row[5]
-        if isinstance(raw, str):
-            up = parsed.get(raw)
-            if up is None:
-                up = parsed[raw] = json.loads(raw)
-        else:
-            up = raw or []
-        uppers.append(up)
-        if row[3] != name or any(u in members for u in up):
-            if i > start:
-                blocks.append((start, i))
-            start, name, members = i, row[3], set()
-        members.add(row[1])
-    if rows:
-        blocks.append((start, len(rows)))
-
-    node_of: dict[str, str] = {}  # invocation id -> node id
     nodes: list[dict[str, Any]] = []
-    expanded_budget = MAX_EXPANDED  # expanded members are sent as nodes with "group" set
-    truncated = False
-    for a, b in blocks:
-        if b - a < MIN_GROUP:
-            for row in rows[a:b]:
-                node_of[row[1]] = row[1]
-                nodes.append(_step_node(row))
+    by_id: dict[str, dict[str, Any]] = {}
+    node_of: dict[str, str] = {}  # invocation id (or map key) -> node id
+    parsed: dict[str, list[str]] = {}  # one parse per distinct upstream text
+    links: list[tuple[str, list[str], int]] = []  # (target node, upstream ids, steps with them)
+    total = 0
+    for key, status, raw, count, first, last, name, step_id, inv in rows:
+        total += count
+        up = parsed.get(raw)
+        if up is None:
+            up = parsed[raw] = json.loads(raw) if raw else []
+        if key is None:  # a step no map made: a group of its own
+            node_of[inv] = inv
+            links.append((inv, up, count))
+            nodes.append({
+                "id": inv, "kind": "step", "label": inv, "step_name": name, "status": status,
+                "step_id": step_id, "position": first,
+            })
             continue
-        first = rows[a]
-        gid = "g:" + first[1]
-        counts: dict[str, int] = {}
-        for row in rows[a:b]:
-            counts[row[4]] = counts.get(row[4], 0) + 1
-        is_open = gid in expand and expanded_budget > 0
-        nodes.append(
-            {
-                "id": gid, "kind": "group", "label": first[3], "step_name": first[3],
-                "status": group_status(counts), "counts": counts, "size": b - a,
-                "first_position": first[2], "last_position": rows[b - 1][2],
-                "first_invocation": first[1], "expanded": is_open,
+        gid = "g:" + key
+        node_of[key] = gid
+        links.append((gid, up, count))
+        group = by_id.get(gid)
+        if group is None:
+            group = by_id[gid] = {
+                "id": gid, "kind": "group", "label": name, "step_name": name, "status": "initializing",
+                "counts": {}, "size": 0, "first_position": first, "last_position": last,
+                "first_invocation": key, "expanded": False,
             }
-        )
-        if is_open:
-            shown = min(b - a, expanded_budget)
-            expanded_budget -= shown
-            truncated = truncated or shown < b - a
-            nodes[-1]["shown"] = shown
-            for row in rows[a : a + shown]:
-                node_of[row[1]] = gid  # edges stay on the group: members are drawn as cells
-                node = _step_node(row)
-                node["group"] = gid
-                nodes.append(node)
-            for row in rows[a + shown : b]:
-                node_of[row[1]] = gid
-        else:
-            for row in rows[a:b]:
-                node_of[row[1]] = gid
+            nodes.append(group)
+        group["counts"][status] = group["counts"].get(status, 0) + count
+        group["size"] += count
+        group["first_position"] = min(group["first_position"], first)
+        group["last_position"] = max(group["last_position"], last)
+    for group in by_id.values():
+        group["status"] = group_status(group["counts"])
+
+    # expanded groups: their members follow them, as cells (edges stay on the group)
+    budget = MAX_EXPANDED
+    truncated = False
+    out: list[dict[str, Any]] = []
+    for node in nodes:
+        out.append(node)
+        if node["kind"] != "group" or node["id"] not in expand or budget <= 0 or members is None:
+            continue
+        shown = members(node["first_invocation"], node["first_position"], node["last_position"], min(budget, node["size"]))
+        budget -= len(shown)
+        truncated = truncated or len(shown) < node["size"]
+        node["expanded"] = True
+        node["shown"] = len(shown)
+        for step_id, inv, position, name, status in shown:
+            out.append({
+                "id": inv, "kind": "step", "label": inv, "step_name": name, "status": status,
+                "step_id": step_id, "position": position, "group": node["id"],
+            })
 
     for child in children or []:
         rid = "r:" + child["id"]
         counts = (child_counts or {}).get(child["id"], {})
-        nodes.append(
-            {
-                "id": rid, "kind": "run", "label": child.get("invocation_id") or child["name"],
-                "run_id": child["id"], "pipeline_name": child["pipeline_name"], "status": child["status"],
-                "counts": counts, "size": sum(counts.values()),
-            }
-        )
+        out.append({
+            "id": rid, "kind": "run", "label": child.get("invocation_id") or child["name"],
+            "run_id": child["id"], "pipeline_name": child["pipeline_name"], "status": child["status"],
+            "counts": counts, "size": sum(counts.values()),
+        })
 
-    unknown = sorted({u for up in uppers for u in up if u not in node_of})
+    learned = False
+
+    def learn_members() -> None:
+        nonlocal learned
+        if not learned and map_members is not None and by_id:
+            learned = True
+            node_of.update(map_members())
+
+    upstream_ids: set[str] = set()
+    for _, up, _ in links:
+        upstream_ids.update(up)
+    unknown = upstream_ids.difference(node_of)
+    if unknown:
+        learn_members()
+        unknown.difference_update(node_of)
     # An upstream in another run of the tree is recorded as a path of child invocation ids
     # ("pipeline:child/produce"): it hangs on the node of the child run that path goes through.
     by_invocation = {c.get("invocation_id"): "r:" + c["id"] for c in children or [] if c.get("invocation_id")}
@@ -135,32 +140,31 @@ def build_graph(
                 if part in by_invocation:
                     node_of[u] = by_invocation[part]
                     break
-    unknown = [u for u in unknown if u not in node_of]
+    unknown = sorted(u for u in unknown if u not in node_of)
     if unknown and owners is not None:
         for inv, run_id in owners(unknown).items():
             node_of[inv] = "r:" + run_id
 
-    from_child: dict[tuple[str, str], str] = {(inv, up): "r:" + run for inv, run, up in cross or []}
+    from_child: dict[tuple[str, str], str] = {}
+    for inv, run, up in cross or []:
+        if inv not in node_of:
+            learn_members()
+        target = node_of.get(inv)
+        if target is not None:
+            from_child[(target, up)] = "r:" + run
     edges: dict[tuple[str, str], int] = {}
-    for row, up in zip(rows, uppers):
-        target = node_of[row[1]]
-        for u in up:
-            source = from_child.get((row[1], u)) if from_child else None
-            source = source or node_of.get(u)
+    for target, up, count in links:
+        if from_child:
+            sources = Counter(from_child.get((target, u)) or node_of.get(u) for u in up)
+        else:
+            sources = Counter(map(node_of.get, up))  # a gather of 100,000 members: counted in C
+        for source, n in sources.items():
             if source is None or source == target:
                 continue
-            key = (source, target)
-            edges[key] = edges.get(key, 0) + 1
+            edges[(source, target)] = edges.get((source, target), 0) + n * count
     return {
-        "nodes": nodes,
+        "nodes": out,
         "edges": [{"source": s, "target": t, "count": n} for (s, t), n in edges.items()],
-        "total_steps": len(rows),
+        "total_steps": total,
         "truncated": truncated,
-    }
-
-
-def _step_node(row: tuple[Any, ...]) -> dict[str, Any]:
-    return {
-        "id": row[1], "kind": "step", "label": row[1], "step_name": row[3], "status": row[4],
-        "step_id": row[0], "position": row[2],
     }

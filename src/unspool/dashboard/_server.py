@@ -37,8 +37,8 @@ from fastapi.responses import (
     StreamingResponse,
 )
 
+from .. import _dashboard_queries as q
 from .._store_json import _finite, _json_default
-from . import _queries as q
 from ._graph import build_graph
 from ._preview import preview
 from ._watch import Watcher
@@ -47,6 +47,9 @@ STATIC = Path(__file__).parent / "static"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 LOG_CHUNK = 256 * 1024
 LOG_MAX_CHUNK = 4 * 1024 * 1024
+NESTED_DEPTH = 2  # levels of child runs whose graphs are sent inside their node
+NESTED_MAX_NODES = 40  # a child run with more nodes stays one node (open it for its own page)
+NESTED_MAX_CHILDREN = 50  # child runs per level whose graphs are sent
 
 
 class JSON(JSONResponse):
@@ -201,6 +204,29 @@ def create_app(store: Any, artifact_root: str, *, token: str, loopback: bool, st
 
     finished_graphs: collections.OrderedDict[tuple[Any, ...], dict[str, Any]] = collections.OrderedDict()
 
+    def graph_of(conn: Any, run_id: str, expand: set[str], depth: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """A run's graph; each child run's node carries the child's own graph (``graph``: its
+        nodes and edges, the same way down to ``depth`` levels) when it has at most
+        ``NESTED_MAX_NODES`` nodes, so the page draws child runs as frames around their steps."""
+        rows = q.graph_rows(conn, run_id)
+        children = q.child_runs(conn, run_id)
+        child_ids = [c["id"] for c in children]
+        graph = build_graph(
+            rows, expand=expand, children=children,
+            child_counts=q.step_counts(conn, child_ids) if children else {},
+            members=lambda key, first, last, limit: q.group_members(conn, run_id, key, first, last, limit),
+            map_members=lambda: q.map_members(conn, run_id),
+            owners=lambda ids: q.owners_of(conn, child_ids, ids),
+            cross=q.inputs_from_runs(conn, run_id, child_ids) if child_ids else None,
+        )
+        if depth > 0:
+            nodes = [n for n in graph["nodes"] if n["kind"] == "run"][:NESTED_MAX_CHILDREN]
+            for node in nodes:
+                inner, _ = graph_of(conn, node["run_id"], set(), depth - 1)
+                if len(inner["nodes"]) <= NESTED_MAX_NODES:
+                    node["graph"] = {"nodes": inner["nodes"], "edges": inner["edges"]}
+        return graph, children
+
     @app.get("/api/runs/{run_id}/graph")
     def run_graph(run_id: str, expand: str = Query("", description="comma-separated group ids to send members of")) -> Any:
         started = time.perf_counter()
@@ -214,15 +240,7 @@ def create_app(store: Any, artifact_root: str, *, token: str, loopback: bool, st
                 graph["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 1)
                 graph["cached"] = True
                 return graph
-            rows = q.graph_rows(conn, run["id"])
-            children = q.child_runs(conn, run["id"])
-            child_counts = q.step_counts(conn, [c["id"] for c in children]) if children else {}
-            child_ids = [c["id"] for c in children]
-            graph = build_graph(
-                rows, expand={g for g in expand.split(",") if g}, children=children, child_counts=child_counts,
-                owners=lambda ids: q.owners_of(conn, child_ids, ids),
-                cross=q.inputs_from_runs(conn, run["id"], child_ids) if child_ids else None,
-            )
+            graph, children = graph_of(conn, run["id"], {g for g in expand.split(",") if g}, NESTED_DEPTH)
         graph["run"] = {k: run[k] for k in ("id", "name", "pipeline_name", "status", "dynamic", "parent_run_id")}
         if run["status"] in q.TERMINAL and all(c["status"] in q.TERMINAL for c in children):
             finished_graphs[key] = graph
@@ -237,13 +255,14 @@ def create_app(store: Any, artifact_root: str, *, token: str, loopback: bool, st
         run_id: str, status: str | None = None, step_name: str | None = None,
         position_from: int | None = None, position_to: int | None = None, search: str | None = None,
         limit: int = Query(200, ge=1, le=10_000), cursor: str | None = None,
+        map: str | None = Query(None, description="members of one map call (a group's first_invocation)"),
     ) -> Any:
         with read() as conn:
             run = run_or_404(conn, run_id)
             try:
                 rows, next_cursor = q.list_steps(
                     conn, run["id"], status=status, step_name=step_name, position_from=position_from,
-                    position_to=position_to, search=search, limit=limit, cursor=cursor,
+                    position_to=position_to, search=search, limit=limit, cursor=cursor, map_call=map,
                 )
             except ValueError as exc:
                 raise HTTPException(400, str(exc)) from None

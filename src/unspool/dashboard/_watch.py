@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from . import _queries as q
+from .. import _dashboard_queries as q
 
 POLL_INTERVAL = 0.25
 LOOK_BACK = 5.0  # seconds: rows are stamped by their writer before its flush commits them
