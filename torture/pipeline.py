@@ -22,6 +22,7 @@ times its kills from it). ``STEP_SLEEP`` (seconds) makes each step last a little
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -104,6 +105,22 @@ def _install_flush_hold() -> None:
         return Holding(inner)
 
     _metadata_store.MetadataStore.write = write
+
+    # A flush to a SQLite file runs through the writer's own sqlite3 connection: hold there
+    # too, after the batch's statements and before its COMMIT.
+    from unspool import _batch_sql
+
+    original_transaction = _batch_sql.SQLiteWriter.transaction
+
+    @contextlib.contextmanager
+    def transaction(self):
+        with original_transaction(self) as statements:
+            yield statements
+            if not held.is_set() and len(_lines("done")) >= after:
+                held.set()
+                hold(HOLD)  # statements executed, transaction still open
+
+    _batch_sql.SQLiteWriter.transaction = transaction
 
 
 if HOLD.startswith("flush:"):

@@ -69,6 +69,7 @@ FIGURES = {
         "staging_left": "half-written artifact folders (.staging-*) left after the resume",
         "unresumable": "kills before the run reached the store (nothing to resume), with steps_done_unrecorded",
         "completed_run_changed": "completed runs no longer completed after a resume of them was killed",
+        "completed_resume_refused": "resumes of a completed run that said so (already completed) and exited before the kill, nothing written",
         "harness_errors": "trials the harness could not place (a hold point never reached by a live process)",
     },
     "concurrent_resume": {
@@ -88,6 +89,7 @@ FIGURES = {
         "success_not_stored": "runs that exited 0 / printed 'finished' while the store lacks their records",
         "hangs": "runs still alive after the bound (15 s quick, 60 s full; then killed)",
         "non_terminal": "runs left initializing/running in the store by a process that exited by itself",
+        "non_terminal_after_reap": "... still so after `unspool runs list` (which reaps runs whose process is gone)",
     },
 }
 
@@ -475,7 +477,11 @@ def sweep_trial(base: Path, number: int, first: str, during_resume: str, rng: ra
                 return fresh and (not body or run_row(t.db) is not None)
 
             if not held_kill(trial, proc, reached, during_resume):
-                figures["missed"] += 1
+                if (first == "completed" and "already completed" in output(proc)
+                        and (run_row(trial.db) or ("", ""))[1] == "completed"):
+                    figures["completed_resume_refused"] += 1  # it said so and exited: nothing to kill
+                else:
+                    figures["missed"] += 1
             elif first == "completed" and (run_row(trial.db) or ("", ""))[1] != "completed":
                 figures["completed_run_changed"] += 1  # the killed resume took a completed run back
     final = None
@@ -750,13 +756,23 @@ def _full_disk_trial(base: Path, name: str, where: str, leave: int, steps: int, 
             for (uri,) in db_rows(db, "select uri from artifact_versions"):
                 if not os.path.exists(uri):
                     missing_files += 1
-        summary = [line for line in text.splitlines() if "finished in" in line or "error" in line.lower()]
+        summary = [line for line in text.splitlines() if "finished in" in line or "error" in line.lower() or "refused" in line]
+        # What any reader is shown once the disk has room again: `runs list` reaps a run whose
+        # orchestrator is gone (a store that refused every write could not take its last status).
+        seen = status
+        if finished and status in ("running", "initializing"):
+            lister = start([UNSPOOL, "runs", "list"], env, work, "list")
+            finish(lister, RESUME_BOUND)
+            rows = db_rows(db, "select status from pipeline_runs")
+            seen = rows[0][0] if rows else "missing"
         return {
             "store_on_tmpfs": where, "free_bytes": leave, "steps": expected, "exit_code": proc.returncode,
             "hang": not finished, "printed_completed": printed, "reported_success": reported, "run_status": status, "completed_step_rows": stored,
             "artifact_files_missing": missing_files,
             "success_not_stored": reported and (status != "completed" or stored < expected or missing_files > 0),
             "non_terminal": finished and status in ("running", "initializing"),
+            "status_after_reap": seen,
+            "non_terminal_after_reap": finished and seen in ("running", "initializing"),
             "console": [re.sub(r"[0-9a-f]{32}", "…", s)[:200] for s in summary[-3:]],
         }
     finally:
@@ -788,6 +804,7 @@ def full_disk(base: Path, quick: bool) -> dict[str, Any]:
             "success_not_stored": sum(t["success_not_stored"] for t in mine),
             "hangs": sum(t["hang"] for t in mine),
             "non_terminal": sum(t["non_terminal"] for t in mine),
+            "non_terminal_after_reap": sum(t["non_terminal_after_reap"] for t in mine),
             "runs": mine,
         }
     return figures
@@ -809,7 +826,8 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
             f"{s['reexecuted_after_completion']} (result seen {s['reexecuted_result_seen']}, recorded completed "
             f"{s['reexecuted_recorded_completed']}); lost records {s['lost_records']}; hangs {s['hangs']}; "
             f"non-terminal {s['non_terminal']}; not completed {s['not_completed']}; wrong outputs {s['wrong_outputs']}; "
-            f"completed runs changed by a killed resume {s['completed_run_changed']}; harness errors {s['harness_errors']}")
+            f"completed runs changed by a killed resume {s['completed_run_changed']} "
+            f"({s['completed_resume_refused']} resumes of one refused); harness errors {s['harness_errors']}")
     c = results["scenarios"].get("concurrent_resume")
     if c and "error" not in c:
         lines.append(
@@ -840,7 +858,8 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
                 if not isinstance(r, dict):
                     continue
                 lines.append(f"full disk/{where}: {r['trials']} runs; success reported but not stored "
-                             f"{r['success_not_stored']}; hangs {r['hangs']}; non-terminal {r['non_terminal']}")
+                             f"{r['success_not_stored']}; hangs {r['hangs']}; non-terminal {r['non_terminal']}"
+                             f" ({r['non_terminal_after_reap']} once reaped)")
     for name, r in results["scenarios"].items():
         if "error" in r:
             lines.append(f"{name}: ERROR {r['error']}")
