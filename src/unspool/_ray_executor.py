@@ -104,6 +104,7 @@ class RayExecutor:
         self._pending: dict[Any, tuple[StepSpec, str | None]] = {}  # ref -> (spec, stop reason)
         self._refs: dict[Future[StepResult], Any] = {}  # future -> ref, while pending
         self._totals: dict[str, float] | None = None
+        self._packed_steps: dict[int, tuple[object, bytes]] = {}  # see dump_spec
 
     def __repr__(self) -> str:
         return f"<RayExecutor running={len(self._pending)}>"
@@ -114,7 +115,7 @@ class RayExecutor:
         try:
             wanted = StepResources.from_settings(spec.step.config.settings, step=spec.step.name)
             options = self._options(spec, wanted)
-            blob = dump_spec(spec)
+            blob = dump_spec(spec, self._packed_steps)
         except Exception as exc:
             resolve_soon(future, failed_result(exc))
             return future
