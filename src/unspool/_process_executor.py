@@ -102,7 +102,12 @@ class ProcessExecutor:
         self._used_cpu = 0.0
         self._used_memory = 0
         self._tokens = itertools.count(1)
-        self._dir = tempfile.mkdtemp(prefix="unspool-workers-")
+        # specs and results pass through files in memory (tmpfs) where there is such a place:
+        # on a disk, creating and removing them cost a step a fraction of a millisecond more
+        memory = _memory_dir()
+        self._dir = tempfile.mkdtemp(prefix="unspool-workers-", dir=memory)
+        self._in_memory = memory is not None
+        self._disk_dir: str | None = None  # for a spec the memory one has no room for
         self._launcher: _Launcher | None = None
         self._closed = False
         self._packed_steps: dict[int, tuple[object, bytes]] = {}  # see dump_spec
@@ -185,7 +190,9 @@ class ProcessExecutor:
             time.sleep(0.01)
         if self._launcher is not None:
             self._launcher.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
+        for directory in (self._dir, self._disk_dir):
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
 
     # -- admission -------------------------------------------------------------------------------------
     def _fits(self, job: _Job) -> bool:
@@ -220,10 +227,19 @@ class ProcessExecutor:
     # -- one attempt -------------------------------------------------------------------------------------
     def _start(self, job: _Job) -> None:
         spec = job.spec
-        job.prefix = os.path.join(self._dir, f"{job.token}-{path_segment(spec.invocation_id)}")
+        name = f"{job.token}-{path_segment(spec.invocation_id)}"
         try:
-            with open(job.prefix + SPEC_SUFFIX, "wb") as f:
-                f.write(job.blob)
+            job.prefix = os.path.join(self._dir, name)
+            try:
+                _write(job.prefix + SPEC_SUFFIX, job.blob)
+            except OSError:
+                if not self._in_memory:
+                    raise
+                with self._lock:
+                    if self._disk_dir is None:
+                        self._disk_dir = tempfile.mkdtemp(prefix="unspool-workers-")
+                job.prefix = os.path.join(self._disk_dir, name)
+                _write(job.prefix + SPEC_SUFFIX, job.blob)
             job.blob = b""
         except Exception as exc:
             self._exited(job, None, launch_error=exc)
@@ -279,7 +295,7 @@ class ProcessExecutor:
                 result = failed_result(exc, f"the result of step {job.spec.invocation_id!r} could not be read: ")
         if result is None:
             result = self._lost(job, status, launch_error)
-        for suffix in (SPEC_SUFFIX, RESULT_SUFFIX, RESULT_SUFFIX + ".tmp"):
+        for suffix in (SPEC_SUFFIX, RESULT_SUFFIX):
             try:
                 os.unlink(job.prefix + suffix)
             except OSError:
@@ -462,6 +478,24 @@ class _SpawnLauncher(_Launcher):
 
 
 # -- small helpers -------------------------------------------------------------------------------------
+
+def _memory_dir() -> str | None:
+    """A directory in memory (tmpfs) to write to, or None (then the default temp directory)."""
+    directory = "/dev/shm"
+    return directory if os.path.isdir(directory) and os.access(directory, os.W_OK | os.X_OK) else None
+
+
+def _write(path: str, blob: bytes) -> None:
+    try:
+        with open(path, "wb") as f:
+            f.write(blob)
+    except OSError:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        raise
+
 
 def _exit_code(status: int) -> int:
     """The exit code, or ``-N`` for signal N."""
