@@ -245,8 +245,7 @@ def _spare(job_fd: int, event_fd: int, close_fds: list[int]) -> None:
     try:
         _die_with_parent()
         signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # SIGINT stays ignored while idle
         for fd in close_fds:
             os.close(fd)
         devnull = os.open(os.devnull, os.O_RDONLY)
@@ -259,6 +258,7 @@ def _spare(job_fd: int, event_fd: int, close_fds: list[int]) -> None:
                 os._exit(0)  # the zygote is closing: no attempt for this spare
             request += chunk
         os.close(job_fd)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops the step
         token, prefix = request.decode().rstrip("\n").split(" ", 1)
         run_attempt(prefix)
         os.write(event_fd, f"finished {token} 0\n".encode())
@@ -417,7 +417,6 @@ def zygote(event_fd: int, spares: int = 2) -> None:
     while (workers or idle) and time.monotonic() < deadline:
         reap()
         time.sleep(0.01)
-
 
 
 def main(argv: list[str]) -> None:
