@@ -14,10 +14,10 @@ its outputs and log to the artifact store, which every Ray node must therefore r
 * Resources: ``settings={"resources": {...}}`` (``_resources.py``) become the task's
   ``num_cpus``, ``num_gpus``, ``memory`` and custom ``resources``. A step asking for more
   than the whole cluster has fails at once with a clear error instead of waiting forever.
-* Batches: a thread sends what was submitted. When more specs with the same options wait
-  than the cluster runs at once, one task carries several (at most ``MAX_BATCH``, as many
-  tasks as keep twice the cluster's slots busy) and runs them one after the other: a Ray
-  task costs milliseconds of scheduling, a small step less. Each spec keeps its own log,
+* Batches: each kind of task (its options) has at most twice as many tasks in Ray as the
+  cluster runs at once. Specs submitted beyond that wait in the driver and leave as tasks
+  end, several per task (at most ``MAX_BATCH``), run one after the other: a Ray task costs
+  milliseconds of scheduling, a small step less. Each spec keeps its own log,
   result and retries; a step with a ``timeout`` always has a task of its own.
 * Failures: Ray never retries a task (``max_retries=0``). A worker that dies fails only the
   steps it held, and unspool applies the step's ``retry`` like anywhere else.
@@ -168,13 +168,11 @@ class RayExecutor:
         self._task = ray.remote(max_retries=0)(run_remote)
         self._remotes: dict[str, Any] = {}  # options -> the task with them
         self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
         self._queue: list[_Item] = []  # submitted, not sent to Ray yet
         self._items: dict[Future[StepResult], _Item] = {}  # until its task ends
         self._tasks: dict[Any, list[_Item]] = {}  # ref -> the specs it carries
         self._in_ray: Counter[str] = Counter()  # tasks in Ray, by key
         self._closed = False
-        self._sender: threading.Thread | None = None
         self._totals: dict[str, float] | None = None
         self._packed_steps: dict[int, tuple[object, bytes]] = {}  # see dump_spec
         self._board: Any = None  # see StartBoard
@@ -198,12 +196,10 @@ class RayExecutor:
             if not closed:
                 self._queue.append(item)
                 self._items[future] = item
-                if self._sender is None:
-                    self._sender = threading.Thread(target=self._send_loop, name="unspool-ray-submit", daemon=True)
-                    self._sender.start()
-                self._wake.notify()
         if closed:
             resolve_soon(future, failed_result(UnspoolError("the run's Ray executor is shut down")))
+        else:
+            self._pump()
         return future
 
     def cancel(self, future: Future[StepResult], reason: str, running: bool = True) -> bool:
@@ -236,7 +232,6 @@ class RayExecutor:
                 del self._items[item.future]
             self._queue = []
             refs = list(self._tasks)
-            self._wake.notify_all()
         for item in queued:
             resolve_soon(item.future, not_started_result(item.spec, "the run ended"))
         for ref in refs:
@@ -248,27 +243,23 @@ class RayExecutor:
                 pass
 
     # -- sending ----------------------------------------------------------------------------------------
-    def _send_loop(self) -> None:
-        """Send what was submitted. Each kind of task (its options) has at most twice as many
-        tasks in Ray as the cluster runs at once; what is submitted meanwhile waits here and
-        leaves in batches, several specs per task (a Ray task costs milliseconds of
-        scheduling, a small step less)."""
-        while True:
-            with self._wake:
-                while not self._closed and not (batches := self._take()):
-                    self._wake.wait()
-                if self._closed:
-                    return
-            for batch in batches:
-                try:
-                    self._send(batch)
-                except Exception as exc:  # pragma: no cover - Ray refused the task
-                    with self._lock:
-                        self._in_ray[batch[0].key] -= 1
-                        for item in batch:
-                            self._items.pop(item.future, None)
+    def _pump(self) -> None:
+        """Send what may go to Ray now. Each kind of task (its options) has at most twice as
+        many tasks in Ray as the cluster runs at once; what is submitted beyond that waits
+        here and leaves in batches as tasks end, several specs per task (a Ray task costs
+        milliseconds of scheduling, a small step less)."""
+        with self._lock:
+            batches = [] if self._closed else self._take()
+        for batch in batches:
+            try:
+                self._send(batch)
+            except Exception as exc:  # pragma: no cover - Ray refused the task
+                with self._lock:
+                    self._in_ray[batch[0].key] -= 1
                     for item in batch:
-                        resolve_soon(item.future, failed_result(exc, "the Ray task could not be submitted: "))
+                        self._items.pop(item.future, None)
+                for item in batch:
+                    resolve_soon(item.future, failed_result(exc, "the Ray task could not be submitted: "))
 
     def _take(self) -> list[list[_Item]]:
         """Batches to send now, taken off the queue (called with the lock held). A spec with a
@@ -307,7 +298,6 @@ class RayExecutor:
             batch = [item for item in batch if not item.dropped]
             if not batch:
                 self._in_ray[key] -= 1
-                self._wake.notify()
                 return
             signal = None
             if timeout is not None:
@@ -411,7 +401,6 @@ class RayExecutor:
                 item.ended = True
             if batch:
                 self._in_ray[batch[0].key] -= 1
-                self._wake.notify()
         for item in batch:
             if item.timer is not None:
                 item.timer.cancel()
@@ -431,6 +420,7 @@ class RayExecutor:
                     results.append(failed_result(exc, f"the result of step {item.spec.invocation_id!r} could not be read: "))
         for item, result in zip(batch, results):
             resolve_soon(item.future, result)  # each in a thread: a result's callbacks never delay another's
+        self._pump()  # what waited for this task's place
 
     def _lost(self, spec: StepSpec, exc: BaseException, stop_reason: str | None, start: float) -> StepResult:
         ray = self.ray
