@@ -108,6 +108,35 @@ def test_each_isolated_step_runs_in_a_fresh_process_of_its_own(start_method: str
     assert all(s.runtime == "isolated" for s in run.steps.values())
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads a process's children in /proc")
+def test_spare_workers_wait_forked_ahead_run_one_attempt_each_and_end_with_the_run() -> None:
+    @step(runtime="isolated", enable_cache=False)
+    def spares() -> dict:
+        me, zygote = os.getpid(), os.getppid()
+
+        def siblings() -> list[int]:
+            with open(f"/proc/{zygote}/task/{zygote}/children") as f:
+                return [int(pid) for pid in f.read().split() if int(pid) != me]
+
+        while not siblings():  # the zygote forks a replacement once it handed this one over
+            time.sleep(0.01)
+        return {"pid": me, "siblings": siblings()}
+
+    @pipeline(dynamic=True)
+    def p() -> list[dict]:
+        return [spares.submit().load() for _ in range(3)]
+
+    seen = [s.output.load() for s in p().steps.values()]
+    pids = [s["pid"] for s in seen]
+    assert len(set(pids)) == 3  # a fresh process per attempt, even though forked ahead
+    assert pids[1] in seen[0]["siblings"]  # the second step's worker waited while the first ran
+    # a spare seen waiting while an earlier step ran is the worker of a later step, or ended
+    # with the run unused; none lives on
+    for s in seen:
+        for pid in s["siblings"]:
+            _wait_dead(pid)
+
+
 def test_closures_lambdas_and_hooks_travel_by_value() -> None:
     offset = 10
     scale = lambda v: v * 3  # noqa: E731

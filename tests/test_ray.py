@@ -259,6 +259,129 @@ def test_a_timeout_cancels_the_ray_task() -> None:
         p()
 
 
+def _hog(started: Path, release: Path):
+    """A step holding the whole test cluster (2 CPUs) from when it writes ``started`` until
+    ``release`` exists: what is submitted meanwhile has to wait."""
+
+    @step(runtime="isolated", enable_cache=False, settings={"resources": {"cpu": 2}})
+    def hog() -> None:
+        started.write_text("")
+        while not release.exists():
+            time.sleep(0.01)
+
+    return hog
+
+
+def _wait_for(path: Path) -> None:
+    while not path.exists():
+        time.sleep(0.01)
+
+
+def test_steps_waiting_for_the_cluster_share_tasks_yet_keep_their_own_logs_results_and_retries(
+    tmp_path: Path,
+) -> None:
+    started, release, failed_once = tmp_path / "started", tmp_path / "release", tmp_path / "failed"
+    hog = _hog(started, release)
+
+    @step(runtime="isolated", enable_cache=False, retry=StepRetryConfig(max_retries=1))
+    def echo(x: int) -> dict:
+        print(f"echo {x}")
+        if x == 5 and not failed_once.exists():
+            failed_once.write_text("")
+            raise ValueError("five fails once")
+        return {"x": x, "task": ray.get_runtime_context().get_task_id()}
+
+    @pipeline(dynamic=True, orchestrator=RAY)
+    def p() -> list:
+        hog.submit()
+        _wait_for(started)
+        outs = echo.map(list(range(12)))  # 4 tasks wait in Ray, the other 8 steps here
+        release.write_text("")
+        return [out.load() for out in outs]
+
+    run = p()
+    steps = sorted((s for s in run.steps.values() if s.name == "echo"), key=lambda s: s.output.load()["x"])
+    seen = [s.output.load() for s in steps]
+    assert [r["x"] for r in seen] == list(range(12))
+    assert len({r["task"] for r in seen}) < 12  # some steps shared a Ray task
+    for x, s in enumerate(steps):
+        assert s.status.value == "completed"
+        if x != 5:
+            assert s.logs == f"echo {x}\n"  # each step's log holds its own output only
+    five = steps[5]
+    assert [a["status"] for a in five.attempts] == ["failed", "completed"]
+    assert "five fails once" in five.attempts[0]["error"]["message"]
+
+
+def test_a_stop_drops_steps_not_sent_to_ray_yet_and_they_never_start(tmp_path: Path) -> None:
+    started, release = tmp_path / "started", tmp_path / "release"
+    hog = _hog(started, release)
+
+    @step(runtime="isolated", enable_cache=False, settings={"resources": {"cpu": 2}})
+    def big(i: int) -> int:
+        (tmp_path / f"ran-{i}").write_text("")
+        return i
+
+    @step(enable_cache=False)
+    def fails() -> None:
+        raise RuntimeError("stop")
+
+    @pipeline(dynamic=True, orchestrator=RAY, execution_mode=ExecutionMode.STOP_ON_FAILURE)
+    def p() -> None:
+        hog.submit()
+        _wait_for(started)
+        for i in range(3):  # with the hog, Ray holds at most one more task of this kind
+            big.submit(i)
+        try:
+            fails()
+        except StepFailedError:
+            pass
+        release.write_text("")
+
+    with pytest.raises(RunFailedError):
+        p()
+    run = _last_run()
+    bigs = {s.output.load() if s.status.value == "completed" else s.id: s for s in run.steps.values() if s.name == "big"}
+    stopped = [s for s in bigs.values() if s.status.value == "stopped"]
+    assert stopped and len(bigs) == 3
+    for s in stopped:
+        assert s.error["message"].startswith("not started")
+    ran = sorted(int(f.name.split("-")[1]) for f in tmp_path.glob("ran-*"))
+    assert ran == sorted(k for k in bigs if isinstance(k, int))  # the stopped ones never ran
+
+
+def test_a_timeout_counts_from_when_the_ray_task_starts(tmp_path: Path) -> None:
+    started, release = tmp_path / "started", tmp_path / "release"
+    hog = _hog(started, release)
+
+    @step(runtime="isolated", enable_cache=False, timeout=3)
+    def quick() -> int:
+        return 1
+
+    @step(runtime="isolated", enable_cache=False, timeout=3)
+    def stuck() -> None:
+        time.sleep(120)
+
+    @pipeline(dynamic=True, orchestrator=RAY)
+    def p() -> None:
+        hog.submit()
+        _wait_for(started)
+        waiting = quick.submit()
+        submitted = time.monotonic()
+        # the point of the test is a wait in Ray's queue longer than the step's timeout
+        while time.monotonic() - submitted < 4.5:
+            time.sleep(0.05)
+        release.write_text("")
+        waiting.result()
+        stuck()
+
+    with pytest.raises(StepFailedError, match="timeout of 3"):  # a running step still times out
+        p()
+    run = _last_run()
+    assert run.steps["quick"].status.value == "completed"
+    assert run.steps["stuck"].status.value == "failed"
+
+
 def test_without_ray_installed_steps_fail_with_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
 

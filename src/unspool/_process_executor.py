@@ -6,9 +6,10 @@
 1. admits the step when the CPUs and memory it asks for (``settings={"resources": ...}``,
    see ``_resources.py``) fit what the running isolated steps leave of the machine; a step
    asking for more than the machine has runs alone. Admission is first come, first served.
-2. writes the packed spec (``_worker.dump_spec``) to a private attempt directory and has a
-   worker process run it: forked from a zygote (POSIX, see ``_worker.py``) or started as
-   ``python -m unspool._worker run DIR`` (``start_method="spawn"``, or where there is no
+2. writes the packed spec (``_worker.dump_spec``; each step packed once per run) to a file
+   of the executor's private directory and has a worker process run it: a spare forked
+   ahead by a zygote (POSIX, see ``_worker.py``) or one started as
+   ``python -m unspool._worker run PREFIX`` (``start_method="spawn"``, or where there is no
    ``fork``).
 3. when the worker exits, reads the result it wrote. No result means the worker died: the
    step fails with "worker process exited with signal 9 (SIGKILL) while running step 'x'"
@@ -51,7 +52,7 @@ from ._runner import (
     resolve_soon,
     timed_out_result,
 )
-from ._worker import RESULT_FILE, SPEC_FILE, dump_spec, load_result
+from ._worker import RESULT_SUFFIX, SPEC_SUFFIX, dump_spec, load_result
 
 OnExit = Callable[[int | None], None]  # the worker's wait status; None: the zygote was lost
 
@@ -63,7 +64,7 @@ class _Job:
     cpu: float
     memory: int
     token: str = ""
-    directory: str = ""
+    prefix: str = ""  # its files: PREFIX.spec, PREFIX.result
     started: float = 0.0
     stop_reason: str | None = None  # set when we kill it on purpose
     timer: threading.Timer | None = None
@@ -92,15 +93,24 @@ class ProcessExecutor:
         if method == "zygote" and not hasattr(os, "fork"):
             method = "spawn"
         self.start_method = method
+        # spare workers the zygote forks ahead: enough for the steps that may start at once
+        # when a wave of them is admitted, and never many idle processes
+        self.spares = max(1, min(4, int(self.cpus)))
         self._lock = threading.Lock()
         self._queue: deque[_Job] = deque()
         self._running: dict[str, _Job] = {}
         self._used_cpu = 0.0
         self._used_memory = 0
         self._tokens = itertools.count(1)
-        self._dir = tempfile.mkdtemp(prefix="unspool-workers-")
+        # specs and results pass through files in memory (tmpfs) where there is such a place:
+        # on a disk, creating and removing them cost a step a fraction of a millisecond more
+        memory = _memory_dir()
+        self._dir = tempfile.mkdtemp(prefix="unspool-workers-", dir=memory)
+        self._in_memory = memory is not None
+        self._disk_dir: str | None = None  # for a spec the memory one has no room for
         self._launcher: _Launcher | None = None
         self._closed = False
+        self._packed_steps: dict[int, tuple[object, bytes]] = {}  # see dump_spec
 
     def __repr__(self) -> str:
         return (
@@ -118,7 +128,7 @@ class ProcessExecutor:
             return future
         job = _Job(spec, future, cpu=min(wanted.cpu, self.cpus), memory=min(wanted.memory or 0, self.memory))
         try:
-            job.blob = dump_spec(spec)
+            job.blob = dump_spec(spec, self._packed_steps)
         except Exception as exc:
             error = describe_error(exc)
             error["message"] = (
@@ -180,7 +190,9 @@ class ProcessExecutor:
             time.sleep(0.01)
         if self._launcher is not None:
             self._launcher.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
+        for directory in (self._dir, self._disk_dir):
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
 
     # -- admission -------------------------------------------------------------------------------------
     def _fits(self, job: _Job) -> bool:
@@ -215,11 +227,19 @@ class ProcessExecutor:
     # -- one attempt -------------------------------------------------------------------------------------
     def _start(self, job: _Job) -> None:
         spec = job.spec
-        job.directory = os.path.join(self._dir, f"{job.token}-{path_segment(spec.invocation_id)}")
+        name = f"{job.token}-{path_segment(spec.invocation_id)}"
         try:
-            os.makedirs(job.directory)
-            with open(os.path.join(job.directory, SPEC_FILE), "wb") as f:
-                f.write(job.blob)
+            job.prefix = os.path.join(self._dir, name)
+            try:
+                _write(job.prefix + SPEC_SUFFIX, job.blob)
+            except OSError:
+                if not self._in_memory:
+                    raise
+                with self._lock:
+                    if self._disk_dir is None:
+                        self._disk_dir = tempfile.mkdtemp(prefix="unspool-workers-")
+                job.prefix = os.path.join(self._disk_dir, name)
+                _write(job.prefix + SPEC_SUFFIX, job.blob)
             job.blob = b""
         except Exception as exc:
             self._exited(job, None, launch_error=exc)
@@ -231,7 +251,7 @@ class ProcessExecutor:
             job.timer.daemon = True
             job.timer.start()
         try:
-            self._launcher_for().launch(job.token, job.directory, lambda status: self._exited(job, status))
+            self._launcher_for().launch(job.token, job.prefix, lambda status: self._exited(job, status))
         except Exception as exc:
             self._exited(job, None, launch_error=exc)
 
@@ -241,7 +261,9 @@ class ProcessExecutor:
             if old is not None and old.lost:  # the zygote died: later steps get a new one
                 self._launcher = None
             if self._launcher is None:
-                self._launcher = _ZygoteLauncher() if self.start_method == "zygote" else _SpawnLauncher()
+                self._launcher = (
+                    _ZygoteLauncher(self.spares) if self.start_method == "zygote" else _SpawnLauncher()
+                )
             launcher = self._launcher
         if old is not None and old is not launcher:
             old.close()
@@ -260,17 +282,24 @@ class ProcessExecutor:
     def _exited(self, job: _Job, status: int | None, launch_error: BaseException | None = None) -> None:
         if job.timer is not None:
             job.timer.cancel()
-        result_path = os.path.join(job.directory, RESULT_FILE)
         result: StepResult | None = None
-        if os.path.exists(result_path):
+        try:
+            with open(job.prefix + RESULT_SUFFIX, "rb") as f:
+                blob = f.read()
+        except OSError:
+            pass  # none written
+        else:
             try:
-                with open(result_path, "rb") as f:
-                    result = load_result(f.read())
+                result = load_result(blob)
             except Exception as exc:
                 result = failed_result(exc, f"the result of step {job.spec.invocation_id!r} could not be read: ")
         if result is None:
             result = self._lost(job, status, launch_error)
-        shutil.rmtree(job.directory, ignore_errors=True)
+        for suffix in (SPEC_SUFFIX, RESULT_SUFFIX):
+            try:
+                os.unlink(job.prefix + suffix)
+            except OSError:
+                pass
         self._release(job)
         resolve_soon(job.future, result)
         self._dispatch()
@@ -306,7 +335,7 @@ class ProcessExecutor:
 class _Launcher:
     lost = False  # True once it can launch nothing more
 
-    def launch(self, token: str, directory: str, on_exit: OnExit) -> None: ...
+    def launch(self, token: str, prefix: str, on_exit: OnExit) -> None: ...
 
     def kill(self, token: str, signum: int) -> None: ...
 
@@ -320,11 +349,11 @@ def _worker_command(*args: str) -> list[str]:
 class _ZygoteLauncher(_Launcher):
     """Talks to one zygote process that forks the workers (see ``_worker.py``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, spares: int) -> None:
         events_r, events_w = os.pipe()
         try:
             self._proc = subprocess.Popen(
-                _worker_command("zygote", str(events_w)),
+                _worker_command("zygote", str(events_w), str(spares)),
                 stdin=subprocess.PIPE,
                 pass_fds=(events_w,),
                 close_fds=True,
@@ -340,13 +369,13 @@ class _ZygoteLauncher(_Launcher):
         self._reader = threading.Thread(target=self._read, name="unspool-zygote-events", daemon=True)
         self._reader.start()
 
-    def launch(self, token: str, directory: str, on_exit: OnExit) -> None:
+    def launch(self, token: str, prefix: str, on_exit: OnExit) -> None:
         with self._lock:
             if self.lost:
                 raise WorkerLostError("the zygote process that forks isolated workers is gone")
             self._waiting[token] = on_exit
         try:
-            self._send(f"run {token} {directory}")
+            self._send(f"run {token} {prefix}")
         except WorkerLostError:
             with self._lock:
                 if self._waiting.pop(token, None) is None:
@@ -423,8 +452,8 @@ class _SpawnLauncher(_Launcher):
         self._lock = threading.Lock()
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def launch(self, token: str, directory: str, on_exit: OnExit) -> None:
-        proc = subprocess.Popen(_worker_command("run", directory), stdin=subprocess.DEVNULL)
+    def launch(self, token: str, prefix: str, on_exit: OnExit) -> None:
+        proc = subprocess.Popen(_worker_command("run", prefix), stdin=subprocess.DEVNULL)
         with self._lock:
             self._procs[token] = proc
 
@@ -449,6 +478,24 @@ class _SpawnLauncher(_Launcher):
 
 
 # -- small helpers -------------------------------------------------------------------------------------
+
+def _memory_dir() -> str | None:
+    """A directory in memory (tmpfs) to write to, or None (then the default temp directory)."""
+    directory = "/dev/shm"
+    return directory if os.path.isdir(directory) and os.access(directory, os.W_OK | os.X_OK) else None
+
+
+def _write(path: str, blob: bytes) -> None:
+    try:
+        with open(path, "wb") as f:
+            f.write(blob)
+    except OSError:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        raise
+
 
 def _exit_code(status: int) -> int:
     """The exit code, or ``-N`` for signal N."""
