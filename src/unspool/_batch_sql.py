@@ -212,23 +212,17 @@ class SQLiteStatements:
         self.cursor = cursor
         self.dumps = dumps
 
-    def _values(self, table: sa.Table, columns: list[str], rows: list[dict[str, Any]]) -> list[list[Any]]:
-        json_columns = _json_columns(table)
-        dumps = self.dumps
-        out = []
-        for row in rows:
-            values = []
-            for c in columns:
-                value = row.get(c)
-                values.append(dumps(value) if c in json_columns and c in row else value)
-            out.append(values)
-        return out
-
     def insert(self, table: sa.Table, rows: list[dict[str, Any]], verb: str = "INSERT") -> None:
-        keys = {k for row in rows for k in row}
-        columns = [c.name for c in table.c if c.name in keys]
+        keys = set(rows[0]).union(*rows[1:]) if len(rows) > 1 else set(rows[0])
+        names, json_columns = _columns(table)
+        columns = [c for c in names if c in keys]
+        dumps = self.dumps
+        values = [
+            [dumps(row[c]) if c in json_columns and c in row else row.get(c) for c in columns]
+            for row in rows
+        ]
         sql = f"{verb} INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-        self.cursor.executemany(sql, self._values(table, columns, rows))
+        self.cursor.executemany(sql, values)
 
     def insert_missing(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
         self.insert(table, rows, verb="INSERT OR IGNORE")
@@ -242,7 +236,7 @@ class SQLiteStatements:
         return found
 
     def update(self, table: sa.Table, updates: dict[str, dict[str, Any]]) -> int:
-        json_columns = _json_columns(table)
+        json_columns = _columns(table)[1]
         groups = _by_columns(updates)
         dumps = self.dumps
         for columns, params in groups.items():
@@ -276,13 +270,16 @@ class SQLiteStatements:
         return None if row is None else int(row[0])
 
 
-_JSON_COLUMNS: dict[str, frozenset[str]] = {}
+_COLUMNS: dict[str, tuple[list[str], frozenset[str]]] = {}
 
 
-def _json_columns(table: sa.Table) -> frozenset[str]:
-    found = _JSON_COLUMNS.get(table.name)
+def _columns(table: sa.Table) -> tuple[list[str], frozenset[str]]:
+    """A table's column names in order, and those holding JSON (looked up once per table)."""
+    found = _COLUMNS.get(table.name)
     if found is None:
-        found = _JSON_COLUMNS[table.name] = frozenset(c.name for c in table.c if isinstance(c.type, sa.JSON))
+        found = _COLUMNS[table.name] = (
+            [c.name for c in table.c], frozenset(c.name for c in table.c if isinstance(c.type, sa.JSON))
+        )
     return found
 
 

@@ -12,10 +12,16 @@ from typing import Any
 
 from ._types import EncodedJSON
 
+# Values most rows hold (no error, no metadata, no attempts yet): their JSON without encoding.
+_CONSTANT = {type(None): "null", dict: "{}", list: "[]"}
+
 
 def _dumps(value: Any) -> str:
-    if type(value) is EncodedJSON:
+    kind = type(value)
+    if kind is EncodedJSON:
         return value.text
+    if not value and kind in _CONSTANT:
+        return _CONSTANT[kind]
     return json.dumps(value, default=_json_default)
 
 
