@@ -118,7 +118,7 @@ class Dispatch:
         """
         while True:
             with self.run.lock:
-                claimed = [] if self.halted() else self.scheduler.claim()
+                claimed = [] if self.halted() else self.scheduler.claim(adaptive=not self.extra_executors)
             if not claimed:
                 return
             local: tuple[Invocation, StepSpec] | None = None

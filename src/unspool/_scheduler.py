@@ -77,11 +77,13 @@ class Scheduler:
             self.ready.append(inv)
         return blocked_by
 
-    def claim(self) -> list[Invocation]:
-        """Take ready invocations while slots are free; each now holds a slot."""
+    def claim(self, adaptive: bool = True) -> list[Invocation]:
+        """Take ready invocations while slots are free; each now holds a slot. ``adaptive=False``
+        uses every slot whatever ``concurrency`` says (steps that run in other processes or on
+        Ray do not compete for this process's GIL, and a batch of them needs many in flight)."""
         claimed: list[Invocation] = []
         with self.lock:
-            limit = self.concurrency()
+            limit = self.concurrency() if adaptive else self.slots
             while self.ready and self.running < limit:
                 inv = self.ready.popleft()
                 if inv.finished:
