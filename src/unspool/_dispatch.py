@@ -26,7 +26,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from . import _cache, _spend
-from ._artifact_io import ArtifactRef
+from ._artifact_io import ArtifactRef, ref_to
 from ._errors import StepDefinitionError
 from ._executors import Executor, ThreadExecutor, executor_kind, open_executor
 from ._futures import ArtifactFuture
@@ -198,7 +198,7 @@ class Dispatch:
             lst = []
             for pos, (source, index) in enumerate(sources):
                 produced = source._inv.outputs[source.output_name] if isinstance(source, ArtifactFuture) else source
-                lst.append(ArtifactRef(produced.uri, produced.materializer, produced.data_type, index, produced.size, produced.name))
+                lst.append(ref_to(produced, index))
                 input_ids.append((name, pos, produced, index))
             refs[name] = (is_list, lst)
         inv.cache_key = _cache.cache_key(inv, input_ids, [self.artifact_name(inv, o) for o in step.outputs])
@@ -296,6 +296,7 @@ class Dispatch:
         self.recorder.step(inv, S.CACHED, links=links, original_step_run_id=original_id,
                            cache_key=inv.cache_key, start_time=now, end_time=now)
         self.finish(inv, S.CACHED)
+        inv.release()
 
     def artifact_name(self, inv: Invocation, spec: Any) -> str:
         template = spec.artifact_name or f"{self.run.config.name}::{inv.step.name}::{spec.name}"
@@ -349,6 +350,7 @@ class Dispatch:
                 if inv.cache_key:
                     self.run.stores.cache_memo[inv.cache_key] = (inv.step_run_id, produced)
                 self.finish(inv, S.COMPLETED)
+                inv.release()
                 return
         inv.error = result.error
         inv.exception = result.exception

@@ -61,7 +61,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import _budget, _cache, _queries
-from ._artifact_io import ArtifactRef, load_artifact
+from ._artifact_io import load_artifact, ref_to
 from ._binding import bind_parameters, bind_step, map_combinations
 from ._config import check_compiled_steps
 from ._context import enter_run, in_step, leave_run
@@ -311,8 +311,7 @@ class Run:
             )
 
     def load_produced(self, produced: Produced, item_index: int | None = None) -> Any:
-        ref = ArtifactRef(produced.uri, produced.materializer, produced.data_type, item_index, produced.size, produced.name)
-        return load_artifact(self.stores.artifacts, ref)
+        return load_artifact(self.stores.artifacts, ref_to(produced, item_index))
 
     def version_of(self, produced: Produced) -> int:
         if produced.version is None:

@@ -27,6 +27,14 @@ if TYPE_CHECKING:
 
 S = ExecutionStatus
 
+_FINISHED = threading.Event()  # what a finished invocation nobody waited for returns as its event
+_FINISHED.set()
+# What released invocations share instead of their own (never mutated: only replaced).
+_NO_PARAMS: dict[str, Any] = {}
+_NO_INPUTS: dict[str, tuple[bool, list[tuple[Any, int | None]]]] = {}
+_NO_UPSTREAM: list[Invocation] = []
+_NO_ATTEMPTS: list[dict[str, Any]] = []
+
 
 @dataclass
 class PreviousRun:
@@ -44,7 +52,7 @@ class Invocation:
 
     __slots__ = (
         "run", "id", "step", "position", "step_run_id", "params", "inputs", "upstream",
-        "status", "finished", "outputs", "error", "exception", "event", "dependents",
+        "status", "finished", "outputs", "error", "exception", "_event", "dependents",
         "waiting", "cache_key", "attempt", "attempts", "start_time", "skip_reason", "recorded",
         "future", "handled",
     )
@@ -63,7 +71,7 @@ class Invocation:
         self.outputs: dict[str, Produced] = {}
         self.error: dict[str, Any] | None = None
         self.exception: BaseException | None = None
-        self.event = threading.Event()
+        self._event: threading.Event | None = None  # made when someone waits (see ``event``)
         self.dependents: list[Invocation] = []
         self.waiting = 0
         self.cache_key: str | None = None
@@ -74,6 +82,32 @@ class Invocation:
         self.recorded = False  # its step run row has been written (or queued)
         self.future: Future[StepResult] | None = None  # while submitted to an executor
         self.handled = False  # the body was given its failure (see _outcome)
+
+    @property
+    def event(self) -> threading.Event:
+        """Set once finished. Made only when someone waits for an unfinished invocation:
+        an event (a lock, a condition and a deque) per step was most of the memory a
+        finished step held. ``finished`` is set under the run's lock, so a waiter either
+        sees it or makes the event before the finisher reads it."""
+        event = self._event
+        if event is None:
+            if self.finished:
+                return _FINISHED
+            with self.run.lock:
+                event = self._event
+                if event is None:
+                    event = self._event = _FINISHED if self.finished else threading.Event()
+        return event
+
+    def release(self) -> None:
+        """A finished, successful invocation keeps only what later calls need: its identity,
+        status and output references. Its inputs, parameters and attempts are recorded
+        already; holding them made a run's memory grow with its length."""
+        self.params = _NO_PARAMS
+        self.inputs = _NO_INPUTS
+        self.upstream = _NO_UPSTREAM
+        self.attempts = _NO_ATTEMPTS
+        self.cache_key = None
 
     @property
     def ok(self) -> bool:

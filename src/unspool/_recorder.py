@@ -11,6 +11,7 @@ disagree.
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -102,7 +103,9 @@ class Recorder:
         }
 
     def _versions(self, inv: Invocation, result: StepResult) -> tuple[dict[str, Produced], list[dict[str, Any]]]:
-        names = {spec.name: self.artifact_name(inv, spec) for spec in inv.step.outputs}  # may raise: first
+        # may raise: first. Interned, like the type and materializer paths below: a map's
+        # thousands of versions share one copy of each instead of holding their own.
+        names = {spec.name: sys.intern(self.artifact_name(inv, spec)) for spec in inv.step.outputs}
         produced: dict[str, Produced] = {}
         links = []
         now = time.time()
@@ -110,9 +113,9 @@ class Recorder:
             rec = result.outputs[spec.name]
             av = Produced(
                 id=new_id(), name=names[spec.name], uri=rec.uri,
-                materializer=rec.materializer, data_type=rec.data_type,
+                materializer=sys.intern(rec.materializer), data_type=sys.intern(rec.data_type),
                 content_hash=rec.content_hash, size=rec.size, item_count=rec.item_count,
-                producer_step_run_id=inv.step_run_id,
+                producer_step_run_id=inv.step_run_id, intact=True,
             )
             meta = dict(rec.metadata)
             if spec.run_metadata:
