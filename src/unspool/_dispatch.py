@@ -33,7 +33,7 @@ from ._futures import ArtifactFuture
 from ._invocation import Invocation, Substitutions, input_links, link
 from ._recorder import Recorder
 from ._runner import OutputTarget, StepResult, StepSpec, describe_error, run_step
-from ._scheduler import Scheduler
+from ._scheduler import NO_DEPENDENTS, Scheduler
 from ._types import ExecutionMode, ExecutionStatus, Produced
 
 if TYPE_CHECKING:
@@ -84,8 +84,8 @@ class Dispatch:
                 inv.error = {"type": S.STOPPED.value, "message": inv.skip_reason}
                 self.finish(inv, S.STOPPED)  # recorded just below, outside the lock
             now = time.time()
-            inv.attempts.append({"attempt": inv.attempt, "status": S.STOPPED.value, "start_time": inv.start_time,
-                                 "end_time": now, "error": inv.error})
+            inv.attempts = [*inv.attempts, {"attempt": inv.attempt, "status": S.STOPPED.value,
+                                            "start_time": inv.start_time, "end_time": now, "error": inv.error}]
             self.recorder.step(inv, S.STOPPED, error=inv.error, end_time=now, attempts=list(inv.attempts))
 
     def schedule(self, inv: Invocation) -> None:
@@ -323,7 +323,7 @@ class Dispatch:
             "end_time": result.end_time,
             "error": None if result.ok else {k: v for k, v in (result.error or {}).items() if k != "traceback"},
         }
-        inv.attempts.append(attempt_record)
+        inv.attempts = [*inv.attempts, attempt_record]
         spent = _spend.charge(self.run, inv.id, result.spend)
         retry = inv.step.config.retry or self.run.config.retry
         if (not result.ok and retry is not None and inv.attempt <= retry.max_retries and self.run.stopping is None
@@ -412,7 +412,7 @@ class Dispatch:
                     continue
                 current.status = st
                 current.finished = True
-                deps, current.dependents = current.dependents, []
+                deps, current.dependents = current.dependents, NO_DEPENDENTS
                 self.scheduler.done()
             current.event.set()
             for dep in deps:

@@ -467,7 +467,8 @@ class Run:
                 self._counters[step.name] = n
                 inv_id = f"{step.name}_{n}"
             inv = Invocation(self, inv_id, step, len(self.invocations))
-            inv.params = params
+            if params:  # else it keeps the shared empty one (a mapped step often has none)
+                inv.params = params
             inv.inputs = inputs
             seen: set[int] = set()
             for _, sources in inputs.values():

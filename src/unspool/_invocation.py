@@ -19,6 +19,7 @@ from ._futures import ArtifactFuture
 from ._ids import new_id
 from ._outcome import note_seen
 from ._runner import StepResult
+from ._scheduler import NO_DEPENDENTS
 from ._types import ExecutionStatus, Produced
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ class Invocation:
         self.step = step
         self.position = position
         self.step_run_id = new_id()
-        self.params: dict[str, Any] = {}
+        self.params: dict[str, Any] = _NO_PARAMS
         self.inputs: dict[str, tuple[bool, list[tuple[Any, int | None]]]] = {}
         self.upstream: list[Invocation] = []
         self.status = S.INITIALIZING
@@ -72,11 +73,11 @@ class Invocation:
         self.error: dict[str, Any] | None = None
         self.exception: BaseException | None = None
         self._event: threading.Event | None = None  # made when someone waits (see ``event``)
-        self.dependents: list[Invocation] = []
+        self.dependents: list[Invocation] = NO_DEPENDENTS  # replaced, never appended to, while empty
         self.waiting = 0
         self.cache_key: str | None = None
         self.attempt = 1
-        self.attempts: list[dict[str, Any]] = []
+        self.attempts: list[dict[str, Any]] = _NO_ATTEMPTS  # replaced (never appended to) on each attempt
         self.start_time: float | None = None
         self.skip_reason: str | None = None
         self.recorded = False  # its step run row has been written (or queued)
