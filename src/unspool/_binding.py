@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
-from collections.abc import Iterator, Sequence, Sized
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from typing import TYPE_CHECKING, Any
 
 from ._errors import StepDefinitionError, StepInputError
@@ -148,6 +148,37 @@ class _Chunks(Sequence[ArtifactChunk]):
         if not -self.count <= index < self.count:
             raise IndexError(index)
         return ArtifactChunk(self.source, index % self.count)
+
+
+def bind_like(first: tuple[dict[str, Any], dict[str, Any]] | None, combo: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The binding of one more element of a map whose first element bound every mapped
+    argument as an artifact input: the same parameters (shared: they come from the fixed
+    arguments and defaults alone) and the first one's inputs with this element's. None
+    when an argument binds differently (then it is bound in full). Binding a signature per
+    element was most of the cost of a map's set-up, and its copies most of its memory."""
+    if first is None:
+        return None
+    params, inputs = first
+    mine = dict(inputs)
+    for name, value in combo.items():
+        if name not in inputs:
+            return None
+        sources = artifact_sources(value)
+        if sources is None:
+            return None
+        mine[name] = sources
+    return params, mine
+
+
+def bind_each(step: Step[Any], fixed: dict[str, Any], combos: Iterable[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """``(params, inputs)`` of each invocation of a map, in order (see :func:`bind_like`)."""
+    first: tuple[dict[str, Any], dict[str, Any]] | None = None
+    for combo in combos:
+        bound = bind_like(first, combo)
+        if bound is None:
+            bound = bind_step(step, (), {**fixed, **combo})
+            first = first or bound
+        yield bound
 
 
 def map_combinations(step: Step[Any], args: tuple[Any, ...], kwargs: dict[str, Any], product: bool) -> tuple[dict[str, Any], Sized | list[dict[str, Any]]]:

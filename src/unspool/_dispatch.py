@@ -31,7 +31,7 @@ from ._errors import StepDefinitionError
 from ._executors import Executor, ThreadExecutor, executor_kind, open_executor
 from ._futures import ArtifactFuture
 from ._invocation import Invocation, Substitutions, input_links, link
-from ._recorder import Recorder
+from ._recorder import NO_METADATA, Recorder
 from ._runner import OutputTarget, StepResult, StepSpec, describe_error, run_step
 from ._scheduler import NO_DEPENDENTS, Scheduler
 from ._types import ExecutionMode, ExecutionStatus, Produced
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from ._engine import Run
 
 S = ExecutionStatus
+MAP_FLUSH_ROWS = 20_000
 
 
 class Dispatch:
@@ -231,6 +232,15 @@ class Dispatch:
             return
         self.recorder.step(inv, S.INITIALIZING)
 
+    def record_initializing_many(self, invs: list[Invocation]) -> None:
+        """:meth:`record_initializing` for each of a map's invocations, flushing every
+        ``MAP_FLUSH_ROWS``: a map of a million steps queued a million rows (about 1 KB
+        each) in the writer's buffer at once."""
+        for i, inv in enumerate(invs, 1):
+            self.record_initializing(inv)
+            if i % MAP_FLUSH_ROWS == 0:
+                self.run.stores.metadata.flush()
+
     def reuse_previous(self, inv: Invocation) -> bool:
         """On resume: reuse the invocation's earlier step run if it succeeded on the same
         inputs; else the new attempt replaces it, keeping its attempts (see ``_cache``)."""
@@ -338,7 +348,7 @@ class Dispatch:
             "attempts": list(inv.attempts),
             "logs_uri": result.logs_uri,
             "step_metadata": {**result.step_metadata, **({"hook_errors": result.hook_errors} if result.hook_errors else {}),
-                              **({"spend": spent} if spent else {})},
+                              **({"spend": spent} if spent else {})} or NO_METADATA,
         }
         if result.ok:
             try:

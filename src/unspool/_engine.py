@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from . import _budget, _cache, _queries
 from ._artifact_io import load_artifact, ref_to
-from ._binding import bind_parameters, bind_step, map_combinations
+from ._binding import bind_each, bind_parameters, bind_step, map_combinations
 from ._config import check_compiled_steps
 from ._context import enter_run, in_step, leave_run
 from ._dispatch import Dispatch
@@ -355,14 +355,12 @@ class Run:
         _budget.check(self, len(combos), fan_out=len(combos))
         futures = []
         invs = []
-        for combo in combos:
-            params, inputs = bind_step(configured, (), {**fixed, **combo})
+        for params, inputs in bind_each(configured, fixed, combos):
             inv = self._new_invocation(configured, params, inputs)
             invs.append(inv)
             futures.append(StepRunFuture(inv))
         _budget.count_steps(self, len(invs))
-        for inv in invs:
-            self.dispatch.record_initializing(inv)
+        self.dispatch.record_initializing_many(invs)
         for inv in invs:
             self.dispatch.schedule(inv)
         self.dispatch.pump(run_here=None)

@@ -20,7 +20,7 @@ from ._ids import new_id
 from ._outcome import note_seen
 from ._runner import StepResult
 from ._scheduler import NO_DEPENDENTS
-from ._types import ExecutionStatus, Produced
+from ._types import EncodedJSON, ExecutionStatus, Produced
 
 if TYPE_CHECKING:
     from ._engine import Run
@@ -31,7 +31,7 @@ S = ExecutionStatus
 _FINISHED = threading.Event()  # what a finished invocation nobody waited for returns as its event
 _FINISHED.set()
 # What released invocations share instead of their own (never mutated: only replaced).
-_NO_PARAMS: dict[str, Any] = {}
+_NO_PARAMS: dict[str, Any] = EncodedJSON()  # its JSON text made once, not once per row
 _NO_INPUTS: dict[str, tuple[bool, list[tuple[Any, int | None]]]] = {}
 _NO_UPSTREAM: list[Invocation] = []
 _NO_ATTEMPTS: list[dict[str, Any]] = []

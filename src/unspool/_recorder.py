@@ -19,7 +19,7 @@ from ._cross_run import upstream_name
 from ._events import Event, events
 from ._ids import new_id
 from ._invocation import link
-from ._types import ExecutionStatus, Produced
+from ._types import EncodedJSON, ExecutionStatus, Produced
 
 if TYPE_CHECKING:
     from ._invocation import Invocation
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from ._step import OutputSpec
 
 S = ExecutionStatus
+NO_METADATA = EncodedJSON()  # the step metadata of most rows: encoded once, never mutated
 ArtifactNamer = Callable[["Invocation", "OutputSpec"], str]
 
 
@@ -96,7 +97,7 @@ class Recorder:
             "original_step_run_id": None,
             "error": None,
             "attempts": [],
-            "step_metadata": {},
+            "step_metadata": NO_METADATA,
             "logs_uri": None,
             "start_time": inv.start_time,
             "end_time": None,
