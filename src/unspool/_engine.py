@@ -357,6 +357,8 @@ class Run:
         invs = []
         for params, inputs in bind_each(configured, fixed, combos):
             inv = self._new_invocation(configured, params, inputs)
+            if invs and inv.upstream == invs[-1].upstream:  # elements of one map: one list
+                inv.upstream = invs[-1].upstream
             invs.append(inv)
             futures.append(StepRunFuture(inv))
         _budget.count_steps(self, len(invs))
