@@ -55,6 +55,7 @@ def _report(seconds: float, steps: int, run: Any) -> dict[str, Any]:
         "steps": steps,
         "step_counts": _step_counts(run),
         "status": run.status.value,
+        "run_id": run.id,
     }
 
 

@@ -105,7 +105,7 @@ def test_materializer_failing_midway_leaves_no_partial_artifact(home: Path) -> N
     # Neither the staging directory nor the final directory exists; no version was recorded.
     root = home / "artifacts"
     assert staging_dirs(root) == []
-    assert not (root / run.id / "produce" / "output").exists()
+    assert not (root / run.id / "produce.out-output").exists()
     assert not [p for p in root.rglob("part-1.bin")]
     assert [v.name for v in Client().list_artifact_versions()] == ["half_written::ok::output"]
 
@@ -131,7 +131,7 @@ def test_every_version_records_its_full_description(home: Path) -> None:
     producer = run.steps["make"]
     assert version.name == "numbers"
     assert version.version == 1
-    assert version.uri == str(home / "artifacts" / run.id / "make" / "numbers")
+    assert version.uri == str(home / "artifacts" / run.id / "make.out-numbers")
     assert version.data_type == "builtins:list"
     assert version.materializer == "unspool._materializers:SequenceMaterializer"
     assert re.fullmatch(r"[0-9a-f]{64}", version.content_hash)

@@ -1,11 +1,12 @@
 """Regression guard for per-step overhead (issue 5; timings live in bench/, not here).
 
-Counts, never times: SQL statements per step, files per step in the artifact store, and
-threads started per run. The store's background flusher is slowed to one flush an hour for
-the duration of a test, so every buffered write lands in the run's own explicit flushes and
-the counts do not depend on how fast the machine is (a chain commits each completion
-before its body sees the result: one transaction per step, bounded below). A step that costs its own statement,
-transaction or thread shows up as a count proportional to the number of steps.
+Counts, never times: SQL statements per step, files, folders and directory listings per
+step in the artifact store, and threads started per run. The store's background flusher is
+slowed to one flush an hour for the duration of a test, so every buffered write lands in the
+run's own explicit flushes and the counts do not depend on how fast the machine is (a chain
+commits each completion before its body sees the result: one transaction per step, bounded
+below). A step that costs its own statement, transaction or thread shows up as a count
+proportional to the number of steps.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ MAX_CHAIN_TRANSACTIONS_PER_STEP = 1.0
 RUN_TRANSACTIONS = 4
 MAX_CHAIN_WRITES_PER_STEP = 6.0
 MAX_FILES_PER_STEP = 3
+MAX_DIRS_PER_STEP = 1.1  # the version folder of each output, no folder per invocation (issue 16)
+MAX_LISTINGS_PER_STEP = 0.1  # directory scans: a version the run wrote is not listed again to load it
 
 
 @step
@@ -72,7 +75,7 @@ class Counter:
     def __init__(self, store: Any) -> None:
         self.store = store
         self.engine = store.engine
-        self._reads = {"read": 0, "read_tx": 0, "other": 0}
+        self._reads = {"read": 0, "read_tx": 0, "other": 0, "listings": 0}
         self._base = (store.statements, store.transactions)
         sa.event.listen(self.engine, "before_cursor_execute", self._seen)
 
@@ -107,23 +110,33 @@ def measured(monkeypatch: pytest.MonkeyPatch) -> Any:
         original_start(self)
 
     monkeypatch.setattr(threading.Thread, "start", counting_start)
+    original_scandir = os.scandir
+
+    def counting_scandir(*args: Any) -> Any:
+        counter._reads["listings"] += 1
+        return original_scandir(*args)
+
+    monkeypatch.setattr(os, "scandir", counting_scandir)
     yield env, counter, started
     counter.remove()
 
 
-def _files(root: Path) -> tuple[int, list[str]]:
-    count = 0
+def _files(root: Path) -> tuple[int, list[str], int]:
+    count = dirs = 0
     staging = []
     for _dirpath, dirnames, filenames in os.walk(root):
         count += len(filenames)
+        dirs += len(dirnames)
         staging += [d for d in dirnames if d.startswith(".staging")]
-    return count, staging
+    return count, staging, dirs
 
 
 def _check(env: Any, counter: Counter, started: list[str], steps: int, max_writes: float = MAX_WRITES_PER_STEP,
            max_transactions: float = MAX_WRITE_TRANSACTIONS_PER_STEP) -> None:
     counts = counter.counts
-    files, staging = _files(Path(env.artifact_root))
+    files, staging, dirs = _files(Path(env.artifact_root))
+    assert dirs / steps <= MAX_DIRS_PER_STEP, f"artifact folders per step regressed: {dirs} for {steps} steps"
+    assert counts["listings"] / steps <= MAX_LISTINGS_PER_STEP, f"directory listings per step regressed: {counts}"
     report = f"{steps} steps: {counts}, {files} artifact files, threads started: {started}"
     assert counts["write"] / steps <= max_writes, f"SQL writes per step regressed; {report}"
     assert counts["read"] / steps <= MAX_READS_PER_STEP, f"SQL reads per step regressed; {report}"
@@ -155,12 +168,12 @@ def test_dynamic_chain_overhead_per_step_is_bounded(measured: Any) -> None:
 def test_cached_rerun_writes_no_artifacts_and_stays_bounded(measured: Any) -> None:
     env, counter, started = measured
     fan_out(N)
-    files_first, _ = _files(Path(env.artifact_root))
+    files_first, _, _ = _files(Path(env.artifact_root))
     first = dict(counter.counts)
     run = fan_out(N)
     steps = N + 2
     assert run.metadata["step_counts"] == {"cached": steps}
-    files_second, _ = _files(Path(env.artifact_root))
+    files_second, _, _ = _files(Path(env.artifact_root))
     assert files_second == files_first, "a run of cache hits wrote artifact files"
     second = {k: counter.counts[k] - first[k] for k in first}
     assert second["write"] / steps <= MAX_WRITES_PER_STEP, f"SQL writes per cached step regressed: {second}"

@@ -16,6 +16,7 @@ from typing import Any
 from ._artifact_store import ArtifactStore
 from ._errors import ArtifactDamagedError
 from ._materializers import materializer_from_path
+from ._types import Produced
 
 
 @dataclass
@@ -28,6 +29,18 @@ class ArtifactRef:
     item_index: int | None = None
     size: int | None = None  # as recorded: a load checks the files still hold that many bytes
     name: str | None = None  # the artifact's name, for errors
+    content_hash: str | None = None  # as recorded, when known
+
+
+def ref_to(produced: Produced | Any, item_index: int | None = None) -> ArtifactRef:
+    """The reference a load of ``produced`` (or one of its elements) uses. A version this
+    process wrote, or found intact, in the run is not listed again before each load: a map
+    over a list would otherwise list the list's folder once per element, and a reduce list
+    every mapped step's folder. Versions from outside the run (cache hits, resume, the
+    client) are checked."""
+    size = None if getattr(produced, "intact", False) else produced.size  # a client's version: checked
+    return ArtifactRef(produced.uri, produced.materializer, produced.data_type, item_index, size, produced.name,
+                       produced.content_hash)
 
 
 _stores: dict[str, ArtifactStore] = {}
@@ -70,6 +83,7 @@ def load_artifact(store: ArtifactStore, ref: ArtifactRef, annotation: Any = Any)
                 "`unspool artifacts verify` for other damaged versions"
             )
     materializer = materializer_from_path(ref.materializer)(ref.uri, store)
+    materializer.content_hash = ref.content_hash
     if ref.item_index is not None:
         return materializer.load_item(ref.item_index)
     # The stored type wins unless the annotation asks for another one (int stored, float

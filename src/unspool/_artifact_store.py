@@ -147,16 +147,22 @@ class ArtifactStore:
     def location(self, run_id: str, invocation_id: str, output: str | None = None, attempt: int = 1) -> str:
         """Where a step's output version (or, with ``output=None``, its log file) lives.
 
-        The only place names become paths, for every kind of store: ``RUN/INV/OUTPUT`` (a
-        later attempt: ``OUTPUT.attemptN``), the log ``RUN/INV.log``. Each name is one
-        :func:`path_segment`, so no name escapes the root, two names never share a location
-        and no segment exceeds a filesystem's limit on name length.
+        The only place names become paths, for every kind of store: ``RUN/INV.out-OUTPUT``
+        (a later attempt: ``RUN/INV.out-OUTPUT.attemptN``), the log ``RUN/INV.log``. Each
+        name is one :func:`path_segment` (never a dot in it), so no name escapes the root,
+        two names never share a location and no segment exceeds a filesystem's limit on
+        name length. Versions sit directly in the run's folder, with no folder per step:
+        writing one then makes one directory (its staging directory), not three.
         """
         run, inv = path_segment(run_id), path_segment(invocation_id)
         if output is None:
             return self.join(run, f"{inv}.log")
-        out = path_segment(output)
-        return self.join(run, inv, out if attempt == 1 else f"{out}.attempt{attempt}")
+        out = f"{inv}.out-{path_segment(output)}"
+        if len(out) > 100:  # two long names: one short segment for the pair (still injective,
+            # as path_segment is: "~" and ".out" without "-" occur in no name made above)
+            digest = hashlib.sha256(out.encode()).hexdigest()[:24]
+            out = f"{inv[:40]}~{digest}.out"
+        return self.join(run, out if attempt == 1 else f"{out}.attempt{attempt}")
 
     # -- primitives ------------------------------------------------------------------------
     def open(self, path: str, mode: str = "rb") -> IO[Any]:
@@ -324,6 +330,7 @@ class _HashingWriter:
             self._tracker.files[self._path] = (self._digest.digest(), self._size)
         else:
             self._tracker.files.pop(self._path, None)
+            self._tracker.complete = False
 
     def __enter__(self) -> _HashingWriter:
         return self
@@ -340,6 +347,7 @@ class SaveTracker:
 
     def __init__(self) -> None:
         self.files: dict[str, tuple[bytes, int]] = {}
+        self.complete = True  # every file written was hashed in order (none sought)
 
 
 class TrackingArtifactStore:
@@ -362,11 +370,27 @@ class TrackingArtifactStore:
         return getattr(self._store, name)
 
 
-def directory_digest(store: ArtifactStore, staging: str, tracker: SaveTracker) -> tuple[str, int]:
-    """Content hash and size of a staging directory: names and bytes of every file in it."""
+def directory_digest(store: ArtifactStore, staging: str, tracker: SaveTracker, *, tracked_only: bool = False) -> tuple[str, int]:
+    """Content hash and size of a staging directory: names and bytes of every file in it.
+
+    ``tracked_only``: the materializer writes nothing but through the tracking store (the
+    built-in ones), so when every file was hashed on the way out the directory is not
+    listed again.
+    """
+    if tracked_only and tracker.complete and tracker.files and store.is_local:
+        prefix = staging.rstrip(os.sep) + os.sep
+        files = sorted(
+            (full[len(prefix):].replace(os.sep, "/"), full) for full in tracker.files if full.startswith(prefix)
+        )
+        if len(files) == len(tracker.files) and not any("/" in rel for rel, _ in files):  # flat: walk order
+            return _combine(files, store, tracker)
+    return _combine(_walk(store, staging), store, tracker)
+
+
+def _combine(files: list[tuple[str, str]], store: ArtifactStore, tracker: SaveTracker) -> tuple[str, int]:
     total = hashlib.new(HASH_NAME)
     size = 0
-    for rel, full in _walk(store, staging):
+    for rel, full in files:
         known = tracker.files.get(full)
         if known is None:
             digest = hashlib.new(HASH_NAME)

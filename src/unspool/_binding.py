@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from typing import TYPE_CHECKING, Any
 
 from ._errors import StepDefinitionError, StepInputError
@@ -112,14 +113,82 @@ def bind_step(step: Step[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) ->
     return convert(f"step {step.name!r}", step.func, sig, params), inputs
 
 
-def map_combinations(step: Step[Any], args: tuple[Any, ...], kwargs: dict[str, Any], product: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+class _Combinations:
+    """The mappings of mapped arguments of a ``map`` call, made one at a time as they are
+    iterated: a map over a million elements does not hold a million of them at once."""
+
+    __slots__ = ("mapped", "count")
+
+    def __init__(self, mapped: dict[str, Sequence[Any]], count: int) -> None:
+        self.mapped = mapped
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        mapped = self.mapped
+        for i in range(self.count):
+            yield {name: items[i] for name, items in mapped.items()}
+
+
+class _Chunks(Sequence[ArtifactChunk]):
+    """Element ``i`` of an artifact, for every ``i``, made when asked for."""
+
+    def __init__(self, source: Any, count: int) -> None:
+        self.source = source
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [ArtifactChunk(self.source, i) for i in range(*index.indices(self.count))]
+        if not -self.count <= index < self.count:
+            raise IndexError(index)
+        return ArtifactChunk(self.source, index % self.count)
+
+
+def bind_like(first: tuple[dict[str, Any], dict[str, Any]] | None, combo: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The binding of one more element of a map whose first element bound every mapped
+    argument as an artifact input: the same parameters (shared: they come from the fixed
+    arguments and defaults alone) and the first one's inputs with this element's. None
+    when an argument binds differently (then it is bound in full). Binding a signature per
+    element was most of the cost of a map's set-up, and its copies most of its memory."""
+    if first is None:
+        return None
+    params, inputs = first
+    mine = dict(inputs)
+    for name, value in combo.items():
+        if name not in inputs:
+            return None
+        sources = artifact_sources(value)
+        if sources is None:
+            return None
+        mine[name] = sources
+    return params, mine
+
+
+def bind_each(step: Step[Any], fixed: dict[str, Any], combos: Iterable[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """``(params, inputs)`` of each invocation of a map, in order (see :func:`bind_like`)."""
+    first: tuple[dict[str, Any], dict[str, Any]] | None = None
+    for combo in combos:
+        bound = bind_like(first, combo)
+        if bound is None:
+            bound = bind_step(step, (), {**fixed, **combo})
+            first = first or bound
+        yield bound
+
+
+def map_combinations(step: Step[Any], args: tuple[Any, ...], kwargs: dict[str, Any], product: bool) -> tuple[dict[str, Any], Sized | list[dict[str, Any]]]:
     """``(fixed, combinations)`` of a ``map``/``product`` call: the arguments passed whole, and
-    one mapping of the mapped arguments per invocation to make."""
+    one mapping of the mapped arguments per invocation to make (iterable, with a length)."""
     try:
         bound = step.signature.bind_partial(*args, **kwargs)
     except TypeError as exc:
         raise StepInputError(f"step {step.name!r} cannot be mapped with these arguments: {exc}") from None
-    mapped: dict[str, list[Any]] = {}
+    mapped: dict[str, Sequence[Any]] = {}
     fixed: dict[str, Any] = {}
     for name, value in bound.arguments.items():
         if isinstance(value, unmapped):
@@ -144,11 +213,10 @@ def map_combinations(step: Step[Any], args: tuple[Any, ...], kwargs: dict[str, A
             f"{step.name}.map() needs mapped inputs of equal length, got {detail}; use "
             ".product() for all combinations or unmapped(...) to pass an input whole"
         )
-    count = next(iter(lengths.values()))
-    return fixed, [{name: items[i] for name, items in mapped.items()} for i in range(count)]
+    return fixed, _Combinations(mapped, next(iter(lengths.values())))
 
 
-def sequence_items(step_name: str, arg: str, value: Any) -> list[Any] | None:
+def sequence_items(step_name: str, arg: str, value: Any) -> Sequence[Any] | None:
     if isinstance(value, MapResultFuture):
         return [f._single() for f in value.futures]
     if isinstance(value, StepRunFuture):
@@ -161,7 +229,7 @@ def sequence_items(step_name: str, arg: str, value: Any) -> list[Any] | None:
                 f"{value.data_type.rpartition(':')[2]} is not a sequence; wrap it in unmapped(...) "
                 "to pass it whole"
             )
-        return [ArtifactChunk(value, i) for i in range(count)]
+        return _Chunks(value, count)
     if is_mappable(value):  # lists, tuples, ranges, sets, generators and other iterators
         return list(value)
     return None

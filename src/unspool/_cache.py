@@ -48,7 +48,11 @@ def lookup(stores: Stores, key: str, step_name: str) -> CacheEntry | None:
 
 
 def outputs_intact(stores: Stores, outputs: dict[str, Produced]) -> bool:
-    return all(stores.artifacts.damage(p.uri, p.size) is None for p in outputs.values())
+    if not all(stores.artifacts.damage(p.uri, p.size) is None for p in outputs.values()):
+        return False
+    for p in outputs.values():
+        p.intact = True  # just listed: the run's loads of it need not list it again
+    return True
 
 
 def earlier(stores: Stores, previous: PreviousRun | None, inv: Invocation) -> tuple[dict[str, Any], dict[str, Produced], bool] | None:

@@ -26,20 +26,21 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from . import _cache, _spend
-from ._artifact_io import ArtifactRef
+from ._artifact_io import ArtifactRef, ref_to
 from ._errors import StepDefinitionError
 from ._executors import Executor, ThreadExecutor, executor_kind, open_executor
 from ._futures import ArtifactFuture
 from ._invocation import Invocation, Substitutions, input_links, link
-from ._recorder import Recorder
+from ._recorder import NO_METADATA, Recorder
 from ._runner import OutputTarget, StepResult, StepSpec, describe_error, run_step
-from ._scheduler import Scheduler
+from ._scheduler import NO_DEPENDENTS, Scheduler
 from ._types import ExecutionMode, ExecutionStatus, Produced
 
 if TYPE_CHECKING:
     from ._engine import Run
 
 S = ExecutionStatus
+MAP_FLUSH_ROWS = 20_000
 
 
 class Dispatch:
@@ -84,8 +85,8 @@ class Dispatch:
                 inv.error = {"type": S.STOPPED.value, "message": inv.skip_reason}
                 self.finish(inv, S.STOPPED)  # recorded just below, outside the lock
             now = time.time()
-            inv.attempts.append({"attempt": inv.attempt, "status": S.STOPPED.value, "start_time": inv.start_time,
-                                 "end_time": now, "error": inv.error})
+            inv.attempts = [*inv.attempts, {"attempt": inv.attempt, "status": S.STOPPED.value,
+                                            "start_time": inv.start_time, "end_time": now, "error": inv.error}]
             self.recorder.step(inv, S.STOPPED, error=inv.error, end_time=now, attempts=list(inv.attempts))
 
     def schedule(self, inv: Invocation) -> None:
@@ -203,7 +204,7 @@ class Dispatch:
                     produced = source._inv.outputs[source.output_name]
                 else:
                     produced = source
-                lst.append(ArtifactRef(produced.uri, produced.materializer, produced.data_type, index, produced.size, produced.name))
+                lst.append(ref_to(produced, index))
                 input_ids.append((name, pos, produced, index))
             refs[name] = (is_list, lst)
         if seen:
@@ -237,6 +238,15 @@ class Dispatch:
         if self.run.previous is not None and inv.id in self.run.previous.steps:
             return
         self.recorder.step(inv, S.INITIALIZING)
+
+    def record_initializing_many(self, invs: list[Invocation]) -> None:
+        """:meth:`record_initializing` for each of a map's invocations, flushing every
+        ``MAP_FLUSH_ROWS``: a map of a million steps queued a million rows (about 1 KB
+        each) in the writer's buffer at once."""
+        for i, inv in enumerate(invs, 1):
+            self.record_initializing(inv)
+            if i % MAP_FLUSH_ROWS == 0:
+                self.run.stores.metadata.flush()
 
     def reuse_previous(self, inv: Invocation) -> bool:
         """On resume: reuse the invocation's earlier step run if it succeeded on the same
@@ -303,6 +313,7 @@ class Dispatch:
         self.recorder.step(inv, S.CACHED, links=links, original_step_run_id=original_id,
                            cache_key=inv.cache_key, start_time=now, end_time=now)
         self.finish(inv, S.CACHED)
+        inv.release()
 
     def artifact_name(self, inv: Invocation, spec: Any) -> str:
         template = spec.artifact_name or f"{self.run.config.name}::{inv.step.name}::{spec.name}"
@@ -329,7 +340,7 @@ class Dispatch:
             "end_time": result.end_time,
             "error": None if result.ok else {k: v for k, v in (result.error or {}).items() if k != "traceback"},
         }
-        inv.attempts.append(attempt_record)
+        inv.attempts = [*inv.attempts, attempt_record]
         spent = _spend.charge(self.run, inv.id, result.spend)
         retry = inv.step.config.retry or self.run.config.retry
         if (not result.ok and retry is not None and inv.attempt <= retry.max_retries and self.run.stopping is None
@@ -344,7 +355,7 @@ class Dispatch:
             "attempts": list(inv.attempts),
             "logs_uri": result.logs_uri,
             "step_metadata": {**result.step_metadata, **({"hook_errors": result.hook_errors} if result.hook_errors else {}),
-                              **({"spend": spent} if spent else {})},
+                              **({"spend": spent} if spent else {})} or NO_METADATA,
         }
         if result.ok:
             try:
@@ -361,6 +372,7 @@ class Dispatch:
                 if inv.cache_key:
                     self.run.stores.cache_memo[inv.cache_key] = (inv.step_run_id, produced)
                 self.finish(inv, S.COMPLETED)
+                inv.release()
                 return
         inv.error = result.error
         inv.exception = result.exception
@@ -422,7 +434,7 @@ class Dispatch:
                     continue
                 current.status = st
                 current.finished = True
-                deps, current.dependents = current.dependents, []
+                deps, current.dependents = current.dependents, NO_DEPENDENTS
                 self.scheduler.done()
             current.event.set()
             for dep in deps:

@@ -61,8 +61,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import _budget, _cache, _queries
-from ._artifact_io import ArtifactRef, load_artifact
-from ._binding import bind_parameters, bind_step, map_combinations
+from ._artifact_io import load_artifact, ref_to
+from ._binding import bind_each, bind_parameters, bind_step, map_combinations
 from ._config import check_compiled_steps
 from ._context import enter_run, in_step, leave_run
 from ._dispatch import Dispatch
@@ -304,8 +304,7 @@ class Run:
             )
 
     def load_produced(self, produced: Produced, item_index: int | None = None) -> Any:
-        ref = ArtifactRef(produced.uri, produced.materializer, produced.data_type, item_index, produced.size, produced.name)
-        return load_artifact(self.stores.artifacts, ref)
+        return load_artifact(self.stores.artifacts, ref_to(produced, item_index))
 
     def version_of(self, produced: Produced) -> int:
         if produced.version is None:
@@ -349,16 +348,17 @@ class Run:
         _budget.check(self, len(combos), fan_out=len(combos))
         futures = []
         invs = []
-        for combo in combos:
-            params, inputs = bind_step(configured, (), {**fixed, **combo})
+        for params, inputs in bind_each(configured, fixed, combos):
             inv = self._new_invocation(configured, params, inputs)
+            if invs and inv.upstream == invs[-1].upstream:  # elements of one map: one list
+                inv.upstream = invs[-1].upstream
             invs.append(inv)
             futures.append(StepRunFuture(inv))
         _budget.count_steps(self, len(invs))
         marked = EncodedJSON({**configured.config.recorded(), "map": invs[0].id}) if invs else None  # group marker
         for inv in invs:
             inv.config = marked  # one map call's members share it: the dashboard folds them by it
-            self.dispatch.record_initializing(inv)
+        self.dispatch.record_initializing_many(invs)
         for inv in invs:
             self.dispatch.schedule(inv)
         self.dispatch.pump(run_here=None)
@@ -463,7 +463,8 @@ class Run:
                 self._counters[step.name] = n
                 inv_id = f"{step.name}_{n}"
             inv = Invocation(self, inv_id, step, len(self.invocations))
-            inv.params = params
+            if params:  # else it keeps the shared empty one (a mapped step often has none)
+                inv.params = params
             inv.inputs = inputs
             seen: set[int] = set()
             for _, sources in inputs.values():

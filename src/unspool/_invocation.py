@@ -19,13 +19,22 @@ from ._futures import ArtifactFuture
 from ._ids import new_id
 from ._outcome import note_seen
 from ._runner import StepResult
-from ._types import ExecutionStatus, Produced
+from ._scheduler import NO_DEPENDENTS
+from ._types import EncodedJSON, ExecutionStatus, Produced
 
 if TYPE_CHECKING:
     from ._engine import Run
     from ._step import Step
 
 S = ExecutionStatus
+
+_FINISHED = threading.Event()  # what a finished invocation nobody waited for returns as its event
+_FINISHED.set()
+# What released invocations share instead of their own (never mutated: only replaced).
+_NO_PARAMS: dict[str, Any] = EncodedJSON()  # its JSON text made once, not once per row
+_NO_INPUTS: dict[str, tuple[bool, list[tuple[Any, int | None]]]] = {}
+_NO_UPSTREAM: list[Invocation] = []
+_NO_ATTEMPTS: list[dict[str, Any]] = []
 
 
 @dataclass
@@ -44,7 +53,7 @@ class Invocation:
 
     __slots__ = (
         "run", "id", "step", "position", "step_run_id", "params", "inputs", "upstream",
-        "status", "finished", "outputs", "error", "exception", "event", "dependents",
+        "status", "finished", "outputs", "error", "exception", "_event", "dependents",
         "waiting", "cache_key", "attempt", "attempts", "start_time", "skip_reason", "recorded",
         "future", "handled", "durable_at", "config",
     )
@@ -55,7 +64,7 @@ class Invocation:
         self.step = step
         self.position = position
         self.step_run_id = new_id()
-        self.params: dict[str, Any] = {}
+        self.params: dict[str, Any] = _NO_PARAMS
         self.inputs: dict[str, tuple[bool, list[tuple[Any, int | None]]]] = {}
         self.upstream: list[Invocation] = []
         self.status = S.INITIALIZING
@@ -63,12 +72,12 @@ class Invocation:
         self.outputs: dict[str, Produced] = {}
         self.error: dict[str, Any] | None = None
         self.exception: BaseException | None = None
-        self.event = threading.Event()
-        self.dependents: list[Invocation] = []
+        self._event: threading.Event | None = None  # made when someone waits (see ``event``)
+        self.dependents: list[Invocation] = NO_DEPENDENTS  # replaced, never appended to, while empty
         self.waiting = 0
         self.cache_key: str | None = None
         self.attempt = 1
-        self.attempts: list[dict[str, Any]] = []
+        self.attempts: list[dict[str, Any]] = _NO_ATTEMPTS  # replaced (never appended to) on each attempt
         self.start_time: float | None = None
         self.skip_reason: str | None = None
         self.recorded = False  # its step run row has been written (or queued)
@@ -76,6 +85,32 @@ class Invocation:
         self.handled = False  # the body was given its failure (see _outcome)
         self.durable_at = 0  # the store's write number that makes its completion durable
         self.config: dict[str, Any] | None = None  # recorded instead of the step's (a map member's marker)
+
+    @property
+    def event(self) -> threading.Event:
+        """Set once finished. Made only when someone waits for an unfinished invocation:
+        an event (a lock, a condition and a deque) per step was most of the memory a
+        finished step held. ``finished`` is set under the run's lock, so a waiter either
+        sees it or makes the event before the finisher reads it."""
+        event = self._event
+        if event is None:
+            if self.finished:
+                return _FINISHED
+            with self.run.lock:
+                event = self._event
+                if event is None:
+                    event = self._event = _FINISHED if self.finished else threading.Event()
+        return event
+
+    def release(self) -> None:
+        """A finished, successful invocation keeps only what later calls need: its identity,
+        status and output references. Its inputs, parameters and attempts are recorded
+        already; holding them made a run's memory grow with its length."""
+        self.params = _NO_PARAMS
+        self.inputs = _NO_INPUTS
+        self.upstream = _NO_UPSTREAM
+        self.attempts = _NO_ATTEMPTS
+        self.cache_key = None
 
     @property
     def ok(self) -> bool:

@@ -96,6 +96,9 @@ class BaseMaterializer:
         self.uri = uri
         # The class that can read what save() wrote; the artifact version records it.
         self.stored_with: type[BaseMaterializer] = type(self)
+        # The recorded content hash of the version being loaded, when the loader knows it
+        # (an index or cache of the version may be keyed by it).
+        self.content_hash: str | None = None
         if artifact_store is None:
             artifact_store = ArtifactStore(uri.rsplit("/", 1)[0] if "://" in uri else uri)
         self.artifact_store = artifact_store
@@ -234,9 +237,11 @@ class DictMaterializer(BaseMaterializer):
 
 
 _OFFSET = struct.Struct("<q")
-_SEQUENCE_INDEX: dict[tuple[str, int, int], tuple[dict[str, Any], list[int]]] = {}
+_SEQUENCE_INDEX: dict[tuple[Any, ...], tuple[dict[str, Any], list[int], bytes | None]] = {}
 _SEQUENCE_INDEX_LOCK = threading.Lock()
 _SEQUENCE_INDEX_ENTRIES = 16
+_SEQUENCE_BLOB_BYTES = 32 << 20  # items of a list up to this size are read once, not per element,
+_SEQUENCE_SMALL_ITEM = 256  # when they average up to this many bytes
 
 
 class SequenceMaterializer(BaseMaterializer):
@@ -299,23 +304,31 @@ class SequenceMaterializer(BaseMaterializer):
         return items
 
     def load_item(self, index: int) -> Any:
-        meta, offsets = self._index()
+        meta, offsets, blob = self._index()
         count = meta["count"]
         if not -count <= index < count:
             raise IndexError(f"index {index} is out of range for a sequence of {count} items")
         index %= count
         start, end = offsets[index], offsets[index + 1]
-        with self.artifact_store.open(self.path("items.bin"), "rb") as f:
-            f.seek(start)
-            blob = f.read(end - start)
-        return self._decode(meta["codec"], blob)
+        if blob is None:
+            with self.artifact_store.open(self.path("items.bin"), "rb") as f:
+                f.seek(start)
+                blob = f.read(end - start)
+            return self._decode(meta["codec"], blob)
+        return self._decode(meta["codec"], blob[start:end])
 
-    def _index(self) -> tuple[dict[str, Any], list[int]]:
-        """Count, codec and offsets, read once per process and version: a fan-out over a list
-        then opens one file per element instead of three. Keyed by the offsets file's change
-        time, so a version rewritten in place (resume) is read again."""
-        key = None
-        if getattr(self.artifact_store, "is_local", False):
+    def _index(self) -> tuple[dict[str, Any], list[int], bytes | None]:
+        """Count, codec, offsets and (when small) the items, read once per process and
+        version: a fan-out over a list then reads no file per element.
+
+        Keyed by the version's recorded content hash when the loader knows it (the same
+        bytes give the same index, wherever and whenever written), else by the offsets
+        file's change time, so a version rewritten in place (resume) is read again.
+        """
+        key: tuple[Any, ...] | None = None
+        if self.content_hash:
+            key = (self.uri, self.content_hash)
+        elif getattr(self.artifact_store, "is_local", False):
             import os
 
             try:
@@ -326,7 +339,14 @@ class SequenceMaterializer(BaseMaterializer):
         cached = _SEQUENCE_INDEX.get(key) if key else None
         if cached is None:
             offsets = [o for (o,) in _OFFSET.iter_unpack(self._read("offsets.bin"))]
-            cached = (self._meta(), offsets)
+            total = offsets[-1] if offsets else 0
+            # Many small elements (a fan-out's inputs): one read instead of one per element.
+            # Large elements are read one by one, only the one asked for.
+            small = total <= _SEQUENCE_BLOB_BYTES and total <= _SEQUENCE_SMALL_ITEM * max(len(offsets) - 1, 1)
+            blob = self._read("items.bin") if small else None
+            if blob is not None and len(blob) != offsets[-1]:
+                blob = None  # not what the offsets say: read per element (and fail there)
+            cached = (self._meta(), offsets, blob)
             if key is not None:
                 with _SEQUENCE_INDEX_LOCK:
                     if len(_SEQUENCE_INDEX) >= _SEQUENCE_INDEX_ENTRIES:

@@ -11,6 +11,7 @@ disagree.
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -18,7 +19,7 @@ from ._cross_run import upstream_name
 from ._events import Event, events
 from ._ids import new_id
 from ._invocation import link
-from ._types import ExecutionStatus, Produced
+from ._types import EncodedJSON, ExecutionStatus, Produced
 
 if TYPE_CHECKING:
     from ._invocation import Invocation
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from ._step import OutputSpec
 
 S = ExecutionStatus
+NO_METADATA = EncodedJSON()  # the step metadata of most rows: encoded once, never mutated
 ArtifactNamer = Callable[["Invocation", "OutputSpec"], str]
 
 
@@ -95,14 +97,16 @@ class Recorder:
             "original_step_run_id": None,
             "error": None,
             "attempts": [],
-            "step_metadata": {},
+            "step_metadata": NO_METADATA,
             "logs_uri": None,
             "start_time": inv.start_time,
             "end_time": None,
         }
 
     def _versions(self, inv: Invocation, result: StepResult) -> tuple[dict[str, Produced], list[dict[str, Any]]]:
-        names = {spec.name: self.artifact_name(inv, spec) for spec in inv.step.outputs}  # may raise: first
+        # may raise: first. Interned, like the type and materializer paths below: a map's
+        # thousands of versions share one copy of each instead of holding their own.
+        names = {spec.name: sys.intern(self.artifact_name(inv, spec)) for spec in inv.step.outputs}
         produced: dict[str, Produced] = {}
         links = []
         now = time.time()
@@ -110,9 +114,9 @@ class Recorder:
             rec = result.outputs[spec.name]
             av = Produced(
                 id=new_id(), name=names[spec.name], uri=rec.uri,
-                materializer=rec.materializer, data_type=rec.data_type,
+                materializer=sys.intern(rec.materializer), data_type=sys.intern(rec.data_type),
                 content_hash=rec.content_hash, size=rec.size, item_count=rec.item_count,
-                producer_step_run_id=inv.step_run_id,
+                producer_step_run_id=inv.step_run_id, intact=True,
             )
             meta = dict(rec.metadata)
             if spec.run_metadata:

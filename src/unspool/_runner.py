@@ -98,7 +98,8 @@ def save_artifact(
         materializer.save(value)
         metadata = materializer.extract_metadata(value) or {}
         item_count = materializer.item_count(value)
-        content_hash, size = directory_digest(store, staging, tracker)
+        trusted = materializer_cls.__module__ == BaseMaterializer.__module__  # writes only via store.open
+        content_hash, size = directory_digest(store, staging, tracker, tracked_only=trusted)
         uri = store.commit_dir(staging, uri)  # on an object store: the unique key written
     except BaseException:
         store.remove(staging)
@@ -270,7 +271,9 @@ def run_step(spec: StepSpec, log_sink: Callable[[str], None] | None = None) -> S
                 result.error = describe_error(error or failure)
                 return result
         result.logs_uri = spec.logs_uri
-    elif store.exists(spec.logs_uri):  # a timed-out attempt wrote its part already
+    elif (log_sink is not None or spec.attempt > 1 or _log_key(spec) in _partly_written) and store.exists(spec.logs_uri):
+        # an earlier attempt, a timeout or the worker wrote to the log already; a first
+        # attempt that printed nothing has no log file (one file check less per step)
         result.logs_uri = spec.logs_uri
     return result
 

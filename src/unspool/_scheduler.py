@@ -44,6 +44,9 @@ if TYPE_CHECKING:
     from ._runner import StepResult
 
 _CPUS = os.cpu_count() or 1
+# What an invocation without dependents holds (one shared list, never appended to: see
+# ``schedule``), instead of an empty list of its own.
+NO_DEPENDENTS: list[Invocation] = []
 
 
 class Scheduler:
@@ -69,7 +72,10 @@ class Scheduler:
         for up in inv.upstream:
             if not up.finished:
                 pending += 1
-                up.dependents.append(inv)
+                if up.dependents:
+                    up.dependents.append(inv)
+                else:  # never append to an empty list: it may be the shared NO_DEPENDENTS
+                    up.dependents = [inv]
             elif not up.ok:
                 blocked_by = up
         inv.waiting = pending
@@ -111,7 +117,7 @@ class Scheduler:
                     self.ready.append(dep)
             else:
                 unrunnable.append(dep)
-        inv.dependents = []
+        inv.dependents = NO_DEPENDENTS
         return unrunnable
 
     def release(self) -> None:

@@ -4,7 +4,7 @@ view of an artifact version (no heavy imports, nothing of unspool's)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 
@@ -95,3 +95,6 @@ class Produced:
     item_count: int | None
     producer_step_run_id: str | None
     version: int | None = None
+    # Its files were written or found intact by this process since they were recorded: a
+    # load in the run need not list them again (see ``_artifact_io.load_artifact``).
+    intact: bool = field(default=False, compare=False, repr=False)
