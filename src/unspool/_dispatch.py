@@ -71,8 +71,13 @@ class Dispatch:
                 if not inv.finished and inv.future is not None and not self.executor_for(inv).in_process
             ]
         for inv in submitted:
-            future = inv.future
-            if future is None or not self.executor_for(inv).cancel(future, reason, running=kill):
+            with self.run.lock:
+                future = inv.future
+                if inv.finished or future is None:
+                    continue  # finished, or its result is being recorded (``submit``'s ``done``)
+                if kill:
+                    inv.future = None  # what its killed worker reports is not recorded: the stop is
+            if not self.executor_for(inv).cancel(future, reason, running=kill):
                 if not kill:
                     continue  # it started before the stop: it finishes (STOP_ON_FAILURE)
                 what = "killed while running"
@@ -162,9 +167,10 @@ class Dispatch:
 
         def done(future: Future[StepResult]) -> None:
             result = future.result()
-            if inv.finished or inv.attempt != attempt or not result.started:
-                return  # stopped meanwhile (the stop records it); this attempt's result is not wanted
-            inv.future = None
+            with self.run.lock:
+                if inv.finished or inv.attempt != attempt or not result.started or inv.future is not future:
+                    return  # stopped meanwhile (the stop records it); this attempt's result is not wanted
+                inv.future = None  # this result is recorded: a stop from now on leaves the step alone
             try:
                 self.record_result(inv, spec, result)
             except Exception as exc:  # unspool's bookkeeping around the step: fail it, never hang
