@@ -46,8 +46,12 @@ Failure modes: a step that raises is ``failed`` (after its retries) and its depe
 ``stopped`` on Ctrl-C); a child run that fails fails its parent unless the body handled
 it. Whatever happens, the run records a true final status.
 
-All metadata goes through the buffered :class:`MetadataStore` writer; the only blocking
-I/O on the path of a step is writing its artifacts.
+All metadata goes through the buffered :class:`MetadataStore` writer. A finished step's
+completion waits in its buffer until something is about to use the result (the body's
+``wait``, a downstream step's start): that caller commits it first (``durable``), so a
+result anything has seen survives a crash, and completions nobody looked at yet share one
+commit. A run is owned by one process (``_ownership.py``): a resume claims it, and every
+flush checks the claim still holds. A store that refuses writes for good stops the run.
 """
 
 from __future__ import annotations
