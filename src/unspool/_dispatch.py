@@ -233,7 +233,7 @@ class Dispatch:
         else:
             self.recorder.step(inv, S.RUNNING, links=input_links(inv, input_ids),
                                start_time=inv.start_time, cache_key=inv.cache_key)
-        return self.spec(inv, refs)
+        return step_spec(self.run, inv, refs)
 
     def record_initializing(self, inv: Invocation) -> None:
         """A new invocation is visible (waiting for inputs or a slot) before it starts.
@@ -273,40 +273,6 @@ class Dispatch:
         inv.attempts = [{**a, "earlier_run_attempt": True} for a in row["attempts"] or []]
         inv.attempt = len(inv.attempts) + 1
         return False
-
-    def spec(self, inv: Invocation, refs: dict[str, tuple[bool, list[ArtifactRef]]]) -> StepSpec:
-        root = self.run.stores.artifacts
-        outputs = []
-        materializers = inv.step.config.output_materializers
-        for i, spec in enumerate(inv.step.outputs):
-            override = None
-            if isinstance(materializers, dict):
-                override = materializers.get(spec.name)
-            elif isinstance(materializers, (list, tuple)):
-                override = materializers[i] if i < len(materializers) else None
-            elif materializers is not None:
-                override = materializers
-            outputs.append(
-                OutputTarget(
-                    spec.name,
-                    root.location(self.run.id, inv.id, spec.name, inv.attempt),
-                    f"{override.__module__}:{override.__qualname__}" if override else None,
-                )
-            )
-        return StepSpec(
-            run_id=self.run.id,
-            step_run_id=inv.step_run_id,
-            invocation_id=inv.id,
-            pipeline_name=self.run.config.name,
-            step=inv.step,
-            attempt=inv.attempt,
-            parameters=inv.params,
-            inputs=refs,
-            outputs=outputs,
-            artifact_store_url=self.run.stores.artifact_root,
-            logs_uri=root.location(self.run.id, inv.id),
-            budget_remaining=_spend.with_remaining(self.run, self.run.budget_remaining()),
-        )
 
     def lookup_cache(self, key: str, step_name: str) -> tuple[str, dict[str, Produced]] | None:
         return _cache.lookup(self.run.stores, key, step_name)
@@ -445,3 +411,39 @@ class Dispatch:
             current.event.set()
             for dep in deps:
                 work.append((dep, S.SKIPPED, f"upstream step {current.id!r} {st.value}"))
+
+
+def step_spec(run: Run, inv: Invocation, refs: dict[str, tuple[bool, list[ArtifactRef]]]) -> StepSpec:
+    """What an executor needs to run ``inv``'s current attempt anywhere."""
+    root = run.stores.artifacts
+    outputs = []
+    materializers = inv.step.config.output_materializers
+    for i, spec in enumerate(inv.step.outputs):
+        override = None
+        if isinstance(materializers, dict):
+            override = materializers.get(spec.name)
+        elif isinstance(materializers, (list, tuple)):
+            override = materializers[i] if i < len(materializers) else None
+        elif materializers is not None:
+            override = materializers
+        outputs.append(
+            OutputTarget(
+                spec.name,
+                root.location(run.id, inv.id, spec.name, inv.attempt),
+                f"{override.__module__}:{override.__qualname__}" if override else None,
+            )
+        )
+    return StepSpec(
+        run_id=run.id,
+        step_run_id=inv.step_run_id,
+        invocation_id=inv.id,
+        pipeline_name=run.config.name,
+        step=inv.step,
+        attempt=inv.attempt,
+        parameters=inv.params,
+        inputs=refs,
+        outputs=outputs,
+        artifact_store_url=run.stores.artifact_root,
+        logs_uri=root.location(run.id, inv.id),
+        budget_remaining=_spend.with_remaining(run, run.budget_remaining()),
+    )
