@@ -33,6 +33,7 @@ from ._batch_sql import (
     CoreStatements,
     SQLiteWriter,
     Statements,
+    next_change,
     singles,
     write_batch,
 )
@@ -43,6 +44,7 @@ from ._schema import (  # noqa: F401 - the tables are read from here by the quer
     TABLES,
     artifact_versions,
     artifacts,
+    change_counter,
     metadata,
     pipeline_runs,
     pipelines,
@@ -262,6 +264,13 @@ class MetadataStore:
         """A connection in a write transaction (``BEGIN IMMEDIATE`` on SQLite): for migrations
         and the flush only; everyone else writes through the buffer."""
         return self._write_engine.begin()
+
+    @staticmethod
+    def next_change(conn: sa.Connection) -> int:
+        """For the few writes outside the buffer (``_ownership``, ``_store_writes``): bump the
+        change counter in ``conn``'s write transaction; the run and step rows it updates are
+        stamped with the number (``changed``), as the flush stamps its rows."""
+        return next_change(conn, change_counter)
 
     def read(self) -> sa.Connection:
         """A connection for reading (``_queries``) that sees every write this process made:

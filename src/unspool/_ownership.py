@@ -117,7 +117,7 @@ def claim_run(store: MetadataStore, run_id: str, owner: str, **changes: Any) -> 
         taken = conn.execute(
             pipeline_runs.update()
             .where(runs.id == run_id, runs.status == row.status, runs.owner.is_not_distinct_from(row.owner))
-            .values(owner=owner, **changes)
+            .values(owner=owner, changed=store.next_change(conn), **changes)
         ).rowcount
         if taken != 1:  # pragma: no cover - the row lock above makes this unreachable
             raise RunClaimedError(f"run {row.name!r} ({run_id}) was claimed by another process meanwhile")
@@ -130,16 +130,17 @@ def reap_runs(store: MetadataStore, seen: list[tuple[str, str | None, str | None
     alone); returns the ids marked."""
     now, reaped, runs = time.time(), [], pipeline_runs.c
     with store.write() as conn:
+        change = store.next_change(conn) if seen else None  # stamps what it marks (the change cursor)
         for run_id, owner, orchestrator in seen:
             if conn.execute(
                 pipeline_runs.update()
                 .where(runs.id == run_id, runs.status.in_(_LIVE), runs.owner.is_not_distinct_from(owner),
                        runs.orchestrator.is_not_distinct_from(orchestrator))
-                .values(status="stopped", end_time=now, error=errors[run_id])
+                .values(status="stopped", end_time=now, error=errors[run_id], changed=change)
             ).rowcount:
                 conn.execute(
                     step_runs.update().where(step_runs.c.run_id == run_id, step_runs.c.status.in_(_LIVE))
-                    .values(status="stopped", end_time=now, error={**errors[run_id], "type": "stopped"})
+                    .values(status="stopped", end_time=now, error={**errors[run_id], "type": "stopped"}, changed=change)
                 )
                 reaped.append(run_id)
     return reaped
