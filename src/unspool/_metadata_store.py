@@ -67,6 +67,13 @@ _LASTING = ("is full", "disk full", "no space left", "readonly", "read-only", "d
 
 
 
+def next_change_in(conn: sa.Connection) -> int:
+    """For the few writes outside the buffer (``_ownership``, ``_store_writes``): bump the
+    change counter in ``conn``'s write transaction; the run and step rows it updates are
+    stamped with the number (``changed``), as the flush stamps its rows."""
+    return next_change(conn, change_counter)
+
+
 def redact(url: str) -> str:
     """``url`` with its password masked, for every message and output that shows it."""
     try:
@@ -264,13 +271,6 @@ class MetadataStore:
         """A connection in a write transaction (``BEGIN IMMEDIATE`` on SQLite): for migrations
         and the flush only; everyone else writes through the buffer."""
         return self._write_engine.begin()
-
-    @staticmethod
-    def next_change(conn: sa.Connection) -> int:
-        """For the few writes outside the buffer (``_ownership``, ``_store_writes``): bump the
-        change counter in ``conn``'s write transaction; the run and step rows it updates are
-        stamped with the number (``changed``), as the flush stamps its rows."""
-        return next_change(conn, change_counter)
 
     def read(self) -> sa.Connection:
         """A connection for reading (``_queries``) that sees every write this process made:

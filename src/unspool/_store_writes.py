@@ -24,6 +24,7 @@ from ._errors import StoreError
 from ._metadata_store import (
     MetadataStore,
     artifact_versions,
+    next_change_in,
     pipeline_runs,
     step_run_artifacts,
     step_runs,
@@ -119,7 +120,7 @@ class MetadataMerge(Operation):
             return 0
         values: dict[str, Any] = {self.column: {**current, **self.metadata}}
         if self.table is not artifact_versions:
-            values["changed"] = MetadataStore.next_change(conn)
+            values["changed"] = next_change_in(conn)
         conn.execute(self.table.update().where(self.table.c.id == self.row_id).values(values))
         return 1 + ("changed" in values)
 
