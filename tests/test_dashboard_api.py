@@ -564,6 +564,32 @@ def test_the_watcher_follows_the_store_cursor_not_the_writers_clock(database: st
         other.close()
 
 
+def test_a_reaped_run_reaches_the_watcher() -> None:
+    """Writes outside the flush stamp the cursor too: a run whose owner died, marked stopped
+    by the reaper's own transaction, and its unfinished step, each arrive once."""
+    from unspool._ids import new_id
+    from unspool._ownership import reap_runs
+    from unspool.dashboard._watch import Watcher
+    from unspool.testing import current_stores
+
+    store = current_stores().metadata
+    watcher = Watcher(store)
+    run_id, step_id, owner = new_id(), new_id(), "elsewhere:1:1:dead"
+    store.insert_run({
+        "id": run_id, "name": f"orphan-{run_id}", "pipeline_name": "orphan", "status": "running", "dynamic": True,
+        "parameters": {}, "config": {}, "run_metadata": {}, "created_at": 0.0, "owner": owner,
+    })
+    store.insert_step_run({
+        "id": step_id, "run_id": run_id, "invocation_id": "left", "position": 0, "step_name": "left",
+        "status": "running", "parameters": {}, "config": {}, "upstream": [], "attempts": [], "step_metadata": {},
+    })
+    store.flush()
+    assert watcher.poll() == []  # the first look learns where the cursor is
+    assert reap_runs(store, [(run_id, owner, None)], {run_id: {"message": "its owner died"}}) == [run_id]
+    seen = [(e["kind"], e["status"]) for e in watcher.poll()]
+    assert seen == [("step", "stopped"), ("run", "stopped")] and watcher.poll() == []
+
+
 def test_trigger_starts_a_snapshot_with_parameters_behind_the_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib
 
