@@ -509,6 +509,87 @@ def test_the_watcher_reports_each_change_of_a_growing_run_once() -> None:
     assert [s[2] for s in seen if s[0] == "run"][-1] == "completed"
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_the_watcher_follows_the_store_cursor_not_the_writers_clock(database: str, request: pytest.FixtureRequest) -> None:
+    """Another writer whose clock is an hour behind: every status change it stores reaches the
+    watcher once, in commit order, though all its timestamps are far older than any look-back."""
+    import time
+
+    from unspool._ids import new_id
+    from unspool._metadata_store import MetadataStore
+    from unspool.dashboard._watch import Watcher
+    from unspool.testing import current_stores
+
+    if database == "postgres":
+        request.getfixturevalue("pg_url")
+    watcher = Watcher(current_stores().metadata)
+    assert watcher.poll() == []
+    other = MetadataStore(current_stores().metadata.url)  # its own writer and connection
+    past = time.time() - 3600
+    run_id, steps = new_id(), [new_id(), new_id()]
+
+    def add_step(i: int) -> None:
+        other.insert_step_run({
+            "id": steps[i], "run_id": run_id, "invocation_id": f"s{i}", "position": i, "step_name": "s",
+            "status": "running", "parameters": {}, "config": {}, "upstream": [], "attempts": [],
+            "step_metadata": {}, "start_time": past + i,
+        })
+
+    def look() -> list[tuple[str, str, str]]:
+        return [(e["kind"], e.get("invocation_id") or e["name"], e["status"]) for e in watcher.poll()]
+
+    try:
+        other.insert_run({
+            "id": run_id, "name": f"elsewhere-{run_id}", "pipeline_name": "elsewhere", "status": "running",
+            "dynamic": True, "parameters": {}, "config": {}, "run_metadata": {}, "created_at": past,
+            "start_time": past,
+        })
+        add_step(0)
+        other.flush()
+        assert look() == [("run", f"elsewhere-{run_id}", "running"), ("step", "s0", "running")]
+        add_step(1)
+        other.flush()
+        other.update_step_run(steps[0], status="completed", end_time=past + 2)
+        other.flush()
+        # two flushes between looks: in the order they committed, not by position or by clock
+        assert look() == [("step", "s1", "running"), ("step", "s0", "completed")]
+        other.update_step_run(steps[1], status="completed", end_time=past + 3)
+        other.update_run(run_id, status="completed", end_time=past + 3)
+        other.flush()
+        assert look() == [("step", "s1", "completed"), ("run", f"elsewhere-{run_id}", "completed")]
+        other.update_run(run_id, run_metadata={"note": "rewritten, same status"})
+        other.flush()
+        assert look() == [] and look() == []  # nothing twice
+    finally:
+        other.close()
+
+
+def test_a_reaped_run_reaches_the_watcher() -> None:
+    """Writes outside the flush stamp the cursor too: a run whose owner died, marked stopped
+    by the reaper's own transaction, and its unfinished step, each arrive once."""
+    from unspool._ids import new_id
+    from unspool._ownership import reap_runs
+    from unspool.dashboard._watch import Watcher
+    from unspool.testing import current_stores
+
+    store = current_stores().metadata
+    watcher = Watcher(store)
+    run_id, step_id, owner = new_id(), new_id(), "elsewhere:1:1:dead"
+    store.insert_run({
+        "id": run_id, "name": f"orphan-{run_id}", "pipeline_name": "orphan", "status": "running", "dynamic": True,
+        "parameters": {}, "config": {}, "run_metadata": {}, "created_at": 0.0, "owner": owner,
+    })
+    store.insert_step_run({
+        "id": step_id, "run_id": run_id, "invocation_id": "left", "position": 0, "step_name": "left",
+        "status": "running", "parameters": {}, "config": {}, "upstream": [], "attempts": [], "step_metadata": {},
+    })
+    store.flush()
+    assert watcher.poll() == []  # the first look learns where the cursor is
+    assert reap_runs(store, [(run_id, owner, None)], {run_id: {"message": "its owner died"}}) == [run_id]
+    seen = [(e["kind"], e["status"]) for e in watcher.poll()]
+    assert seen == [("step", "stopped"), ("run", "stopped")] and watcher.poll() == []
+
+
 def test_trigger_starts_a_snapshot_with_parameters_behind_the_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib
 

@@ -46,8 +46,9 @@ def test_a_refused_row_is_dropped_and_reported_and_everything_else_lands(capfd) 
 
 
 def test_a_new_store_is_created_at_the_latest_schema_and_an_older_one_upgraded(home) -> None:
-    """A new store has every schema version and the index that pages a run's steps (the
-    latest migration); a store one version older gets it when opened, keeping its rows."""
+    """A new store has every schema version, the index that pages a run's steps and the change
+    cursor (the latest migration); a version-4 store gains the cursor when opened, keeping its
+    rows, and the next write transaction stamps what it writes with the counter's next number."""
     import sqlite3
 
     from unspool._metadata_store import SCHEMA_VERSION, MetadataStore
@@ -57,19 +58,35 @@ def test_a_new_store_is_created_at_the_latest_schema_and_an_older_one_upgraded(h
     reset_stores()
     db = home / "unspool.db"
 
-    def state() -> tuple[list[int], list[str]]:
+    def state() -> tuple[list[int], list[str], list[int]]:
         with sqlite3.connect(db) as conn:
             versions = [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY version")]
-            indexes = [n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'step_runs' AND type = 'index'")]
-        return versions, indexes
+            indexes = [n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE tbl_name IN "
+                                                  "('step_runs', 'pipeline_runs') AND type = 'index'")]
+            counter = [v for (v,) in conn.execute("SELECT value FROM change_counter")]
+        return versions, indexes, counter
 
-    versions, indexes = state()
-    assert versions == list(range(1, SCHEMA_VERSION + 1)) and "ix_step_runs_run_position" in indexes
-    with sqlite3.connect(db) as conn:
-        conn.execute("DROP INDEX ix_step_runs_run_position")
-        conn.execute("DELETE FROM schema_version WHERE version = ?", (SCHEMA_VERSION,))
+    versions, indexes, counter = state()
+    assert versions == list(range(1, SCHEMA_VERSION + 1)) and SCHEMA_VERSION == 5
+    assert {"ix_step_runs_run_position", "ix_step_runs_changed", "ix_pipeline_runs_changed"} <= set(indexes)
+    assert counter[0] >= 1
+    with sqlite3.connect(db) as conn:  # back to version 4
+        for table in ("step_runs", "pipeline_runs"):
+            conn.execute(f"DROP INDEX ix_{table}_changed")
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN changed")
+        conn.execute("DROP TABLE change_counter")
+        conn.execute("DELETE FROM schema_version WHERE version = 5")
     MetadataStore(f"sqlite:///{db}").close()  # opening upgrades it
 
-    versions, indexes = state()
-    assert versions == list(range(1, SCHEMA_VERSION + 1)) and "ix_step_runs_run_position" in indexes
+    versions, indexes, counter = state()
+    assert versions == list(range(1, SCHEMA_VERSION + 1)) and counter == [0]
+    assert {"ix_step_runs_run_position", "ix_step_runs_changed", "ix_pipeline_runs_changed"} <= set(indexes)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT changed FROM pipeline_runs WHERE id = ?", (run.id,)).fetchone() == (None,)
+    second = tiny()
+    with sqlite3.connect(db) as conn:
+        (last,) = conn.execute("SELECT value FROM change_counter").fetchone()
+        stamps = conn.execute("SELECT changed FROM pipeline_runs WHERE id = ? UNION ALL "
+                              "SELECT changed FROM step_runs WHERE run_id = ?", (second.id, second.id)).fetchall()
+    assert last >= 1 and stamps and all(1 <= stamp <= last for (stamp,) in stamps)
     assert [s.invocation_id for s in Client().get_pipeline_run(run.id).list_steps(limit=1)] == ["one"]

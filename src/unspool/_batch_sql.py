@@ -10,6 +10,11 @@ turns a batch into SQL through one of two statement runners with the same few op
   its pool's checkout and reset around every transaction) cost several times the SQL itself.
 
 Both write the same values: JSON columns as JSON text (``None`` as ``null``), the rest as is.
+
+A flush that writes run or step rows first bumps the change counter (``_schema.change_counter``)
+once and stamps its number into every run and step row it inserts or updates (``changed``):
+one statement per flush, which gives readers an exact cursor of what changed (the dashboard's
+watcher) whatever the writers' clocks say.
 """
 
 from __future__ import annotations
@@ -54,6 +59,10 @@ class Statements(Protocol):
 
     def bump_version(self, table: sa.Table, name: str, by: int) -> int | None: ...
 
+    def next_change(self, counter: sa.Table) -> int:
+        """Bump the change counter; its lock is held until the transaction ends."""
+        ...
+
     def owners(self, table: sa.Table, ids: list[str]) -> list[tuple[str, str, str | None, str | None]]:
         """(id, name, owner, orchestrator) of these runs, locked until the transaction ends."""
         ...
@@ -73,6 +82,12 @@ def write_batch(st: Statements, batch: Batch, tables: Any, now: float) -> tuple[
         if new:
             st.insert_missing(tables.pipelines, new)
             n += 1
+    if batch.run_inserts or batch.run_updates or batch.step_inserts or batch.step_updates:
+        change = st.next_change(tables.change_counter)
+        n += 1
+        for rows in (batch.run_inserts, batch.run_updates, batch.step_inserts, batch.step_updates):
+            for row in rows.values():
+                row["changed"] = change  # a retried or salvaged row is stamped again, with its own flush's number
     if batch.run_inserts:
         st.insert(tables.pipeline_runs, list(batch.run_inserts.values()))
         n += 1
@@ -181,6 +196,20 @@ class CoreStatements:
             .returning(table.c.latest_version)
         ).scalar()
 
+    def next_change(self, counter: sa.Table) -> int:
+        return next_change(self.conn, counter)
+
+
+def next_change(conn: sa.Connection, counter: sa.Table) -> int:
+    """Bump the change counter in ``conn``'s write transaction and return its new value: the
+    stamp (``changed``) of the run and step rows this transaction writes. On PostgreSQL the
+    UPDATE locks the counter row until commit, so stamps commit in order."""
+    value = conn.execute(
+        counter.update().where(counter.c.id == 1).values(value=counter.c.value + 1).returning(counter.c.value)
+    ).scalar()
+    assert value is not None, "the change counter row is made by migration 5"
+    return int(value)
+
 
 def insert_missing(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
     """Insert rows keyed by ``name``, skipping names another process inserted meanwhile."""
@@ -268,6 +297,12 @@ class SQLiteStatements:
         )
         row = self.cursor.fetchone()
         return None if row is None else int(row[0])
+
+    def next_change(self, counter: sa.Table) -> int:
+        self.cursor.execute(f"UPDATE {counter.name} SET value = value + 1 WHERE id = 1 RETURNING value")
+        row = self.cursor.fetchone()
+        assert row is not None, "the change counter row is made by migration 5"
+        return int(row[0])
 
 
 _COLUMNS: dict[str, tuple[list[str], frozenset[str]]] = {}

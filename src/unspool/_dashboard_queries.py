@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from ._metadata_store import (
     artifact_versions,
+    change_counter,
     pipeline_runs,
     snapshots,
     step_run_artifacts,
@@ -424,42 +425,45 @@ def get_snapshot(conn: sa.Connection, snapshot_id: str) -> dict[str, Any] | None
 
 
 # -- the change feed ------------------------------------------------------------------------------
+# Every write transaction that inserts or updates run or step rows bumps ``change_counter`` once
+# and stamps those rows' ``changed`` with its number, and such transactions commit in counter
+# order (``_schema.change_counter``). So rows stamped in ``(after, upto]``, read once the counter
+# says ``upto``, are exactly what changed since a reader saw ``after``.
 
-def changed_runs(conn: sa.Connection, since: float) -> list[dict[str, Any]]:
-    """Runs that are active, or that were created or ended at or after ``since``."""
+_RUN_CHANGE = (
+    pipeline_runs.c.id, pipeline_runs.c.name, pipeline_runs.c.pipeline_name, pipeline_runs.c.status,
+    pipeline_runs.c.parent_run_id, pipeline_runs.c.invocation_id, pipeline_runs.c.end_time,
+    pipeline_runs.c.changed,
+)
+
+
+def change_cursor(conn: sa.Connection) -> int:
+    """The number of the last write transaction that changed run or step rows."""
+    return int(conn.execute(sa.select(change_counter.c.value).where(change_counter.c.id == 1)).scalar() or 0)
+
+
+def changed_runs(conn: sa.Connection, after: int, upto: int) -> list[dict[str, Any]]:
+    """Runs inserted or updated by the write transactions numbered ``after + 1`` to ``upto``."""
     rows = conn.execute(
-        sa.select(
-            pipeline_runs.c.id, pipeline_runs.c.name, pipeline_runs.c.pipeline_name, pipeline_runs.c.status,
-            pipeline_runs.c.parent_run_id, pipeline_runs.c.invocation_id, pipeline_runs.c.end_time,
-        ).where(
-            sa.or_(
-                pipeline_runs.c.status.in_(ACTIVE),
-                pipeline_runs.c.end_time >= since,
-                pipeline_runs.c.created_at >= since,
-            )
-        )
+        sa.select(*_RUN_CHANGE).where(pipeline_runs.c.changed > after, pipeline_runs.c.changed <= upto)
     ).mappings()
     return [dict(r) for r in rows]
 
 
-def changed_steps(conn: sa.Connection, run_id: str, after_position: int, since: float) -> list[dict[str, Any]]:
-    """Steps of a run that are new (a position after ``after_position``) or that started or
-    ended at or after ``since``: every step whose status may have changed since then, with its
-    map key (``map``: the group it is drawn in). The database filters the run's rows; only the
-    changed ones come back."""
+def changed_steps(conn: sa.Connection, after: int, upto: int) -> list[dict[str, Any]]:
+    """Step runs inserted or updated by the write transactions numbered ``after + 1`` to ``upto``,
+    with their map key (``map``: the group they are drawn in)."""
     rows = conn.execute(
-        sa.select(*_STEP_SUMMARY, map_key(conn).label("map")).where(
-            step_runs.c.run_id == run_id,
-            sa.or_(
-                step_runs.c.position > after_position,
-                step_runs.c.end_time >= since,
-                step_runs.c.start_time >= since,
-            ),
-        )
+        sa.select(*_STEP_SUMMARY, step_runs.c.changed, map_key(conn).label("map"))
+        .where(step_runs.c.changed > after, step_runs.c.changed <= upto)
     ).mappings()
     return [dict(r) for r in rows]
 
 
-def last_position(conn: sa.Connection, run_id: str) -> int:
-    value = conn.execute(sa.select(sa.func.max(step_runs.c.position)).where(step_runs.c.run_id == run_id)).scalar()
-    return -1 if value is None else int(value)
+def runs_by_id(conn: sa.Connection, run_ids: list[str]) -> list[dict[str, Any]]:
+    """The same summaries as :func:`changed_runs`, of these runs."""
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(run_ids), 500):
+        chunk = run_ids[start:start + 500]
+        found += [dict(r) for r in conn.execute(sa.select(*_RUN_CHANGE).where(pipeline_runs.c.id.in_(chunk))).mappings()]
+    return found

@@ -33,6 +33,7 @@ from ._batch_sql import (
     CoreStatements,
     SQLiteWriter,
     Statements,
+    next_change,
     singles,
     write_batch,
 )
@@ -43,6 +44,7 @@ from ._schema import (  # noqa: F401 - the tables are read from here by the quer
     TABLES,
     artifact_versions,
     artifacts,
+    change_counter,
     metadata,
     pipeline_runs,
     pipelines,
@@ -63,6 +65,13 @@ _LIVE = ("initializing", "running")
 _LASTING = ("is full", "disk full", "no space left", "readonly", "read-only", "disk i/o error", "permission denied",
             "unable to open database file", "malformed", "out of memory")
 
+
+
+def next_change_in(conn: sa.Connection) -> int:
+    """For the few writes outside the buffer (``_ownership``, ``_store_writes``): bump the
+    change counter in ``conn``'s write transaction; the run and step rows it updates are
+    stamped with the number (``changed``), as the flush stamps its rows."""
+    return next_change(conn, change_counter)
 
 
 def redact(url: str) -> str:

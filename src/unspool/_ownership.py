@@ -31,7 +31,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from ._errors import RunClaimedError
-from ._metadata_store import _LIVE, HEARTBEAT_TIMEOUT, MetadataStore, pipeline_runs, step_runs
+from ._metadata_store import (
+    _LIVE,
+    HEARTBEAT_TIMEOUT,
+    MetadataStore,
+    next_change_in,
+    pipeline_runs,
+    step_runs,
+)
 
 
 def process_start(pid: int) -> str | None:
@@ -117,7 +124,7 @@ def claim_run(store: MetadataStore, run_id: str, owner: str, **changes: Any) -> 
         taken = conn.execute(
             pipeline_runs.update()
             .where(runs.id == run_id, runs.status == row.status, runs.owner.is_not_distinct_from(row.owner))
-            .values(owner=owner, **changes)
+            .values(owner=owner, changed=next_change_in(conn), **changes)
         ).rowcount
         if taken != 1:  # pragma: no cover - the row lock above makes this unreachable
             raise RunClaimedError(f"run {row.name!r} ({run_id}) was claimed by another process meanwhile")
@@ -129,17 +136,23 @@ def reap_runs(store: MetadataStore, seen: list[tuple[str, str | None, str | None
     still live under the owner they were judged dead with (a run claimed meanwhile is left
     alone); returns the ids marked."""
     now, reaped, runs = time.time(), [], pipeline_runs.c
+    if not seen:
+        return reaped
     with store.write() as conn:
+        # Run rows, then the change counter: the order a flush takes them (its ownership check,
+        # then its stamp), so that a reap and a flush cannot wait for each other on PostgreSQL.
+        conn.execute(sa.select(runs.id).where(runs.id.in_([s[0] for s in seen])).order_by(runs.id).with_for_update()).all()
+        change = next_change_in(conn)  # stamps what it marks (the change cursor)
         for run_id, owner, orchestrator in seen:
             if conn.execute(
                 pipeline_runs.update()
                 .where(runs.id == run_id, runs.status.in_(_LIVE), runs.owner.is_not_distinct_from(owner),
                        runs.orchestrator.is_not_distinct_from(orchestrator))
-                .values(status="stopped", end_time=now, error=errors[run_id])
+                .values(status="stopped", end_time=now, error=errors[run_id], changed=change)
             ).rowcount:
                 conn.execute(
                     step_runs.update().where(step_runs.c.run_id == run_id, step_runs.c.status.in_(_LIVE))
-                    .values(status="stopped", end_time=now, error={**errors[run_id], "type": "stopped"})
+                    .values(status="stopped", end_time=now, error={**errors[run_id], "type": "stopped"}, changed=change)
                 )
                 reaped.append(run_id)
     return reaped

@@ -11,7 +11,7 @@ from typing import Callable
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 metadata = sa.MetaData()
 
@@ -51,6 +51,7 @@ pipeline_runs = sa.Table(
     sa.Column("start_time", sa.Float, nullable=True),
     sa.Column("end_time", sa.Float, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("changed", sa.BigInteger, nullable=True, index=True),  # the change cursor (change_counter)
 )
 
 step_runs = sa.Table(
@@ -73,6 +74,7 @@ step_runs = sa.Table(
     sa.Column("logs_uri", sa.Text, nullable=True),
     sa.Column("start_time", sa.Float, nullable=True),
     sa.Column("end_time", sa.Float, nullable=True),
+    sa.Column("changed", sa.BigInteger, nullable=True, index=True),  # the change cursor (change_counter)
     sa.UniqueConstraint("run_id", "invocation_id", name="uq_step_run_invocation"),
 )
 # Pages of a run's steps never sort a whole run; its counts by status are read from this index.
@@ -117,6 +119,19 @@ step_run_artifacts = sa.Table(
     sa.Column("item_index", sa.Integer, nullable=True),
 )
 
+# The change cursor: one row, whose ``value`` every write transaction that inserts or updates
+# run or step rows bumps once (``UPDATE ... RETURNING``, which also holds the row's lock until
+# commit) and stamps into those rows' ``changed``. Write transactions are serialised on it
+# (SQLite's one write lock; the row lock on PostgreSQL), so they commit in counter order: a
+# reader that has seen ``value`` N has seen every row stamped N or less, whatever the clocks.
+# Rows written before migration 5 have ``changed`` NULL. Deleted rows leave no stamp.
+change_counter = sa.Table(
+    "change_counter",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)
+
 snapshots = sa.Table(
     "snapshots",
     metadata,
@@ -149,10 +164,24 @@ def _migrate_3(conn: sa.Connection) -> None:
         conn.execute(sa.text("ALTER TABLE pipeline_runs ADD COLUMN owner VARCHAR(255)"))
 
 
+def _migrate_5(conn: sa.Connection) -> None:
+    """The change cursor: ``changed`` (indexed) on runs and step runs, and ``change_counter``."""
+    change_counter.create(conn, checkfirst=True)
+    if conn.execute(sa.select(sa.func.count()).select_from(change_counter)).scalar() == 0:
+        conn.execute(change_counter.insert().values(id=1, value=0))
+    inspector = sa.inspect(conn)
+    for table in (pipeline_runs, step_runs):
+        if "changed" not in {c["name"] for c in inspector.get_columns(table.name)}:
+            conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN changed BIGINT"))
+        index = next(i for i in table.indexes if i.name == f"ix_{table.name}_changed")
+        index.create(conn, checkfirst=True)
+
+
 # The tables a flush writes, by name (``_batch_sql.write_batch``).
 TABLES = SimpleNamespace(
     pipelines=pipelines, pipeline_runs=pipeline_runs, step_runs=step_runs, artifacts=artifacts,
     artifact_versions=artifact_versions, step_run_artifacts=step_run_artifacts, snapshots=snapshots,
+    change_counter=change_counter,
 )
 
 # Each migration brings the schema from version N-1 to N. New columns and tables for later
@@ -162,4 +191,5 @@ MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
     2: _migrate_2,
     3: _migrate_3,
     4: lambda conn: step_runs_by_position.create(conn, checkfirst=True),
+    5: _migrate_5,
 }

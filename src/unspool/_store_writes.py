@@ -7,6 +7,10 @@ before it, in a write transaction of its own, so the operation sees every write 
 process made and no other process writes between its read and its write. What it finds
 (the files to remove, whether the row existed) is published once that transaction has
 committed (``done``); a database error is kept in ``error`` for the caller to raise.
+
+A metadata merge into a run or step row stamps it with a change number, as the flush does
+(``changed``, see ``_schema.change_counter``); a run deletion removes rows and stamps none:
+readers of the change cursor do not learn of deletions from it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from ._errors import StoreError
 from ._metadata_store import (
     MetadataStore,
     artifact_versions,
+    next_change_in,
     pipeline_runs,
     step_run_artifacts,
     step_runs,
@@ -113,10 +118,11 @@ class MetadataMerge(Operation):
         self._found = current is not None
         if current is None:
             return 0
-        conn.execute(
-            self.table.update().where(self.table.c.id == self.row_id).values({self.column: {**current, **self.metadata}})
-        )
-        return 1
+        values: dict[str, Any] = {self.column: {**current, **self.metadata}}
+        if self.table is not artifact_versions:
+            values["changed"] = next_change_in(conn)
+        conn.execute(self.table.update().where(self.table.c.id == self.row_id).values(values))
+        return 1 + ("changed" in values)
 
     def committed(self) -> None:
         self.found, self.done = self._found, True

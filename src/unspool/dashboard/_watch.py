@@ -2,16 +2,14 @@
 
 Only the orchestrating process of a run writes its rows, and it may be another process or
 another machine, so the dashboard cannot subscribe to the in-process event bus: it asks the
-store, every ``POLL_INTERVAL`` seconds, for what may have changed since the last look. That
-is cheap: active runs come from the indexed status column, and of their steps only those
-that are new (a position after the last one seen) or that started or ended within the
-look-back window come back from the database. Each status is compared with the last one
-sent, so a change is pushed once.
-
-The look-back window relies on the timestamps the orchestrating process writes: clocks of
-machines sharing a PostgreSQL store must agree within ``LOOK_BACK`` seconds. A change
-sequence kept by the store itself would remove that condition (a schema change for the
-stores layer).
+store, every ``POLL_INTERVAL`` seconds, what changed since the last look. The store keeps an
+exact change cursor for that (``_schema.change_counter``): every write transaction that
+inserts or updates run or step rows stamps them with its own number, and those transactions
+commit in number order. A look reads the counter (N), then the rows stamped after the last N
+seen and up to N, from the indexed ``changed`` columns; nothing depends on anyone's clock, so
+no change is missed and none is read twice. A status is sent when it differs from the last
+one sent for that row, so a row rewritten without a new status (a heartbeat, metadata) sends
+nothing; the first look only learns where the cursor is.
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ from typing import Any, Callable
 from .. import _dashboard_queries as q
 
 POLL_INTERVAL = 0.25
-LOOK_BACK = 5.0  # seconds: rows are stamped by their writer before its flush commits them
 
 
 class Watcher:
@@ -37,10 +34,10 @@ class Watcher:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._runs: dict[str, dict[str, Any]] = {}  # run id -> last seen summary
-        self._steps: dict[str, tuple[str, float]] = {}  # step id -> (last status, its latest stamp)
-        self._positions: dict[str, int] = {}  # active run id -> last position seen
-        self._since: float | None = None
+        self._cursor: int | None = None  # the change counter at the last look
+        self._status: dict[str, str] = {}  # run id -> the last status sent (or learnt)
+        self._parents: dict[str, str | None] = {}  # run id -> its parent run id, for root_of
+        self._steps: dict[str, dict[str, str]] = {}  # unfinished run id -> step id -> last status sent
         self.polls = 0
         self.last_poll_s = 0.0
         self._last_reap = 0.0
@@ -67,11 +64,11 @@ class Watcher:
         """``run_id`` and its ancestors, as far as the watcher has seen them."""
         chain = [run_id]
         seen = {run_id}
-        parent = (self._runs.get(run_id) or {}).get("parent_run_id")
+        parent = self._parents.get(run_id)
         while parent and parent not in seen:
             chain.append(parent)
             seen.add(parent)
-            parent = (self._runs.get(parent) or {}).get("parent_run_id")
+            parent = self._parents.get(parent)
         return chain
 
     def _loop(self) -> None:
@@ -90,45 +87,49 @@ class Watcher:
             self._stop.wait(max(0.0, self.interval - self.last_poll_s))
 
     def poll(self) -> list[dict[str, Any]]:
-        """One look at the store; returns the changes since the previous look."""
+        """One look at the store; returns the changes since the previous look, in the order
+        they were committed (within one transaction: runs that go on, steps by position, runs
+        that ended)."""
         now = time.time()
         if self.reap is not None and now - self._last_reap > 10:
             self._last_reap = now
             self.reap()
-        priming = self._since is None
-        since = (now - LOOK_BACK) if priming else self._since
-        events: list[dict[str, Any]] = []
         with self.store.read() as conn:
-            runs = q.changed_runs(conn, since)
-            watch: list[str] = []
-            for run in runs:
-                before = self._runs.get(run["id"])
-                self._runs[run["id"]] = run
-                if run["status"] in q.ACTIVE or before is None or before["status"] in q.ACTIVE:
-                    watch.append(run["id"])
-                if not priming and (before is None or before["status"] != run["status"]):
-                    events.append({"kind": "run", **run})
-                    if before is not None and before["status"] not in q.ACTIVE:
-                        self._positions.pop(run["id"], None)  # resumed: read its steps afresh
-            steps: list[dict[str, Any]] = []
-            for run_id in watch:
-                after = self._positions.get(run_id)
-                if after is None:
-                    after = q.last_position(conn, run_id) if priming else -1
-                changed = q.changed_steps(conn, run_id, after, since)
-                steps.extend(changed)
-                self._positions[run_id] = max([after, *(s["position"] for s in changed)])
-        for step in steps:
-            stamp = max(step["start_time"] or 0.0, step["end_time"] or 0.0)
-            known = self._steps.get(step["id"])
-            self._steps[step["id"]] = (step["status"], stamp)
-            if not priming and (known is None or known[0] != step["status"]):
-                events.append({"kind": "step", **step})
-        self._since = now - LOOK_BACK
-        # forget what the window no longer returns, and the runs that ended
-        self._steps = {k: v for k, v in self._steps.items() if v[1] >= self._since}
+            upto = q.change_cursor(conn)
+            after, self._cursor = self._cursor, upto
+            if after is None or upto <= after:
+                self.polls += 1
+                return []
+            runs = q.changed_runs(conn, after, upto)
+            steps = q.changed_steps(conn, after, upto)
+            self._learn_parents(conn, runs, steps)
+        ranked: list[tuple[int, int, int, dict[str, Any]]] = []
         for run in runs:
+            if self._status.get(run["id"]) != run["status"]:
+                self._status[run["id"]] = run["status"]
+                ranked.append((run["changed"], 0 if run["status"] in q.ACTIVE else 2, 0, {"kind": "run", **run}))
+        for step in steps:
+            known = self._steps.setdefault(step["run_id"], {})
+            if known.get(step["id"]) != step["status"]:
+                known[step["id"]] = step["status"]
+                ranked.append((step["changed"], 1, step["position"], {"kind": "step", **step}))
+        for run in runs:  # an ended run's steps are forgotten: a later change of one is news
             if run["status"] not in q.ACTIVE:
-                self._positions.pop(run["id"], None)
+                self._steps.pop(run["id"], None)
+        ranked.sort(key=lambda r: r[:3])
         self.polls += 1
-        return events
+        return [event for *_, event in ranked]
+
+    def _learn_parents(self, conn: Any, runs: list[dict[str, Any]], steps: list[dict[str, Any]]) -> None:
+        """Remember the parent of every run these changes name, up to the root (``root_of``)."""
+        for run in runs:
+            self._parents[run["id"]] = run["parent_run_id"]
+        unknown = {s["run_id"] for s in steps} | {r["parent_run_id"] for r in runs if r["parent_run_id"]}
+        unknown -= self._parents.keys()
+        while unknown:
+            found = q.runs_by_id(conn, sorted(unknown))
+            for run in found:
+                self._parents[run["id"]] = run["parent_run_id"]
+            for run_id in unknown - self._parents.keys():
+                self._parents[run_id] = None  # deleted meanwhile
+            unknown = {r["parent_run_id"] for r in found if r["parent_run_id"]} - self._parents.keys()
