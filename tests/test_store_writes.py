@@ -130,3 +130,25 @@ def test_an_operation_the_database_refuses_fails_alone_and_the_writer_goes_on() 
     with pytest.raises(StoreError, match="no_such_table"):
         broken.result()
     assert Client().get_pipeline_run(run.id).steps["leaf"].output.load() == 6
+
+
+def test_lineage_links_queue_as_tuples_and_a_refused_one_is_dropped_alone() -> None:
+    run = child(5)
+    store = open_stores().metadata
+    leaf_run = Client().get_pipeline_run(run.id).steps["leaf"]
+    out = leaf_run.output
+    # A link the database refuses (its name is NOT NULL) between two it accepts: the writer
+    # drops only that one (``_salvage``), on SQLite's raw writer and SQLAlchemy's alike.
+    good, bad, also = new_id(), new_id(), new_id()
+    store.insert_links([(good, out.id, "input", "x", 0, None), (bad, out.id, "input", None, 0, None),
+                        (also, out.id, "input", "y", 1, 3)])
+    store.flush()
+    assert [r["key"] for r in store.rejected if r["what"] == "lineage link"] == [f"{bad}->{out.id}"]
+    table = sa.table("step_run_artifacts", sa.column("step_run_id"), sa.column("name"), sa.column("position"),
+                     sa.column("item_index"), sa.column("direction"))
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(table.c.step_run_id, table.c.name, table.c.position, table.c.item_index,
+                                      table.c.direction).where(table.c.step_run_id.in_([good, bad, also]))).all()
+        recorded = conn.execute(sa.select(table.c.direction).where(table.c.step_run_id == leaf_run.id)).scalars().all()
+    assert sorted(map(tuple, rows)) == sorted([(good, "x", 0, None, "input"), (also, "y", 1, 3, "input")])
+    assert recorded == ["output"]  # the step's own link, written from its tuple

@@ -34,6 +34,12 @@ ROW_REFUSED: tuple[type[BaseException], ...] = (
 )
 
 
+# A lineage link as the writer queues it: a tuple in this column order, not a dict (a reduce
+# over a million mapped outputs queued a million of them at once, 272 bytes each as dicts).
+LINK_COLUMNS = ("step_run_id", "artifact_version_id", "direction", "name", "position", "item_index")
+Link = tuple[str, str, str, str, int, "int | None"]
+
+
 class Batch(NamedTuple):
     pipelines: set[str]
     run_inserts: dict[str, dict[str, Any]]
@@ -41,13 +47,17 @@ class Batch(NamedTuple):
     step_inserts: dict[str, dict[str, Any]]
     step_updates: dict[str, dict[str, Any]]
     artifact_inserts: list[tuple[dict[str, Any], Any]]
-    links: list[dict[str, Any]]
+    links: list[Link]
     deletes: list[str]
     snapshots: list[dict[str, Any]]
 
 
 class Statements(Protocol):
     def insert(self, table: sa.Table, rows: list[dict[str, Any]]) -> None: ...
+
+    def insert_rows(self, table: sa.Table, columns: tuple[str, ...], rows: list[Any]) -> None:
+        """Insert ``rows`` given as tuples of ``columns``."""
+        ...
 
     def insert_missing(self, table: sa.Table, rows: list[dict[str, Any]]) -> None: ...
 
@@ -119,7 +129,7 @@ def write_batch(st: Statements, batch: Batch, tables: Any, now: float) -> tuple[
         st.insert(tables.artifact_versions, [row for row, _ in batch.artifact_inserts])
         n += 1
     if batch.links:
-        st.insert(tables.step_run_artifacts, batch.links)
+        st.insert_rows(tables.step_run_artifacts, LINK_COLUMNS, batch.links)
         n += 1
     if batch.snapshots:
         st.insert(tables.snapshots, batch.snapshots)
@@ -146,7 +156,7 @@ def singles(batch: Batch) -> Iterator[tuple[str, str, Batch]]:
     for row, handle in batch.artifact_inserts:
         yield "artifact version", row.get("id", "?"), empty._replace(artifact_inserts=[(row, handle)])
     for link in batch.links:
-        yield ("lineage link", f"{link.get('step_run_id')}->{link.get('artifact_version_id')}",
+        yield ("lineage link", f"{link[0]}->{link[1]}",
                empty._replace(links=[link]))
     for snap in batch.snapshots:
         yield "snapshot", snap.get("name", "?"), empty._replace(snapshots=[snap])
@@ -161,6 +171,9 @@ class CoreStatements:
 
     def insert(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
         self.conn.execute(table.insert(), rows)
+
+    def insert_rows(self, table: sa.Table, columns: tuple[str, ...], rows: list[Any]) -> None:
+        self.conn.execute(table.insert(), [dict(zip(columns, row)) for row in rows])
 
     def insert_missing(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
         insert_missing(self.conn, table, rows)
@@ -255,6 +268,11 @@ class SQLiteStatements:
 
     def insert_missing(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
         self.insert(table, rows, verb="INSERT OR IGNORE")
+
+    def insert_rows(self, table: sa.Table, columns: tuple[str, ...], rows: list[Any]) -> None:
+        """Plain values only (no JSON columns): the tuples go to ``executemany`` as they are."""
+        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        self.cursor.executemany(sql, rows)
 
     def existing(self, table: sa.Table, names: list[str]) -> set[str]:
         found: set[str] = set()

@@ -29,10 +29,11 @@ InputId = tuple[str, int, Produced, "int | None"]  # (input name, position, arti
 
 def cache_key(inv: Invocation, input_ids: list[InputId], output_names: list[str]) -> str:
     """The cache key of ``inv`` given its inputs and the artifact names of its outputs (what
-    the key covers: see ``_cache_keys``)."""
+    the key covers: see ``_cache_keys``). The inputs are streamed into the hash, not listed
+    first: a reduce over a million mapped outputs would hold a million more tuples."""
     step = inv.step
     return step_cache_key(
-        step, inv.params, [(name, pos, produced.content_hash, index) for name, pos, produced, index in input_ids],
+        step, inv.params, ((name, pos, produced.content_hash, index) for name, pos, produced, index in input_ids),
         [(spec.name, artifact_name) for spec, artifact_name in zip(step.outputs, output_names)],
         step.config.recorded()["output_materializers"],
     )

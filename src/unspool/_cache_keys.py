@@ -32,7 +32,7 @@ import sys
 import types
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ._errors import StepDefinitionError
 
@@ -342,7 +342,7 @@ def function_fingerprint(func: Callable[..., Any]) -> str:
 def step_cache_key(
     step: Step[Any],
     params: dict[str, Any],
-    inputs: list[tuple[str, int, str, int | None]],
+    inputs: Iterable[tuple[str, int, str, int | None]],
     outputs: list[tuple[str, str]],
     materializers: Any,
 ) -> str:

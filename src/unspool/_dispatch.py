@@ -236,11 +236,8 @@ class Dispatch:
         return step_spec(self.run, inv, refs)
 
     def record_initializing(self, inv: Invocation) -> None:
-        """A new invocation is visible (waiting for inputs or a slot) before it starts.
-
-        On resume, an invocation id that ran before keeps its earlier row until it is either
-        reused or replaced (``_reuse_previous``).
-        """
+        """A new invocation is visible (waiting for inputs or a slot) before it starts. On
+        resume, an id that ran before keeps its earlier row until reused or replaced."""
         if self.run.previous is not None and inv.id in self.run.previous.steps:
             return
         self.recorder.step(inv, S.INITIALIZING)

@@ -14,6 +14,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._batch_sql import Link
 from ._errors import StepFailedError
 from ._futures import ArtifactFuture
 from ._ids import new_id
@@ -154,14 +155,15 @@ class Invocation:
 
 
 def link(inv: Invocation, artifact: Produced, direction: str, name: str, position: int = 0,
-          item_index: int | None = None) -> dict[str, Any]:
-    """A lineage row: ``inv`` consumed (input) or produced (output) ``artifact``."""
-    return {"step_run_id": inv.step_run_id, "artifact_version_id": artifact.id, "direction": direction,
-            "name": name, "position": position, "item_index": item_index}
+          item_index: int | None = None) -> Link:
+    """A lineage row: ``inv`` consumed (input) or produced (output) ``artifact``, in the
+    order of ``LINK_COLUMNS`` (a tuple: a reduce's million links are held at once)."""
+    return (inv.step_run_id, artifact.id, direction, name, position, item_index)
 
 
-def input_links(inv: Invocation, input_ids: list[tuple[str, int, Produced, int | None]]) -> list[dict[str, Any]]:
-    return [link(inv, p, "input", name, pos, index) for name, pos, p, index in input_ids]
+def input_links(inv: Invocation, input_ids: list[tuple[str, int, Produced, int | None]]) -> list[Link]:
+    step_run_id = inv.step_run_id
+    return [(step_run_id, p.id, "input", name, pos, index) for name, pos, p, index in input_ids]
 
 
 class Substitutions(dict):  # type: ignore[type-arg]

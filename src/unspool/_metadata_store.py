@@ -31,6 +31,7 @@ from ._batch_sql import (
     ROW_REFUSED,
     Batch,
     CoreStatements,
+    Link,
     SQLiteWriter,
     Statements,
     next_change,
@@ -287,7 +288,7 @@ class MetadataStore:
         self._step_inserts: dict[str, dict[str, Any]] = {}
         self._step_updates: dict[str, dict[str, Any]] = {}
         self._artifact_inserts: list[tuple[dict[str, Any], Any]] = []
-        self._links: list[dict[str, Any]] = []
+        self._links: list[Link] = []
         self._pipelines: set[str] = set()
         self._deletes: list[str] = []
         self._snapshots: list[dict[str, Any]] = []
@@ -402,7 +403,7 @@ class MetadataStore:
         if self.lost:
             raise RunOwnershipLostError(next(iter(self.lost.values())))
 
-    def insert_links(self, rows: list[dict[str, Any]]) -> None:
+    def insert_links(self, rows: list[Link]) -> None:
         with self._lock:
             self.written += 1
             self._links.extend(rows)

@@ -15,6 +15,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from ._batch_sql import Link
 from ._cross_run import upstream_name
 from ._events import Event, events
 from ._ids import new_id
@@ -47,7 +48,7 @@ class Recorder:
         inv: Invocation,
         status: ExecutionStatus,
         *,
-        links: Iterable[dict[str, Any]] = (),
+        links: Iterable[Link] = (),
         outputs: StepResult | None = None,
         **fields: Any,
     ) -> dict[str, Produced]:
@@ -58,7 +59,7 @@ class Recorder:
         (a name no substitution fills) it raises before anything is written.
         """
         produced: dict[str, Produced] = {}
-        out_links: list[dict[str, Any]] = []
+        out_links: list[Link] = []
         if outputs is not None:
             produced, out_links = self._versions(inv, outputs)
         if inv.recorded:
@@ -103,7 +104,7 @@ class Recorder:
             "end_time": None,
         }
 
-    def _versions(self, inv: Invocation, result: StepResult) -> tuple[dict[str, Produced], list[dict[str, Any]]]:
+    def _versions(self, inv: Invocation, result: StepResult) -> tuple[dict[str, Produced], list[Link]]:
         # may raise: first. Interned, like the type and materializer paths below: a map's
         # thousands of versions share one copy of each instead of holding their own.
         names = {spec.name: sys.intern(self.artifact_name(inv, spec)) for spec in inv.step.outputs}
