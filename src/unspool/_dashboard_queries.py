@@ -392,25 +392,16 @@ def consumers_of(conn: sa.Connection, version_id: str, limit: int = 1000) -> lis
     return list(step_brief(conn, list(ids)).values())
 
 
-def inputs_of_steps(conn: sa.Connection, step_ids: list[str]) -> list[dict[str, Any]]:
-    """(step run id, artifact version summary) of what those steps read."""
+def artifacts_of_steps(conn: sa.Connection, step_ids: list[str], direction: str) -> list[dict[str, Any]]:
+    """Artifact version summaries those steps read (``direction="input"``, each with the
+    ``consumer`` step run id) or wrote (``"output"``, with the ``producer``)."""
     if not step_ids:
         return []
+    role = "consumer" if direction == "input" else "producer"
     rows = conn.execute(
-        sa.select(step_run_artifacts.c.step_run_id.label("consumer"), *_VERSION_SUMMARY)
+        sa.select(step_run_artifacts.c.step_run_id.label(role), *_VERSION_SUMMARY)
         .join(artifact_versions, artifact_versions.c.id == step_run_artifacts.c.artifact_version_id)
-        .where(step_run_artifacts.c.step_run_id.in_(step_ids), step_run_artifacts.c.direction == "input")
-    ).mappings()
-    return [dict(r) for r in rows]
-
-
-def outputs_of_steps(conn: sa.Connection, step_ids: list[str]) -> list[dict[str, Any]]:
-    if not step_ids:
-        return []
-    rows = conn.execute(
-        sa.select(step_run_artifacts.c.step_run_id.label("producer"), *_VERSION_SUMMARY)
-        .join(artifact_versions, artifact_versions.c.id == step_run_artifacts.c.artifact_version_id)
-        .where(step_run_artifacts.c.step_run_id.in_(step_ids), step_run_artifacts.c.direction == "output")
+        .where(step_run_artifacts.c.step_run_id.in_(step_ids), step_run_artifacts.c.direction == direction)
     ).mappings()
     return [dict(r) for r in rows]
 

@@ -367,8 +367,8 @@ def create_app(store: Any, artifact_root: str, *, token: str, loopback: bool, st
             producer_id = version["producer_step_run_id"]
             producer = q.step_brief(conn, [producer_id]).get(producer_id) if producer_id else None
             consumers = q.consumers_of(conn, version_id)
-            upstream = q.inputs_of_steps(conn, [producer_id]) if producer_id else []
-            downstream = q.outputs_of_steps(conn, [c["id"] for c in consumers[:200]])
+            upstream = q.artifacts_of_steps(conn, [producer_id], "input") if producer_id else []
+            downstream = q.artifacts_of_steps(conn, [c["id"] for c in consumers[:200]], "output")
         version["producer"] = producer
         version["consumers"] = consumers
         version["lineage"] = {"upstream": upstream, "downstream": downstream}
