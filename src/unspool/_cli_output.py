@@ -222,8 +222,10 @@ def _execute(start: Callable[[], Any]) -> None:
         run_id = getattr(exc, "run_id", None) or (seen[0] if seen else None)
         if run_id is None or _state.debug or isinstance(exc, RunOwnershipLostError):
             raise  # a run another process took over is that process's to report
-        if isinstance(exc, StoreError):  # the store could not record the run: what it holds is stale
-            raise _fail(str(exc), code=1) from None
+        if isinstance(exc, StoreError):
+            # The store could not record the run: what it holds is stale, and the run's summary
+            # line has said why already (``_progress._summary``).
+            raise typer.Exit(1) from None
         _report_failure(_client().get_pipeline_run(run_id))
         raise typer.Exit(1) from None
     finally:
