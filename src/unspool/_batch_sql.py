@@ -336,6 +336,18 @@ def _columns(table: sa.Table) -> tuple[list[str], frozenset[str]]:
     return found
 
 
+def configure_sqlite(conn: sqlite3.Connection) -> None:
+    """How every connection to a SQLite store is set up (the writer's own and SQLAlchemy's):
+    transactions begun explicitly (``BEGIN IMMEDIATE`` to write), WAL with ``synchronous=NORMAL``
+    (a commit survives the process being killed), and a long busy timeout."""
+    conn.isolation_level = None
+    cursor = conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=120000")
+    cursor.close()
+
+
 class SQLiteWriter:
     """The writer's own ``sqlite3`` connection to a SQLite file, opened on first use.
 
@@ -354,10 +366,8 @@ class SQLiteWriter:
     def transaction(self) -> Iterator[SQLiteStatements]:
         conn = self._conn
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=120, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=120000")
+            conn = sqlite3.connect(self.path, timeout=120, check_same_thread=False)
+            configure_sqlite(conn)
             self._conn = conn
         cursor = conn.cursor()
         cursor.execute("BEGIN IMMEDIATE")

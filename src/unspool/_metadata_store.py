@@ -34,6 +34,7 @@ from ._batch_sql import (
     Link,
     SQLiteWriter,
     Statements,
+    configure_sqlite,
     next_change,
     singles,
     write_batch,
@@ -156,14 +157,24 @@ def create_engine(url: str) -> sa.Engine:
     return engine
 
 
-def _create_private_sqlite_file(url: str) -> None:
-    """Create a new SQLite store's file readable and writable by its owner only (SQLite gives
-    its WAL and shared-memory files the same mode); an existing file is left as it is."""
+def _sqlite_file(url: str) -> str | None:
+    """The file of a SQLite store URL; None for another database, memory or a ``file:`` URI."""
+    if not url.startswith("sqlite"):
+        return None
     try:
         path = sa.engine.make_url(url).database
     except sa.exc.ArgumentError:
-        return  # create_engine reports the bad URL
-    if not path or path == ":memory:" or path.startswith("file:") or os.path.exists(path):
+        return None  # create_engine reports the bad URL
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    return path
+
+
+def _create_private_sqlite_file(url: str) -> None:
+    """Create a new SQLite store's file readable and writable by its owner only (SQLite gives
+    its WAL and shared-memory files the same mode); an existing file is left as it is."""
+    path = _sqlite_file(url)
+    if path is None or os.path.exists(path):
         return
     try:
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
@@ -173,21 +184,12 @@ def _create_private_sqlite_file(url: str) -> None:
 
 def _sqlite_writer(url: str) -> SQLiteWriter | None:
     """The flush's own sqlite3 connection for a SQLite file store (see ``_batch_sql``)."""
-    if not url.startswith("sqlite"):
-        return None
-    path = sa.engine.make_url(url).database
-    if not path or path == ":memory:" or path.startswith("file:"):
-        return None
-    return SQLiteWriter(path, _dumps)
+    path = _sqlite_file(url)
+    return None if path is None else SQLiteWriter(path, _dumps)
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
-    dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=120000")
-    cursor.close()
+    configure_sqlite(dbapi_connection)
 
 
 def _sqlite_on_begin(conn: sa.Connection) -> None:
